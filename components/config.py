@@ -1,0 +1,212 @@
+"""The one typed schema of params.yaml.
+
+Every knob of every stage is declared here; unknown keys and out-of-range values are rejected
+when the file is loaded, with the offending key and the allowed values in the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestParams(_Section):
+    unicode_form: Literal["NFC", "NFKC"] = "NFC"
+    sources: tuple[str, ...] = Field(min_length=1)
+
+
+class ValidateRawParams(_Section):
+    min_chars: int = Field(ge=1)
+    max_chars: int = Field(ge=1)
+
+
+class CurateParams(_Section):
+    # None disables a check (datatrove convention).
+    min_words: int | None = Field(default=None, ge=0)
+    max_words: int | None = Field(default=None, ge=1)
+    min_alpha_ratio: float | None = Field(default=None, ge=0, le=1)
+    max_symbol_ratio: float | None = Field(default=None, ge=0)
+    max_duplicate_line_fraction: float | None = Field(default=None, ge=0, le=1)
+    max_chars_per_doc: int = Field(ge=200)
+
+
+class TokenizerParams(_Section):
+    vocab_size: int = Field(ge=300, le=1_000_000)
+    min_frequency: int = Field(ge=1)
+
+
+class PackParams(_Section):
+    seq_len: int = Field(ge=8)
+    val_fraction: float = Field(gt=0, lt=0.5)
+
+
+class ModelParams(_Section):
+    hidden_size: int = Field(ge=8)
+    intermediate_size: int = Field(ge=8)
+    num_hidden_layers: int = Field(ge=1)
+    num_attention_heads: int = Field(ge=1)
+    num_key_value_heads: int = Field(ge=1)
+    rope_theta: float = Field(gt=0)
+    max_position_embeddings: int = Field(ge=8)
+    tie_word_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelParams:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                f"model.num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"model.num_attention_heads ({self.num_attention_heads}) must be divisible by "
+                f"model.num_key_value_heads ({self.num_key_value_heads})"
+            )
+        return self
+
+
+class PretrainParams(_Section):
+    world_size: int = Field(ge=1)
+    zero_stage: Literal[0, 1, 2, 3] = 3
+    micro_batch_size: int = Field(ge=1)
+    grad_accum_steps: int = Field(ge=1)
+    max_steps: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    min_lr_ratio: float = Field(ge=0, le=1)
+    warmup_steps: int = Field(ge=0)
+    weight_decay: float = Field(ge=0)
+    grad_clip: float = Field(gt=0)
+    eval_every: int = Field(ge=1)
+    eval_batches: int = Field(ge=1)
+    checkpoint_every: int = Field(ge=1)
+    max_train_sequences: int | None = Field(default=None, ge=1)
+
+
+class LoraParams(_Section):
+    enabled: bool = False
+    r: int = Field(ge=1)
+    alpha: int = Field(ge=1)
+    dropout: float = Field(ge=0, lt=1)
+    target_modules: tuple[str, ...]
+
+
+class SftParams(_Section):
+    epochs: float = Field(gt=0)
+    lr: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    max_length: int = Field(ge=8)
+    max_examples: int | None = Field(default=None, ge=1)
+    lora: LoraParams
+
+
+class RewardParams(_Section):
+    epochs: float = Field(gt=0)
+    lr: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    max_length: int = Field(ge=8)
+    max_examples: int | None = Field(default=None, ge=1)
+
+
+class AlignParams(_Section):
+    method: Literal["dpo"] = "dpo"
+    beta: float = Field(gt=0)
+    epochs: float = Field(gt=0)
+    lr: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    max_length: int = Field(ge=8)
+    max_examples: int | None = Field(default=None, ge=1)
+
+
+class QuantizeParams(_Section):
+    method: Literal["int8_weight_only"] = "int8_weight_only"
+
+
+class EvaluateParams(_Section):
+    max_new_tokens: int = Field(ge=1)
+    max_examples: int = Field(ge=1)
+    ppl_batches: int = Field(ge=1)
+    ppl_batch_size: int = Field(default=8, ge=1)
+    generation_batch_size: int = Field(default=16, ge=1)
+
+
+class PromoteParams(_Section):
+    metric: Literal["eval_accuracy", "perplexity"] = "eval_accuracy"
+    min_delta: float = 0.0
+    max_perplexity: float = Field(gt=0)
+
+
+class DeployParams(_Section):
+    device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: CPU when no GPU driver tools
+    cpu_kv_cache_mib: int = Field(default=256, ge=16)  # vLLM's CPU backend needs it explicit
+    port: int = Field(ge=1024, le=65535)
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    max_model_len: int = Field(ge=16)
+    startup_timeout_s: int = Field(ge=10)
+    n_requests: int = Field(ge=1)
+    max_tokens: int = Field(ge=1)
+
+
+class Params(_Section):
+    profile: Literal["smoke", "demo", "cluster"] = "demo"
+    seed: int = 0
+    ingest: IngestParams
+    validate_raw: ValidateRawParams
+    curate: CurateParams
+    tokenizer: TokenizerParams
+    pack: PackParams
+    model: ModelParams
+    pretrain: PretrainParams
+    sft: SftParams
+    reward: RewardParams
+    align: AlignParams
+    quantize: QuantizeParams
+    evaluate: EvaluateParams
+    promote: PromoteParams
+    deploy: DeployParams
+    # Scale overlays (partial Params); validated when applied, see flows/params_overlay.py.
+    profiles: dict[Literal["smoke", "demo", "cluster"], dict[str, Any]] = Field(
+        default_factory=dict)
+
+
+class ParamsError(ValueError):
+    """params.yaml (or an override) does not match the schema."""
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check spelling; allowed keys are in params.yaml)")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(f"invalid {source}:\n{_describe(err)}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path} not found: run from the project root or pass --params")
+    return parse_params(yaml.safe_load(path.read_text()) or {}, source=str(path))
+
+
+def params_hash(params: Params) -> str:
+    """Stable short hash of the effective parameters (a lineage tag on every model)."""
+    blob = json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,40 @@
+"""Names shared across stages: registered models, lineage tags, aliases, environment variables.
+
+Stages are coupled only through files declared in dvc.yaml and through the MLflow registry; the
+names used for the registry live here so no stage spells them on its own.
+"""
+
+from typing import Final
+
+EXPERIMENT: Final = "llmops"
+
+# Registered model names.
+MODEL_BASE: Final = "llmops-base"
+MODEL_SFT: Final = "llmops-sft"
+MODEL_REWARD: Final = "llmops-reward"
+MODEL_POLICY: Final = "llmops-policy"
+MODEL_POLICY_INT8: Final = "llmops-policy-int8"
+
+# Aliases: the final model is the challenger; the served model holds champion.
+ALIAS_CHALLENGER: Final = "challenger"
+ALIAS_CHAMPION: Final = "champion"
+
+# Lineage tags carried by every registered model version.
+TAG_GIT_COMMIT: Final = "git_commit"
+TAG_DATA_HASH: Final = "data_hash"
+TAG_PARAMS_HASH: Final = "params_hash"
+TAG_PARENT_MODEL: Final = "parent_model"
+TAG_STAGE: Final = "stage"
+LINEAGE_TAGS: Final = (TAG_GIT_COMMIT, TAG_DATA_HASH, TAG_PARAMS_HASH, TAG_PARENT_MODEL, TAG_STAGE)
+
+# Run tags used to find a stage's MLflow run from the flow.
+RUN_TAG_STAGE: Final = "llmops.stage"
+RUN_TAG_PIPELINE: Final = "llmops.pipeline_run"
+
+# Written next to a model directory so downstream stages know which registry version they
+# start from (their parent_model lineage tag).
+REGISTRY_RECORD: Final = "registered_model.json"
+
+# Environment: set by the flow so every stage's run nests under the pipeline's parent run.
+ENV_PARENT_RUN_ID: Final = "LLMOPS_PARENT_RUN_ID"
+ENV_SERVE_PYTHON: Final = "LLMOPS_SERVE_PYTHON"

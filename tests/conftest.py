@@ -1,0 +1,19 @@
+import mlflow
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_mlflow(monkeypatch, tmp_path):
+    """Each test gets its own SQLite tracking store; nothing leaks through mlflow's globals.
+
+    mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, so reset it before setting ours.
+    """
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)

@@ -1,0 +1,18 @@
+"""Shared test helpers: the project's params, with small overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from components.config import Params, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def project_params(**sections: dict[str, Any]) -> Params:
+    """params.yaml with some section values replaced, e.g. project_params(curate={...})."""
+    params = load_params(ROOT / "params.yaml")
+    updates = {name: getattr(params, name).model_copy(update=values)
+               for name, values in sections.items()}
+    return params.model_copy(update=updates)
