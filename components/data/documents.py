@@ -1,0 +1,58 @@
+"""The document table shared by data stages: schema, Parquet I/O, quarantine records."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DOCS_FILE = "docs.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+
+DOC_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string())])
+QUARANTINE_SCHEMA = pa.schema(
+    [("id", pa.string()), ("source", pa.string()), ("origin", pa.string()),
+     ("reason", pa.string()), ("detail", pa.string()), ("text", pa.string())]
+)
+
+
+@dataclass(frozen=True)
+class Doc:
+    id: str
+    text: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    id: str
+    source: str
+    origin: str   # file (and line) it came from
+    reason: str   # a reason code constant
+    detail: str
+    text: str
+
+
+def doc_id(source: str, origin: str) -> str:
+    return hashlib.sha1(f"{source}:{origin}".encode()).hexdigest()[:16]
+
+
+def write_docs(docs: Iterable[Doc], path: Path) -> int:
+    rows = [asdict(d) for d in docs]
+    pq.write_table(pa.Table.from_pylist(rows, schema=DOC_SCHEMA), path)
+    return len(rows)
+
+
+def write_quarantine(rejected: Iterable[Rejected], path: Path) -> int:
+    rows = [asdict(r) for r in rejected]
+    pq.write_table(pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA), path)
+    return len(rows)
+
+
+def read_docs(path: Path) -> list[Doc]:
+    table = pq.read_table(path, columns=["id", "text", "source"])
+    return [Doc(**row) for row in table.to_pylist()]

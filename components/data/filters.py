@@ -1,0 +1,106 @@
+"""Curation filters in the datatrove shape: `filter(doc) -> True | (False, reason)`.
+
+Thresholds are constructor arguments; None disables a check. Reason codes are constants so
+metrics and the quarantine agree on spelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections import Counter
+from typing import Protocol
+
+from components.data.documents import Doc
+
+TOO_FEW_WORDS = "gopher_too_few_words"
+TOO_MANY_WORDS = "gopher_too_many_words"
+LOW_ALPHA_RATIO = "gopher_low_alpha_ratio"
+HIGH_SYMBOL_RATIO = "gopher_high_symbol_ratio"
+DUPLICATE_LINES = "gopher_duplicate_lines"
+EXACT_DUPLICATE = "exact_duplicate"
+
+Decision = bool | tuple[bool, str]
+
+_WORD = re.compile(r"\S+")
+
+
+class Filter(Protocol):
+    name: str
+
+    def filter(self, doc: Doc) -> Decision: ...
+
+
+class GopherQualityFilter:
+    """A subset of Gopher's quality rules (Rae et al. 2021, appendix A)."""
+
+    name = "gopher_quality"
+
+    def __init__(self, min_words: int | None = 50, max_words: int | None = 100_000,
+                 min_alpha_ratio: float | None = 0.8, max_symbol_ratio: float | None = 0.1):
+        self.min_words = min_words
+        self.max_words = max_words
+        self.min_alpha_ratio = min_alpha_ratio
+        self.max_symbol_ratio = max_symbol_ratio
+
+    def filter(self, doc: Doc) -> Decision:
+        words = _WORD.findall(doc.text)
+        n = len(words)
+        if self.min_words is not None and n < self.min_words:
+            return False, TOO_FEW_WORDS
+        if self.max_words is not None and n > self.max_words:
+            return False, TOO_MANY_WORDS
+        if self.min_alpha_ratio is not None:
+            chars = [c for c in doc.text if not c.isspace()]
+            alpha = sum(1 for c in chars if unicodedata.category(c).startswith("L"))
+            if chars and alpha / len(chars) < self.min_alpha_ratio:
+                return False, LOW_ALPHA_RATIO
+        if self.max_symbol_ratio is not None and n:
+            symbols = doc.text.count("#") + doc.text.count("...") + doc.text.count("…")
+            if symbols / n > self.max_symbol_ratio:
+                return False, HIGH_SYMBOL_RATIO
+        return True
+
+
+class GopherRepetitionFilter:
+    """Fraction of lines that are duplicates of another line (Gopher's dup_line_frac)."""
+
+    name = "gopher_repetition"
+
+    def __init__(self, max_duplicate_line_fraction: float | None = 0.3):
+        self.max_duplicate_line_fraction = max_duplicate_line_fraction
+
+    def filter(self, doc: Doc) -> Decision:
+        if self.max_duplicate_line_fraction is None:
+            return True
+        lines = [ln.strip() for ln in doc.text.split("\n") if ln.strip()]
+        if not lines:
+            return True
+        counts = Counter(lines)
+        dup = sum(c for c in counts.values() if c > 1)
+        if dup / len(lines) > self.max_duplicate_line_fraction:
+            return False, DUPLICATE_LINES
+        return True
+
+
+def normalized_hash(text: str) -> str:
+    """Hash of lower-cased text with whitespace collapsed: what counts as an exact duplicate."""
+    norm = " ".join(text.lower().split())
+    return hashlib.sha1(norm.encode()).hexdigest()
+
+
+class ExactDedupFilter:
+    """Keeps the first document of each normalised-text hash. Stateful: one pass, in order."""
+
+    name = "exact_dedup"
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def filter(self, doc: Doc) -> Decision:
+        h = normalized_hash(doc.text)
+        if h in self._seen:
+            return False, EXACT_DUPLICATE
+        self._seen.add(h)
+        return True

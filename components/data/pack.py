@@ -1,0 +1,82 @@
+"""pack stage: tokenise curated documents and pack them into fixed-length sequences.
+
+Output: `train.npy` and `val.npy`, arrays of shape (n_sequences, seq_len) that are memory-mapped
+by training, plus `index.json` describing them. Documents are joined with EOS so the model
+learns document boundaries; the split is by document, so no document straddles train and val.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from components.config import Params
+from components.data.documents import DOCS_FILE, read_docs
+from components.stage import StageResult
+from components.tracking.stage_run import Tracker
+
+INDEX_FILE = "index.json"
+
+
+@dataclass(frozen=True)
+class Paths:
+    docs: Path       # curated directory
+    tokenizer: Path
+    out: Path        # packed directory
+    metrics: Path
+
+
+def is_validation(doc_id: str, val_fraction: float, seed: int) -> bool:
+    h = int(hashlib.sha1(f"{seed}:{doc_id}".encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < val_fraction
+
+
+def pack_tokens(token_lists: list[list[int]], eos_id: int, seq_len: int) -> np.ndarray:
+    """Concatenate documents separated by EOS; cut into (n, seq_len), dropping the tail."""
+    flat = [t for ids in token_lists for t in (*ids, eos_id)]
+    n = len(flat) // seq_len
+    dtype = np.uint16 if max(flat, default=0) < 2**16 else np.int32
+    return np.asarray(flat[: n * seq_len], dtype=dtype).reshape(n, seq_len)
+
+
+def tokenize(texts: list[str], tokenizer: PreTrainedTokenizerBase, batch: int = 64
+             ) -> list[list[int]]:
+    out: list[list[int]] = []
+    for i in tqdm(range(0, len(texts), batch), desc="tokenize", unit="batch"):
+        out.extend(tokenizer(texts[i : i + batch], add_special_tokens=False)["input_ids"])
+    return out
+
+
+def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+    cfg = params.pack
+    tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer)
+    docs = read_docs(paths.docs / DOCS_FILE)
+    val_docs = [d for d in docs if is_validation(d.id, cfg.val_fraction, params.seed)]
+    train_docs = [d for d in docs if not is_validation(d.id, cfg.val_fraction, params.seed)]
+    if not val_docs or not train_docs:
+        raise ValueError(f"pack.val_fraction={cfg.val_fraction} left an empty split "
+                         f"({len(train_docs)} train / {len(val_docs)} val documents)")
+    eos = tokenizer.eos_token_id
+    train = pack_tokens(tokenize([d.text for d in train_docs], tokenizer), eos, cfg.seq_len)
+    val = pack_tokens(tokenize([d.text for d in val_docs], tokenizer), eos, cfg.seq_len)
+    if len(val) == 0:
+        raise ValueError("validation split is shorter than one sequence; raise val_fraction")
+    paths.out.mkdir(parents=True, exist_ok=True)
+    np.save(paths.out / "train.npy", train)
+    np.save(paths.out / "val.npy", val)
+    index = {"seq_len": cfg.seq_len, "dtype": str(train.dtype), "vocab_size": len(tokenizer),
+             "train_sequences": int(train.shape[0]), "val_sequences": int(val.shape[0]),
+             "train_documents": len(train_docs), "val_documents": len(val_docs)}
+    (paths.out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    return StageResult(metrics={
+        "train_sequences": index["train_sequences"],
+        "val_sequences": index["val_sequences"],
+        "train_tokens": int(train.size),
+        "val_tokens": int(val.size),
+    })

@@ -1,0 +1,95 @@
+"""tokenizer stage: train a byte-level BPE tokenizer on the curated corpus, save in HF format."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+from components.config import Params
+from components.stage import StageResult
+from components.tracking.stage_run import Tracker
+
+log = logging.getLogger(__name__)
+
+EOS = "<|endoftext|>"  # document separator in pretraining, end of generation
+PAD = "<|pad|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"  # end of a chat turn; also a stop token for generation
+SPECIAL_TOKENS = (EOS, PAD, IM_START, IM_END)
+
+# ChatML. `{% generation %}` marks assistant tokens so trainers can mask the loss to responses.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}"
+    "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
+    "{{ '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Paths:
+    docs: Path      # curated Parquet shards (column `text`)
+    out: Path       # HF tokenizer directory
+    metrics: Path
+
+
+def iter_texts(docs_dir: Path, batch_size: int = 256) -> Iterator[list[str]]:
+    for shard in sorted(docs_dir.glob("*.parquet")):
+        table = pq.read_table(shard, columns=["text"])
+        texts = table.column("text").to_pylist()
+        for i in range(0, len(texts), batch_size):
+            yield texts[i : i + batch_size]
+
+
+def train_tokenizer(batches: Iterable[list[str]], vocab_size: int,
+                    min_frequency: int = 2) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (GPT-2 style: no unknown tokens) with ChatML special tokens."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=True,
+    )
+    tok.train_from_iterator(batches, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS,
+        pad_token=PAD,
+        bos_token=None,
+        additional_special_tokens=[IM_START, IM_END],
+        model_max_length=1_000_000,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+    cfg = params.tokenizer
+    tokenizer = train_tokenizer(iter_texts(paths.docs), cfg.vocab_size, cfg.min_frequency)
+    paths.out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(paths.out)
+    sample = next(iter_texts(paths.docs, batch_size=64))
+    n_chars = sum(len(t) for t in sample)
+    n_tokens = sum(len(ids) for ids in tokenizer(sample)["input_ids"])
+    tracker.log_artifact(paths.out, "tokenizer")
+    return StageResult(
+        metrics={
+            "vocab_size": len(tokenizer),
+            "chars_per_token": round(n_chars / max(n_tokens, 1), 4),
+        }
+    )
