@@ -1,0 +1,1 @@
+"""Model construction and loading shared by training, evaluation and serving."""

@@ -1,0 +1,54 @@
+"""The DeepSpeed config, generated from params in one place and saved with the run."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from components.config import PretrainParams
+
+Device = Literal["cpu", "cuda"]
+
+
+def deepspeed_config(cfg: PretrainParams, world_size: int, device: Device) -> dict[str, Any]:
+    """ZeRO config for `world_size` data-parallel ranks.
+
+    Batch arithmetic DeepSpeed checks: train_batch_size = micro × accumulation × world_size.
+    bf16 on GPUs; fp32 on CPU, where bf16 matmuls are emulated and slower.
+    """
+    config: dict[str, Any] = {
+        "train_batch_size": cfg.micro_batch_size * cfg.grad_accum_steps * world_size,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum_steps,
+        "gradient_clipping": cfg.grad_clip,
+        "zero_optimization": {
+            "stage": cfg.zero_stage,
+            "overlap_comm": device == "cuda",
+            "contiguous_gradients": True,
+            # Lets the engine write a consolidated 16-bit (here: fp32) copy on save.
+            "stage3_gather_16bit_weights_on_model_save": True,
+        },
+        "scheduler": {
+            "type": "WarmupCosineLR",
+            "params": {
+                "total_num_steps": cfg.max_steps,
+                "warmup_num_steps": cfg.warmup_steps,
+                "warmup_min_ratio": 0.0,
+                "warmup_type": "linear",
+                "cos_min_ratio": cfg.min_lr_ratio,
+            },
+        },
+        "bf16": {"enabled": device == "cuda"},
+        "steps_per_print": 10**9,  # we log ourselves, per step, to MLflow
+        "wall_clock_breakdown": False,
+    }
+    if device == "cuda":
+        # On GPUs DeepSpeed builds its fused AdamW from this section; on CPU the engine gets
+        # torch.optim.AdamW as a client optimizer (no C++ op to compile).
+        config["optimizer"] = {"type": "AdamW", "params": optimizer_kwargs(cfg)}
+    else:
+        config["zero_allow_untested_optimizer"] = True
+    return config
+
+
+def optimizer_kwargs(cfg: PretrainParams) -> dict[str, Any]:
+    return {"lr": cfg.lr, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": cfg.weight_decay}

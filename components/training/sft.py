@@ -1,0 +1,137 @@
+"""sft stage: supervised fine-tuning of the pretrained base on chat examples with TRL's SFTTrainer.
+
+Setup -> train -> save, top to bottom:
+1. read `{"id", "task", "messages": [user, assistant]}` rows, subsample `sft.max_examples` by seed;
+2. SFTTrainer on the conversational `messages` column with `assistant_only_loss=True`: the chat
+   template's `{% generation %}` markers give TRL an assistant-token mask, so the loss covers the
+   answer and its closing `<|im_end|>` (what the model must learn to emit) and never the prompt;
+3. with `sft.lora.enabled`, train LoRA adapters and merge them into the weights before saving,
+   so the output is always a plain transformers model directory (what vLLM serves);
+4. save model + tokenizer (safetensors) atomically at `out`, register it as `llmops-sft`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig, PeftModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+)
+from trl import SFTConfig, SFTTrainer
+
+from components.config import LoraParams, Params, SftParams
+from components.constants import MODEL_SFT
+from components.stage import StageResult
+from components.tracking.stage_run import Tracker
+from components.training.trainer_common import (
+    TrackerCallback,
+    atomic_model_dir,
+    cpu_trainer_kwargs,
+    loss_summary,
+    read_jsonl,
+    require_keys,
+    scratch_dir,
+    subsample,
+    trainable_fraction,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Paths:
+    base: Path     # pretrained model directory (HF format, tokenizer inside)
+    data: Path     # sft_train.jsonl
+    out: Path      # fine-tuned model directory
+    metrics: Path
+
+
+def load_examples(path: Path, max_examples: int | None, seed: int) -> Dataset:
+    """The conversational dataset TRL expects: one `messages` column."""
+    rows = subsample(read_jsonl(path), max_examples, seed)
+    require_keys(rows, ("messages",), path)
+    for n, row in enumerate(rows, 1):
+        if not row["messages"] or row["messages"][-1].get("role") != "assistant":
+            raise ValueError(f"{path}: example {n} (id {row.get('id')!r}) must end with an "
+                             "assistant message: that is the response SFT learns")
+    return Dataset.from_list([{"messages": row["messages"]} for row in rows])
+
+
+def lora_config(cfg: LoraParams) -> LoraConfig | None:
+    if not cfg.enabled:
+        return None
+    return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+
+
+def sft_config(cfg: SftParams, scratch: Path, seed: int) -> SFTConfig:
+    return SFTConfig(
+        **cpu_trainer_kwargs(scratch, seed),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.lr,
+        per_device_train_batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        assistant_only_loss=True,  # labels = -100 outside the template's generation markers
+        packing=False,  # one conversation per row: the mask stays aligned with its tokens
+    )
+
+
+def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
+                  cfg: SftParams, scratch: Path, seed: int,
+                  callbacks: list[TrainerCallback] | None = None) -> SFTTrainer:
+    """The trainer with its dataset already tokenized (`trainer.train_dataset` has `labels`)."""
+    return SFTTrainer(
+        model=model,
+        args=sft_config(cfg, scratch, seed),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg.lora),  # TRL wraps the model in a PeftModel when set
+        callbacks=callbacks,
+    )
+
+
+def merged(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
+    """Fold LoRA adapters into the base weights; a plain model is returned unchanged."""
+    if isinstance(model, PeftModel):
+        return model.merge_and_unload()
+    return model
+
+
+def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+    cfg = params.sft
+    dataset = load_examples(paths.data, cfg.max_examples, params.seed)
+    tokenizer = AutoTokenizer.from_pretrained(paths.base)
+    model = AutoModelForCausalLM.from_pretrained(paths.base, dtype=torch.float32)
+
+    with scratch_dir("sft") as scratch:
+        trainer = build_trainer(model, tokenizer, dataset, cfg, scratch, params.seed,
+                                callbacks=[TrackerCallback(tracker)])
+        fraction = trainable_fraction(trainer.model)
+        n_sequences = len(trainer.train_dataset)  # after TRL drops fully-truncated examples
+        result = trainer.train()
+        final = merged(trainer.model)
+    losses = loss_summary(trainer.state.log_history)
+
+    with atomic_model_dir(paths.out) as tmp:
+        final.save_pretrained(tmp)  # safetensors (the only format transformers 5 writes)
+        tokenizer.save_pretrained(tmp)
+    log.info("sft: %d examples, loss %s, saved %s", len(dataset), losses, paths.out)
+
+    tracker.register_model(paths.out, MODEL_SFT, data_path=paths.data, parent_dir=paths.base)
+    return StageResult(metrics={
+        **losses,
+        "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
+        "n_examples": len(dataset),
+        "n_train_sequences": n_sequences,
+        "trainable_fraction": round(fraction, 6),
+        "lora": int(cfg.lora.enabled),
+    })
