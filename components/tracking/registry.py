@@ -1,0 +1,82 @@
+"""Register a model directory in MLflow with the project's lineage tags."""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+
+import components
+from components.config import Params, params_hash
+from components.constants import (
+    REGISTRY_RECORD,
+    TAG_DATA_HASH,
+    TAG_GIT_COMMIT,
+    TAG_PARAMS_HASH,
+    TAG_PARENT_MODEL,
+    TAG_STAGE,
+)
+from components.tracking import lineage
+from components.tracking.hf_pyfunc import HF_ARTIFACT
+
+log = logging.getLogger(__name__)
+
+_PYFUNC_CODE = Path(__file__).with_name("hf_pyfunc.py")
+# Explicit requirements: inferring them costs ~12 s per model.
+_REQUIREMENTS = ("torch", "transformers", "safetensors", "tokenizers", "optimum-quanto")
+
+
+def _requirements() -> list[str]:
+    reqs = []
+    for pkg in _REQUIREMENTS:
+        try:
+            reqs.append(f"{pkg}=={version(pkg)}")
+        except Exception:  # noqa: BLE001 - an optional package that is not installed
+            reqs.append(pkg)
+    return reqs
+
+
+def register_model_dir(
+    model_dir: str | Path,
+    name: str,
+    *,
+    stage: str,
+    params: Params,
+    data_path: str | Path,
+    parent_dir: str | Path | None = None,
+) -> ModelVersion:
+    """Log `model_dir` as a pyfunc model in the active run and register it under `name`.
+
+    Lineage tags: git commit, DVC hash of the training data, params hash, parent model
+    (`name/version` read from the parent's registry record) and the producing stage.
+    A `registered_model.json` record is written into `model_dir` for downstream stages.
+    """
+    model_dir = Path(model_dir)
+    tags = {
+        TAG_GIT_COMMIT: lineage.git_commit(),
+        TAG_DATA_HASH: lineage.data_hash(data_path),
+        TAG_PARAMS_HASH: params_hash(params),
+        TAG_PARENT_MODEL: lineage.parent_model(parent_dir) if parent_dir else "",
+        TAG_STAGE: stage,
+    }
+    record = model_dir / REGISTRY_RECORD
+    record.unlink(missing_ok=True)  # a stale record must not be logged inside the model
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(_PYFUNC_CODE),
+        artifacts={HF_ARTIFACT: str(model_dir)},
+        code_paths=[str(Path(components.__file__).parent)],
+        pip_requirements=_requirements(),
+        tags=tags,
+    )
+    mv = mlflow.register_model(info.model_uri, name, tags=tags)
+    record.write_text(
+        json.dumps({"name": name, "version": mv.version, "run_id": mv.run_id, "tags": tags},
+                   indent=2) + "\n"
+    )
+    log.info("registered %s version %s (%s)", name, mv.version, tags)
+    return mv

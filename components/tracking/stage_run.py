@@ -1,0 +1,90 @@
+"""One MLflow run per stage, and the one interface stages use to record what they did."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from components.config import Params
+from components.constants import ENV_PARENT_RUN_ID, RUN_TAG_PIPELINE, RUN_TAG_STAGE
+from components.tracking import mlflow_env
+
+log = logging.getLogger(__name__)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+class Tracker:
+    """What a stage may record. Wraps the active MLflow run of the stage."""
+
+    def __init__(self, stage: str, params: Params, run_id: str):
+        self.stage = stage
+        self.params = params
+        self.run_id = run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        if numeric:
+            mlflow.log_metrics(numeric, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+        else:
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_dict(self, data: Mapping[str, Any], name: str) -> None:
+        mlflow.log_dict(dict(data), name)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        mlflow.set_tags(dict(tags))
+
+    def write_metrics(self, path: str | Path, metrics: Mapping[str, Any]) -> None:
+        """The one metrics interface: the DVC metrics file and MLflow get the same keys."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(metrics), indent=2, sort_keys=True) + "\n")
+        self.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        mlflow.log_artifact(str(path), artifact_path="metrics")
+
+    def register_model(self, model_dir: str | Path, name: str, **lineage: Any):
+        from components.tracking.registry import register_model_dir
+
+        return register_model_dir(model_dir, name, stage=self.stage, params=self.params, **lineage)
+
+
+@contextmanager
+def stage_run(stage: str, params: Params) -> Iterator[Tracker]:
+    """Open the stage's MLflow run, nested under the pipeline's run when the flow started one."""
+    mlflow_env.configure()
+    parent = os.environ.get(ENV_PARENT_RUN_ID)
+    tags = {RUN_TAG_STAGE: stage, "profile": params.profile}
+    if parent:
+        tags[RUN_TAG_PIPELINE] = parent
+    with mlflow.start_run(run_name=stage, parent_run_id=parent or None, tags=tags) as run:
+        section = getattr(params, stage, None)
+        logged: dict[str, Any] = {"profile": params.profile, "seed": params.seed}
+        if section is not None:
+            logged.update(_flatten(section.model_dump(mode="json"), f"{stage}."))
+        if stage in {"pretrain", "sft", "reward", "align"}:
+            logged.update(_flatten(params.model.model_dump(mode="json"), "model."))
+        mlflow.log_params({k: str(v)[:500] for k, v in logged.items()})
+        log.info("stage %s: MLflow run %s", stage, run.info.run_id)
+        yield Tracker(stage, params, run.info.run_id)

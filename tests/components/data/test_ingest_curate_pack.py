@@ -1,0 +1,108 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from components.data.curate import apply_filters, build_filters, split_long
+from components.data.documents import Doc
+from components.data.filters import EXACT_DUPLICATE
+from components.data.ingest import (
+    BAD_ENCODING,
+    BAD_JSON,
+    EMPTY_TEXT,
+    MISSING_TEXT,
+    NO_HTML_TEXT,
+    UNKNOWN_SOURCE,
+    ingest,
+)
+from components.data.pack import is_validation, pack_tokens
+from tests.helpers import project_params
+
+ARTICLE = "<html><body><nav>Home | About</nav><article><h1>Title</h1><p>" + (
+    "Real paragraph text about interesting things. " * 20) + "</p></article></body></html>"
+
+
+def make_raw(tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "books").mkdir(parents=True)
+    (raw / "books" / "a.txt").write_text("Cafe\u0301 au lait, a story.\r\nSecond line.")
+    (raw / "books" / "bad.txt").write_bytes(b"\xff\xfe not utf-8 \xc3")
+    (raw / "books" / "page.html").write_text(ARTICLE)
+    (raw / "books" / "empty.html").write_text("<html><body><script>x()</script></body></html>")
+    (raw / "other").mkdir()
+    (raw / "other" / "x.txt").write_text("not an allowed source")
+    lines = [json.dumps({"id": "p1", "text": "a record"}), '{"id": "p2", "text": "trunc',
+             json.dumps({"id": "p3"}), json.dumps({"id": "p4", "text": "   "})]
+    (raw / "feed.jsonl").write_text("\n".join(lines) + "\n")
+    return raw
+
+
+def test_ingest_quarantines_every_bad_record_with_a_reason(tmp_path):
+    docs, rejected = ingest(make_raw(tmp_path), ("books", "feed"), "NFC")
+    reasons = sorted(r.reason for r in rejected)
+    assert reasons == sorted([BAD_ENCODING, NO_HTML_TEXT, UNKNOWN_SOURCE, BAD_JSON,
+                              MISSING_TEXT, EMPTY_TEXT])
+    texts = {d.source: [] for d in docs}
+    for d in docs:
+        texts[d.source].append(d.text)
+    assert "Café au lait, a story.\nSecond line." in texts["books"]  # NFC + newlines
+    assert any("Real paragraph text" in t and "Home | About" not in t for t in texts["books"])
+    assert texts["feed"] == ["a record"]
+    assert len({d.id for d in docs}) == len(docs)
+
+
+def test_ingest_ids_are_stable(tmp_path):
+    raw = make_raw(tmp_path)
+    a, _ = ingest(raw, ("books", "feed"), "NFC")
+    b, _ = ingest(raw, ("books", "feed"), "NFC")
+    assert [d.id for d in a] == [d.id for d in b]
+
+
+def test_split_long_keeps_all_text():
+    text = "\n\n".join(f"paragraph {i} " * 20 for i in range(30))
+    parts = split_long(Doc("x", text, "s"), max_chars=1000)
+    assert len(parts) > 1
+    assert "\n\n".join(p.text for p in parts) == text
+    assert len({p.id for p in parts}) == len(parts)
+
+
+def test_curate_counts_and_quarantines():
+    params = project_params(curate={"min_words": 5})
+    good = "one two three four five six seven"
+    docs = [Doc("1", good, "s"), Doc("2", good.upper(), "s"), Doc("3", "tiny", "s")]
+    kept, rejected, counts = apply_filters(docs, build_filters(params.curate))
+    assert [d.id for d in kept] == ["1"]
+    assert counts[EXACT_DUPLICATE] == 1 and sum(counts.values()) == 2
+    assert {r.id for r in rejected} == {"2", "3"}
+    assert all(r.reason and r.text for r in rejected)
+
+
+def test_pack_tokens_joins_with_eos_and_drops_tail():
+    arr = pack_tokens([[1, 2, 3], [4, 5]], eos_id=0, seq_len=3)
+    assert arr.tolist() == [[1, 2, 3], [0, 4, 5]]  # the final EOS is the dropped tail
+    assert arr.dtype == np.uint16
+
+
+def test_validation_split_is_deterministic_and_roughly_sized():
+    ids = [f"doc{i}" for i in range(2000)]
+    val = [i for i in ids if is_validation(i, 0.1, seed=1)]
+    assert val == [i for i in ids if is_validation(i, 0.1, seed=1)]
+    assert 120 < len(val) < 280
+
+
+def test_quarantine_written_by_ingest_run(tmp_path, monkeypatch):
+    from components.data import ingest as ingest_stage
+    from components.tracking.stage_run import stage_run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    raw = make_raw(tmp_path)
+    params = project_params(ingest={"sources": ("books", "feed")})
+    paths = ingest_stage.Paths(raw=raw, out=tmp_path / "out", metrics=tmp_path / "m.json")
+    with stage_run("ingest", params) as tracker:
+        result = ingest_stage.run(params, paths, tracker)
+    q = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
+    assert result.metrics["quarantined"] == len(q) == 6
+    assert result.metrics[f"quarantined.{BAD_JSON}"] == 1
+    empty = next(r for r in q if r["reason"] == EMPTY_TEXT)
+    assert empty["origin"] == "feed.jsonl:4"

@@ -1,0 +1,195 @@
+"""Task data: answers are right, splits do not leak, the judge is strict where it matters."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from components.data import tasks
+
+ROOT = Path(__file__).resolve().parents[3]
+RAW = ROOT / "data" / "raw"
+TASKS_DIR = ROOT / "data" / "tasks"
+SEED = 1234
+
+
+@pytest.fixture(scope="module")
+def files() -> dict[str, list[dict]]:
+    return tasks.generate(RAW, SEED)
+
+
+# ------------------------------------------------------------------ judge
+
+
+@pytest.mark.parametrize(
+    ("answer", "generated"),
+    [
+        ("42", "42"),
+        ("42", "  42.  \n"),
+        ("42", "\n42\nsome more text"),
+        ("42", "42 is the sum"),
+        ("HELLO", "HELLO!"),
+        ("Lady Macbeth", "Lady  Macbeth."),
+        ("Lady Macbeth", "'Lady Macbeth' speaks it"),
+    ],
+)
+def test_is_correct_accepts(answer: str, generated: str) -> None:
+    assert tasks.is_correct(answer, generated)
+
+
+@pytest.mark.parametrize(
+    ("answer", "generated"),
+    [
+        ("42", "421"),
+        ("42", "4 2"),
+        ("42", "The answer is 42"),  # the answer must come first
+        ("42", "43\n42"),  # only the first non-blank line counts
+        ("42", ""),
+        ("HELLO", "hello"),  # case matters: the `upper` family is about case
+        ("Lady Macbeth", "Lady"),
+        ("Lady Macbeth", "Macbeth"),
+        ("", "anything"),  # an empty expected answer never matches
+    ],
+)
+def test_is_correct_rejects(answer: str, generated: str) -> None:
+    assert not tasks.is_correct(answer, generated)
+
+
+def test_normalize_answer_keeps_case_and_inner_punctuation() -> None:
+    assert tasks.normalize_answer("  'O'er'  \n THE. ") == "O'er THE"
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def test_parse_speeches_skips_stage_directions_and_abbreviations() -> None:
+    text = (
+        "ACT I.\n\n[Enter witches.]\n\nFIRST WITCH.\nWhen shall we three meet again?\n"
+        "[Thunder.]\nIn thunder, lightning, or in rain?\n\nHam.\nNot a speech header.\n"
+    )
+    assert list(tasks.parse_speeches(text)) == [
+        ("FIRST WITCH", ["When shall we three meet again?", "In thunder, lightning, or in rain?"])
+    ]
+
+
+def test_title_from_slug() -> None:
+    assert tasks.title_from_slug("the_winters_tale") == "The Winter's Tale"
+    assert tasks.title_from_slug("henry_v") == "Henry V"
+    assert tasks.title_from_slug("the_merchant_of_venice") == "The Merchant of Venice"
+
+
+def test_split_depends_only_on_the_question_key() -> None:
+    assert tasks.split_of("add:3:4") == tasks.split_of("add:3:4")
+    splits = {tasks.split_of(f"add:{a}:{b}") for a in range(50) for b in range(50)}
+    assert splits == {"eval", "prefs_test", "train"}
+
+
+def test_check_disjoint_rejects_a_leaked_eval_prompt() -> None:
+    leaked = {
+        "eval": [{"prompt": "What is 1 + 2?", "answer": "3"}],
+        "sft_train": [
+            {
+                "messages": [
+                    {"role": "user", "content": " what is 1 +  2? "},
+                    {"role": "assistant", "content": "3"},
+                ]
+            }
+        ],
+    }
+    with pytest.raises(ValueError, match="eval also in sft_train"):
+        tasks.check_disjoint(leaked)
+
+
+# ------------------------------------------------------------------ generated data
+
+
+def test_sizes_schema_and_families(files: dict[str, list[dict]]) -> None:
+    assert {k: len(v) for k, v in files.items()} == tasks.DEFAULT_SIZES
+    keys = {
+        "sft_train": {"id", "task", "messages"},
+        "eval": {"id", "task", "prompt", "answer"},
+        "prefs_train": {"id", "task", "prompt", "chosen", "rejected"},
+        "prefs_test": {"id", "task", "prompt", "chosen", "rejected"},
+    }
+    for name, rows in files.items():
+        assert all(set(r) == keys[name] for r in rows), name
+        assert {r["task"] for r in rows} == set(tasks.FAMILIES), name
+        assert len({r["id"] for r in rows}) == len(rows), name
+
+
+def test_splits_are_disjoint(files: dict[str, list[dict]]) -> None:
+    prompts = {
+        name: {tasks.normalize_prompt(tasks.user_prompt(r)) for r in rows}
+        for name, rows in files.items()
+    }
+    for train in ("sft_train", "prefs_train", "prefs_test"):
+        assert not prompts["eval"] & prompts[train], train
+    for train in ("sft_train", "prefs_train"):
+        assert not prompts["prefs_test"] & prompts[train], train
+
+
+def speakers_index(plays: dict[str, str]) -> dict[tuple[str, str], set[str]]:
+    """(play title, line) -> who says it, from the raw play texts."""
+    index: dict[tuple[str, str], set[str]] = {}
+    for slug, text in plays.items():
+        for who, lines in tasks.parse_speeches(text):
+            for line in lines:
+                index.setdefault((tasks.title_from_slug(slug), line), set()).add(
+                    tasks.speaker_name(who)
+                )
+    return index
+
+
+def expected_answer(task: str, prompt: str, speakers: dict[tuple[str, str], set[str]]) -> str:
+    """Recompute the answer from the prompt text alone, independently of the generator."""
+    if task in ("add", "sub"):
+        a, b = map(int, re.findall(r"\d+", prompt))
+        if prompt.startswith("Subtract"):  # "Subtract {b} from {a}."
+            a, b = b, a
+        return str(a + b if task == "add" else a - b)
+    if task == "speaker":
+        line = re.search(r'"(.*)"', prompt).group(1)
+        play = re.search(
+            r"(?:Shakespeare's (.*?), who)|(?:in (.*?) says)|(?:\" in (.*)\?$)", prompt
+        ).groups()
+        who = speakers[(next(p for p in play if p), line)]
+        assert len(who) == 1, (prompt, who)
+        return next(iter(who))
+    word = (re.search(r"'([a-z]+)'", prompt) or re.search(r": ([a-z]+)$", prompt)).group(1)
+    return {"reverse": word[::-1], "upper": word.upper(), "count": str(len(word))}[task]
+
+
+def test_every_answer_is_right_and_every_rejected_wrong(files: dict[str, list[dict]]) -> None:
+    speakers = speakers_index(tasks.load_plays(RAW))
+    for name, rows in files.items():
+        for r in rows:
+            prompt = tasks.user_prompt(r)
+            answer = (
+                r["messages"][1]["content"]
+                if name == "sft_train"
+                else r["answer"]
+                if name == "eval"
+                else r["chosen"][0]["content"]
+            )
+            right = expected_answer(r["task"], prompt, speakers)
+            assert answer == right, (name, r)
+            assert "\n" not in answer and len(answer) <= 20, r
+            if "rejected" in r:
+                assert not tasks.is_correct(right, r["rejected"][0]["content"]), r
+
+
+def test_generation_is_deterministic_for_a_seed(files: dict[str, list[dict]]) -> None:
+    assert tasks.generate(RAW, SEED) == files  # a second, independent run end to end
+    pools = tasks.pools_of(tasks.all_questions(RAW))
+    assert tasks.make_file("eval", pools, 12, SEED + 1) != tasks.make_file("eval", pools, 12, SEED)
+
+
+def test_committed_task_files_are_up_to_date(files: dict[str, list[dict]]) -> None:
+    # The JSONL files are committed: they must be what scripts/make_tasks.py writes today.
+    for name, rows in files.items():
+        path = TASKS_DIR / f"{name}.jsonl"
+        committed = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert committed == rows, f"{path} is stale: run scripts/make_tasks.py"

@@ -1,0 +1,147 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from components.config import ModelParams
+from components.evaluation import evaluate
+from components.modeling.io import load_for_inference
+from components.modeling.llama import build_model
+from components.tokenizer.train import train_tokenizer
+from components.tracking.stage_run import stage_run
+from components.training import quantize
+from tests.helpers import project_params
+
+TINY = ModelParams(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                   num_attention_heads=2, num_key_value_heads=1, rope_theta=10000,
+                   max_position_embeddings=128)
+EXAMPLES = [
+    {"id": "a1", "task": "add", "prompt": "What is 2 + 3?", "answer": "5"},
+    {"id": "a2", "task": "add", "prompt": "What is 4 + 4?", "answer": "8"},
+    {"id": "r1", "task": "reverse", "prompt": "Reverse: abc", "answer": "cba"},
+    {"id": "a3", "task": "add", "prompt": "What is 1 + 1?", "answer": "2"},
+    {"id": "r2", "task": "reverse", "prompt": "Reverse: xy", "answer": "yx"},
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    texts = [f"What is {i} + {i % 9}? It is {i + i % 9}. Reverse: ab{i}" for i in range(300)]
+    tokenizer = train_tokenizer([texts], vocab_size=400, min_frequency=1)
+    torch.manual_seed(0)
+    model = build_model(TINY, tokenizer)
+    with torch.no_grad():  # wider than the init (std 0.02): varied greedy tokens, not one repeat
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    out = tmp_path_factory.mktemp("model")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    return load_for_inference(model_dir)
+
+
+def test_perplexity_is_exp_of_mean_token_nll(loaded):
+    model, _ = loaded
+    tokens = np.array([[3, 17, 40, 5, 99, 7], [8, 8, 200, 31, 4, 6], [1, 2, 3, 4, 5, 6]],
+                      dtype=np.uint16)
+    nlls = []
+    with torch.no_grad():
+        for row in tokens.astype(np.int64):
+            logp = torch.log_softmax(model(input_ids=torch.from_numpy(row[None])).logits[0], -1)
+            nlls += [-float(logp[t, row[t + 1]]) for t in range(len(row) - 1)]
+    expected = math.exp(sum(nlls) / len(nlls))
+    # Uneven last batch (2 + 1 rows) must weigh tokens, not batches.
+    assert evaluate.perplexity(model, tokens, batch_size=2) == pytest.approx(expected, rel=1e-5)
+    first_two = math.exp(sum(nlls[:10]) / 10)
+    assert evaluate.perplexity(model, tokens, batch_size=2, max_batches=1) == \
+        pytest.approx(first_two, rel=1e-5)
+
+
+def test_accuracy_counts_overall_and_per_task_with_a_fake_generator():
+    calls = []
+
+    def fake_generate(prompts):
+        calls.append(list(prompts))
+        # Right for every "add" prompt except "1 + 1"; wrong on every reverse prompt.
+        return [{"What is 2 + 3?": "5", "What is 4 + 4?": "8"}.get(p, "?") for p in prompts]
+
+    result = evaluate.accuracy(EXAMPLES, fake_generate, judge=lambda a, g: a == g, batch_size=2)
+    assert [len(c) for c in calls] == [2, 2, 1]
+    assert result.accuracy == pytest.approx(2 / 5)
+    assert result.per_task == {"add": pytest.approx(2 / 3), "reverse": 0.0}
+    assert [p.correct for p in result.predictions] == [True, True, False, False, False]
+    assert result.predictions[3].generated == "?"
+
+
+def test_generation_uses_chat_template_and_left_padding_matches_single_prompts(loaded):
+    model, tokenizer = loaded
+    [formatted] = evaluate.chat_prompts(tokenizer, ["What is 2 + 3?"])
+    assert formatted == "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
+    prompts = ["What is 2 + 3?", "Reverse: a much longer prompt than the first one", "It is"]
+    batched = evaluate.generate_greedy(model, tokenizer, prompts, max_new_tokens=5)
+    single = [evaluate.generate_greedy(model, tokenizer, [p], max_new_tokens=5)[0]
+              for p in prompts]
+    assert batched == single
+    assert all(batched)  # not a degenerate comparison of empty strings
+    assert not any("<|" in out for out in batched)  # special tokens are not decoded
+
+
+def test_render_plot_writes_a_png(tmp_path):
+    rows = [{"model": m, "eval_accuracy": a, "perplexity": p}
+            for m, a, p in (("base", 0.0, 300.0), ("policy", 0.4, 40.0))]
+    evaluate.render_plot(rows, tmp_path / "plots" / "evaluation.png")
+    assert (tmp_path / "plots" / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_read_eval_set_names_missing_keys(tmp_path):
+    path = tmp_path / "eval.jsonl"
+    path.write_text(json.dumps({"id": "x", "prompt": "p", "answer": "a"}) + "\n")
+    with pytest.raises(ValueError, match=r"eval.jsonl:1 lacks keys \['task'\]"):
+        evaluate.read_eval_set(path, limit=10)
+
+
+def test_run_compares_four_models_and_logs_artifacts(model_dir, loaded, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    model, tokenizer = load_for_inference(model_dir)
+    qmap = quantize.quantize_model(model, "int8_weight_only")
+    quantize.save_quantized(model, tokenizer, qmap, "int8_weight_only", tmp_path / "int8")
+    (tmp_path / "packed").mkdir()
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "packed" / "val.npy", rng.integers(0, 400, (20, 16), dtype=np.uint16))
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
+    paths = evaluate.Paths(
+        base=model_dir, sft=model_dir, policy=model_dir, policy_int8=tmp_path / "int8",
+        val=tmp_path / "packed", eval_set=tmp_path / "eval.jsonl",
+        table=tmp_path / "reports" / "evaluation.json", plot=tmp_path / "plots" / "eval.png",
+        predictions=tmp_path / "reports" / "predictions.jsonl", metrics=tmp_path / "m.json")
+    params = project_params(evaluate={"max_examples": 3, "ppl_batches": 2, "max_new_tokens": 4})
+    with stage_run("evaluate", params) as tracker:
+        result = evaluate.run(params, paths, tracker)
+        run_id = tracker.run_id
+
+    m = result.metrics
+    fp32_ppl = evaluate.perplexity(loaded[0], np.load(tmp_path / "packed" / "val.npy")[:16],
+                                   batch_size=8)
+    assert m["perplexity"] == m["policy.perplexity"] == pytest.approx(fp32_ppl, rel=1e-3)
+    assert m["policy_int8.perplexity"] == pytest.approx(fp32_ppl, rel=0.05)
+    assert m["eval_accuracy"] == m["policy.eval_accuracy"]
+    assert {"base.eval_accuracy", "sft.perplexity", "policy.accuracy.add",
+            "policy.accuracy.reverse", "policy_int8.n_examples"} <= set(m)
+    rows = json.loads(paths.table.read_text())
+    assert [r["model"] for r in rows] == ["base", "sft", "policy", "policy_int8"]
+    assert all(r["n_examples"] == 3 for r in rows)
+    preds = [json.loads(x) for x in paths.predictions.read_text().splitlines()]
+    assert len(preds) == 4 * 3
+    assert set(preds[0]) == {"model", "id", "task", "prompt", "answer", "generated", "correct"}
+    assert paths.plot.read_bytes()[:4] == b"\x89PNG"
+    logged = {a.path for a in MlflowClient().list_artifacts(run_id, "evaluation")}
+    assert logged == {"evaluation/evaluation.json", "evaluation/eval.png",
+                      "evaluation/predictions.jsonl"}

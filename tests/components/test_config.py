@@ -1,0 +1,72 @@
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from components.config import ParamsError, load_params, params_hash, parse_params
+from tests.helpers import ROOT
+
+
+def raw_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_project_params_load():
+    params = load_params(ROOT / "params.yaml")
+    assert params.profile == "demo"
+    assert params.model.hidden_size % params.model.num_attention_heads == 0
+
+
+def test_unknown_key_is_named():
+    raw = raw_params()
+    raw["pretrain"]["max_stepz"] = 3
+    with pytest.raises(ParamsError, match=r"pretrain\.max_stepz: unknown key"):
+        parse_params(raw)
+
+
+def test_bad_choice_names_key_and_value():
+    raw = raw_params()
+    raw["align"]["method"] = "ppo-please"
+    with pytest.raises(ParamsError, match=r"align\.method.*'dpo'.*ppo-please"):
+        parse_params(raw)
+
+
+def test_heads_must_divide_hidden_size():
+    raw = raw_params()
+    raw["model"]["num_attention_heads"] = 3
+    with pytest.raises(ParamsError, match="divisible"):
+        parse_params(raw)
+
+
+def test_params_are_frozen():
+    params = load_params(ROOT / "params.yaml")
+    with pytest.raises(ValidationError, match="frozen"):
+        params.pretrain.max_steps = 1
+
+
+def test_params_hash_changes_with_a_value():
+    raw = raw_params()
+    a = params_hash(parse_params(raw))
+    raw["pretrain"]["lr"] = 0.5
+    assert params_hash(parse_params(raw)) != a
+
+
+@pytest.mark.parametrize("profile", ["smoke", "demo", "cluster"])
+def test_every_profile_yields_valid_params(tmp_path, profile):
+    from flows.params_overlay import apply_profile
+
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    apply_profile(profile, path)
+    assert load_params(path).profile == profile
+
+
+def test_demo_profile_restores_every_key_other_profiles_change(tmp_path):
+    from flows.params_overlay import apply_profile
+
+    path = tmp_path / "params.yaml"
+    original = (ROOT / "params.yaml").read_text()
+    path.write_text(original)
+    apply_profile("smoke", path)
+    apply_profile("cluster", path)
+    apply_profile("demo", path)
+    assert load_params(path) == load_params(ROOT / "params.yaml")
