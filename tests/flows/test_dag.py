@@ -1,0 +1,24 @@
+from components.stage import STAGE_NAMES
+from flows.dvc_stage import StageFailed, stage_order, upstream_closure
+from tests.helpers import ROOT
+
+
+def test_dvc_dag_declares_every_stage_of_the_package_in_a_valid_order():
+    order = stage_order(ROOT)
+    assert sorted(order) == sorted(STAGE_NAMES)
+    pos = {s: i for i, s in enumerate(order)}
+    for before, after in [("ingest", "validate_raw"), ("validate_raw", "curate"),
+                          ("tokenizer", "pack"), ("pack", "pretrain"), ("pretrain", "sft"),
+                          ("sft", "align"), ("align", "quantize"), ("quantize", "evaluate"),
+                          ("evaluate", "promote"), ("promote", "deploy")]:
+        assert pos[before] < pos[after]
+
+
+def test_upstream_closure_includes_dependencies_only():
+    closure = upstream_closure(ROOT, ["pack"])
+    assert closure == {"ingest", "validate_raw", "curate", "tokenizer", "pack"}
+
+
+def test_transient_failures_are_recognised():
+    assert StageFailed("x", 1, ["sqlite3.OperationalError: database is locked"]).transient
+    assert not StageFailed("x", 1, ["ValidationFailed: 1 expectation(s) failed"]).transient
