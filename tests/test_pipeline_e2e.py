@@ -88,7 +88,8 @@ async def _flow_runs():
         tasks = await client.read_task_runs(task_run_filter=TaskRunFilter())
         artifacts = await client.read_artifacts()
         return {
-            "links": {a.key: a.data for a in artifacts if a.type == "link"},
+            # Prefect stores link artifacts as markdown "[text](url)".
+            "links": {a.key: a.data for a in artifacts if (a.key or "").startswith("mlflow-")},
             "flows": [(f.name, f.state_type.value) for f in flows],
             "tasks": [(t.name, t.flow_run_id, t.state_name) for t in tasks],
             "flow_ids": [str(f.id) for f in flows],
