@@ -58,9 +58,18 @@ class ModelParams(_Section):
     rope_theta: float = Field(gt=0)
     max_position_embeddings: int = Field(ge=8)
     tie_word_embeddings: bool = True
+    # "mixtral": every MLP becomes num_experts SwiGLU experts with top-k routing.
+    architecture: Literal["llama", "mixtral"] = "llama"
+    num_experts: int = Field(default=8, ge=2)
+    experts_per_token: int = Field(default=2, ge=1)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelParams:
+        if self.experts_per_token > self.num_experts:
+            raise ValueError(
+                f"model.experts_per_token ({self.experts_per_token}) must not exceed "
+                f"model.num_experts ({self.num_experts})"
+            )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by "
@@ -74,9 +83,35 @@ class ModelParams(_Section):
         return self
 
 
+class ClusterParams(_Section):
+    """Where pretraining runs: the ranks the launcher starts and what the planner assumes."""
+
+    nodes: int = Field(ge=1)
+    ranks_per_node: int = Field(ge=1)        # GPUs per node; CPU processes on this machine
+    hosts: tuple[str, ...] = ()              # node names for the DeepSpeed hostfile (nodes > 1)
+    master_port: int = Field(default=29500, ge=1024, le=65535)
+    accelerator_memory_gb: float = Field(gt=0)
+    cpu_memory_gb: float = Field(gt=0)       # per node
+    peak_tflops: float = Field(gt=0)         # per accelerator, dense, training precision
+    assumed_mfu: float = Field(gt=0, le=1)   # for the planner's GPU-hour estimate
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.ranks_per_node
+
+    @model_validator(mode="after")
+    def _hosts_match_nodes(self) -> ClusterParams:
+        if self.hosts and len(self.hosts) != self.nodes:
+            raise ValueError(f"cluster.hosts lists {len(self.hosts)} hosts but cluster.nodes is "
+                             f"{self.nodes}")
+        return self
+
+
 class PretrainParams(_Section):
-    world_size: int = Field(ge=1)
     zero_stage: Literal[0, 1, 2, 3] = 3
+    # GPU memory savers (on the CPU accelerator offload is a no-op: memory is already host RAM).
+    offload: Literal["none", "optimizer", "optimizer_and_params"] = "none"
+    activation_checkpointing: bool = False
     micro_batch_size: int = Field(ge=1)
     grad_accum_steps: int = Field(ge=1)
     max_steps: int = Field(ge=1)
@@ -164,6 +199,7 @@ class Params(_Section):
     tokenizer: TokenizerParams
     pack: PackParams
     model: ModelParams
+    cluster: ClusterParams
     pretrain: PretrainParams
     sft: SftParams
     reward: RewardParams
@@ -175,6 +211,12 @@ class Params(_Section):
     # Scale overlays (partial Params); validated when applied, see flows/params_overlay.py.
     profiles: dict[Literal["smoke", "demo", "cluster"], dict[str, Any]] = Field(
         default_factory=dict)
+
+    @model_validator(mode="after")
+    def _offload_params_needs_zero3(self) -> Params:
+        if self.pretrain.offload == "optimizer_and_params" and self.pretrain.zero_stage != 3:
+            raise ValueError("pretrain.offload 'optimizer_and_params' needs pretrain.zero_stage 3")
+        return self
 
 
 class ParamsError(ValueError):

@@ -55,6 +55,51 @@ def cmd_serve(args: argparse.Namespace) -> None:
     sys.exit(serve_forever(load_params(args.params), args.model_uri))
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    import json
+
+    from components.training.planner import format_plan
+    from components.training.sizing import plan_for
+    from flows.params_overlay import preview_params
+
+    params = preview_params(Path(args.params), args.profile, _kv(args.set))
+    tokenizer = Path(args.tokenizer) if args.tokenizer else None
+    plan = plan_for(params, tokenizer, precision=args.precision, preset=args.model,
+                    n_params=args.params_billions * 1e9 if args.params_billions else None,
+                    tokens=args.tokens)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else format_plan(plan))
+
+
+def cmd_launch(args: argparse.Namespace) -> None:
+    import json
+
+    import yaml
+
+    from components.training import launch
+    from components.training.ds_config import deepspeed_config
+    from flows.params_overlay import preview_params
+
+    overrides = _kv(args.set)
+    if args.hosts:
+        overrides["cluster.hosts"] = json.dumps(args.hosts.split(","))
+    params = preview_params(Path(args.params), args.profile, overrides)
+    paths = yaml.safe_load(Path("dvc.yaml").read_text())["vars"][0]["p"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # The ranks read these params (the profile and overrides applied), not the live file.
+    params_file = out / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    ds_config = deepspeed_config(params.pretrain, params.cluster.world_size, args.device)
+    worker = launch.worker_args(
+        params_file=params_file, data=Path(paths["packed"]),
+        tokenizer=Path(paths["tokenizer"]), ds_config=out / "ds_config.json",
+        checkpoints=Path(paths["ckpt"]), out=Path(paths["base"] + ".tmp"),
+        history=Path(paths["ckpt"]) / "history.jsonl")
+    files = launch.render(params.cluster, json.dumps(ds_config, indent=2), worker, out)
+    for name, path in files.items():
+        print(f"{name:<10} {path}")
+
+
 def cmd_ui(args: argparse.Namespace) -> None:
     from flows.servers import run_ui_servers
 
@@ -84,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pa = sub.add_parser("params", help="apply a scale profile or set values in params.yaml")
     pa_sub = pa.add_subparsers(dest="action", required=True)
-    ap = pa_sub.add_parser("apply", help="write a profile's values (configs/profiles/NAME.yaml)")
+    ap = pa_sub.add_parser("apply", help="write a profile's values (from `profiles:` in params.yaml)")
     ap.add_argument("profile", choices=["smoke", "demo", "cluster"])
     st = pa_sub.add_parser("set", help="set key=value pairs")
     st.add_argument("set", nargs="+", metavar="key=value")
@@ -93,6 +138,40 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="serve the champion model with vLLM until interrupted")
     sv.add_argument("--model-uri", default="models:/llmops-policy@champion")
     sv.set_defaults(func=cmd_serve)
+
+    pl = sub.add_parser(
+        "plan", help="size a pretraining run: parameters, tokens, FLOPs, GPU-hours, ZeRO memory",
+        description="Size the configured pretraining run (or a hypothetical one) and pick the "
+                    "cheapest ZeRO stage / offload / activation checkpointing that fits. "
+                    "Example: llmops plan --model llama2-7b --params-billions 7 --tokens 140e9 "
+                    "--set cluster.ranks_per_node=8 --set cluster.accelerator_memory_gb=80")
+    pl.add_argument("--profile", choices=["smoke", "demo", "cluster"],
+                    help="plan for this profile (params.yaml is not changed)")
+    pl.add_argument("--set", action="append", default=[], metavar="key=value",
+                    help="what-if override, e.g. cluster.nodes=4 (params.yaml is not changed)")
+    pl.add_argument("--model", choices=["llama2-7b", "llama2-70b", "mixtral-8x7b"],
+                    help="a published model shape instead of params.yaml's model")
+    pl.add_argument("--params-billions", type=float, help="round parameter count, e.g. 7")
+    pl.add_argument("--tokens", type=float, help="token budget (default: the configured run's)")
+    pl.add_argument("--precision", choices=["mixed", "fp32"], default="mixed",
+                    help="mixed: bf16 + fp32 master weights (GPUs); fp32: this CPU")
+    pl.add_argument("--tokenizer", help="trained tokenizer dir for the exact vocabulary size")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pl.set_defaults(func=cmd_plan)
+
+    la = sub.add_parser("launch", help="render a multi-node pretraining launch")
+    la_sub = la.add_subparsers(dest="action", required=True)
+    lr = la_sub.add_parser(
+        "render", help="write hostfile, .deepspeed_env, ds_config.json and launch.sh",
+        description="Render what the pretrain stage would run on a cluster, for review or a "
+                    "manual run. Example: llmops launch render --profile cluster "
+                    "--hosts gpu-0,gpu-1 --out infra/launch/rendered")
+    lr.add_argument("--out", required=True, help="output directory")
+    lr.add_argument("--profile", choices=["smoke", "demo", "cluster"], default="cluster")
+    lr.add_argument("--set", action="append", default=[], metavar="key=value")
+    lr.add_argument("--hosts", help="comma-separated node names (else cluster.hosts)")
+    lr.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    la.set_defaults(func=cmd_launch)
 
     ui = sub.add_parser("ui", help="start local Prefect and MLflow UI servers")
     ui.add_argument("--prefect-port", type=int, default=4200)
@@ -106,10 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from components.config import ParamsError
+    from components.training.launch import LaunchError
 
     try:
         args.func(args)
-    except ParamsError as err:
+    except (ParamsError, LaunchError) as err:
         sys.exit(f"llmops: {err}")
     except KeyboardInterrupt:
         sys.exit(130)

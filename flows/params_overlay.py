@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
-from components.config import ParamsError, parse_params
+from components.config import Params, ParamsError, parse_params
 
 
 def _yaml() -> YAML:
@@ -50,8 +50,7 @@ def _set(doc: Any, dotted: str, value: Any) -> Any:
     return old
 
 
-def update_params(changes: dict[str, Any], path: Path) -> dict[str, tuple[Any, Any]]:
-    """Set dotted keys to values; returns {key: (old, new)} for the values that changed."""
+def _changed_text(changes: dict[str, Any], path: Path) -> tuple[str, dict, Params]:
     y = _yaml()
     doc = y.load(path.read_text())
     changed = {}
@@ -61,9 +60,33 @@ def update_params(changes: dict[str, Any], path: Path) -> dict[str, tuple[Any, A
             changed[key] = (old, value)
     buf = io.StringIO()
     y.dump(doc, buf)
-    parse_params(yaml.safe_load(buf.getvalue()), source=f"{path} with {sorted(changes)}")
-    path.write_text(buf.getvalue())
+    params = parse_params(yaml.safe_load(buf.getvalue()),
+                          source=f"{path} with {sorted(changes)}")
+    return buf.getvalue(), changed, params
+
+
+def update_params(changes: dict[str, Any], path: Path) -> dict[str, tuple[Any, Any]]:
+    """Set dotted keys to values; returns {key: (old, new)} for the values that changed."""
+    text, changed, _ = _changed_text(changes, path)
+    path.write_text(text)  # only after the new values validated
     return changed
+
+
+def profile_changes(profile: str, path: Path) -> dict[str, Any]:
+    raw = yaml.safe_load(path.read_text())
+    profiles = raw.get("profiles") or {}
+    if profile not in profiles:
+        raise ParamsError(f"profile {profile!r} is not defined under `profiles:` in {path}; "
+                          f"defined: {sorted(profiles)}")
+    return {**_flatten(profiles[profile] or {}), "profile": profile}
+
+
+def preview_params(path: Path, profile: str | None = None,
+                   overrides: dict[str, str] | None = None) -> Params:
+    """The params a profile and overrides would give, validated, without writing the file."""
+    changes = profile_changes(profile, path) if profile else {}
+    changes.update({k: yaml.safe_load(v) for k, v in (overrides or {}).items()})
+    return _changed_text(changes, path)[2]
 
 
 def set_params(overrides: dict[str, str], path: Path) -> dict[str, tuple[Any, Any]]:
@@ -72,11 +95,4 @@ def set_params(overrides: dict[str, str], path: Path) -> dict[str, tuple[Any, An
 
 
 def apply_profile(profile: str, path: Path) -> dict[str, tuple[Any, Any]]:
-    raw = yaml.safe_load(path.read_text())
-    profiles = raw.get("profiles") or {}
-    if profile not in profiles:
-        raise ParamsError(f"profile {profile!r} is not defined under `profiles:` in {path}; "
-                          f"defined: {sorted(profiles)}")
-    changes = _flatten(profiles[profile] or {})
-    changes["profile"] = profile
-    return update_params(changes, path)
+    return update_params(profile_changes(profile, path), path)

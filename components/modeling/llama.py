@@ -1,16 +1,24 @@
-"""The Llama-style model built from params (RoPE, RMSNorm, SwiGLU, GQA) via transformers."""
+"""The decoder built from params via transformers: Llama (RoPE, RMSNorm, SwiGLU, GQA) or its
+Mixture-of-Experts sibling Mixtral (the same blocks with top-k routed SwiGLU experts)."""
 
 from __future__ import annotations
 
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    MixtralConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from components.config import ModelParams
 from components.tokenizer.train import IM_END
 
 
-def llama_config(cfg: ModelParams, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
+def llama_config(cfg: ModelParams, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
     eos = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(IM_END)]
-    return LlamaConfig(
+    common = dict(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
@@ -27,7 +35,12 @@ def llama_config(cfg: ModelParams, tokenizer: PreTrainedTokenizerBase) -> LlamaC
         pad_token_id=tokenizer.pad_token_id,
         torch_dtype="float32",
     )
+    if cfg.architecture == "mixtral":
+        return MixtralConfig(**common, num_local_experts=cfg.num_experts,
+                             num_experts_per_tok=cfg.experts_per_token,
+                             output_router_logits=True)  # adds the load-balancing loss
+    return LlamaConfig(**common)
 
 
-def build_model(cfg: ModelParams, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
-    return LlamaForCausalLM(llama_config(cfg, tokenizer))
+def build_model(cfg: ModelParams, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_config(llama_config(cfg, tokenizer))

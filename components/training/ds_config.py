@@ -42,6 +42,7 @@ def deepspeed_config(cfg: PretrainParams, world_size: int, device: Device) -> di
         "wall_clock_breakdown": False,
     }
     if device == "cuda":
+        config["zero_optimization"].update(offload_sections(cfg))
         # On GPUs DeepSpeed builds its fused AdamW from this section; on CPU the engine gets
         # torch.optim.AdamW as a client optimizer (no C++ op to compile).
         config["optimizer"] = {"type": "AdamW", "params": optimizer_kwargs(cfg)}
@@ -52,3 +53,13 @@ def deepspeed_config(cfg: PretrainParams, world_size: int, device: Device) -> di
 
 def optimizer_kwargs(cfg: PretrainParams) -> dict[str, Any]:
     return {"lr": cfg.lr, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": cfg.weight_decay}
+
+
+def offload_sections(cfg: PretrainParams) -> dict[str, Any]:
+    """ZeRO-Offload: optimizer step (and with ZeRO-3 the weights) in pinned host memory."""
+    out: dict[str, Any] = {}
+    if cfg.offload in ("optimizer", "optimizer_and_params"):
+        out["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if cfg.offload == "optimizer_and_params":
+        out["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return out

@@ -125,8 +125,8 @@ class MemoryOption:
     zero_stage: int
     offload: Offload
     activation_checkpointing: bool
-    micro_batch: int | None        # largest that fits, None if none does
-    gpu_gb: float                  # at that micro-batch (or micro-batch 1 if none fits)
+    micro_batch: int | None        # largest power of two that fits, None if none does
+    gpu_gb: float                  # per GPU at micro-batch 1
     cpu_gb_per_node: float
     fits: bool
 
@@ -153,8 +153,7 @@ def memory_option(m: ModelShape, n_params: float, cluster: Cluster, seq_len: int
             break
         best = micro
         micro *= 2
-    shown = best or 1
-    gpu = gpu_states + activation_bytes(m, seq_len, shown, checkpointing, precision,
+    gpu = gpu_states + activation_bytes(m, seq_len, 1, checkpointing, precision,
                                           flash_attention)
     return MemoryOption(stage, offload, checkpointing, best, round(gpu / GB, 2),
                         round(cpu_gb_node, 2), fits=best is not None and cpu_ok)
@@ -171,6 +170,7 @@ class Plan:
     flops_per_token: float
     gpu_hours: float
     model_states_total_gb: float
+    cluster: Cluster
     options: list[MemoryOption]
     choice: MemoryOption | None
     reasons: list[str] = field(default_factory=list)
@@ -196,18 +196,20 @@ def make_plan(m: ModelShape, cluster: Cluster, tokens: float, seq_len: int,
                              flash_attention)
                for st, off, ck in OPTION_ORDER]
     reasons, choice = [], None
+    budget = cluster.gpu_memory_gb * (1 - MEMORY_HEADROOM)
     for opt in options:
         label = describe(opt)
         if opt.fits:
             choice = opt
-            reasons.append(f"chose {label}: micro-batch {opt.micro_batch} needs {opt.gpu_gb} GB "
-                           f"of {cluster.gpu_memory_gb} GB per GPU"
-                           + (f", {opt.cpu_gb_per_node} GB CPU per node" if opt.cpu_gb_per_node
+            reasons.append(f"chose {label}, the cheapest option that fits: {opt.gpu_gb} GB per "
+                           f"GPU at micro-batch 1 of {budget:.1f} GB usable, up to micro-batch "
+                           f"{opt.micro_batch}"
+                           + (f"; {opt.cpu_gb_per_node} GB CPU per node" if opt.cpu_gb_per_node
                               else ""))
             break
         reasons.append(f"rejected {label}: needs {opt.gpu_gb} GB per GPU at micro-batch 1 "
-                       f"(budget {cluster.gpu_memory_gb * (1 - MEMORY_HEADROOM):.1f} GB) or "
-                       f"{opt.cpu_gb_per_node} GB CPU per node")
+                       f"and {opt.cpu_gb_per_node} GB CPU per node (usable: {budget:.1f} GB "
+                       f"and {cluster.cpu_memory_gb * (1 - MEMORY_HEADROOM):.1f} GB)")
     if choice is None:
         reasons.append("nothing fits: add GPUs/nodes, shorten sequences or use tensor/pipeline "
                        "parallelism")
@@ -218,7 +220,7 @@ def make_plan(m: ModelShape, cluster: Cluster, tokens: float, seq_len: int,
         training_flops=train_flops, flops_per_token=fpt,
         gpu_hours=round(train_flops / achieved / 3600, 3) if achieved else float("inf"),
         model_states_total_gb=round(sum(b * total for b in STATE_BYTES[precision]) / GB, 3),
-        options=options, choice=choice, reasons=reasons,
+        cluster=cluster, options=options, choice=choice, reasons=reasons,
     )
 
 
@@ -238,3 +240,26 @@ def deepspeed_estimate_gb(n_params: float, largest_layer: int, cluster: Cluster,
         num_nodes=cluster.nodes, cpu_offload=offload != "none",
         cpu_offload_params=offload == "optimizer_and_params")
     return gpu / GB
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan as a short human-readable report."""
+    lines = [
+        f"parameters            {plan.parameters / 1e9:,.3f} B"
+        + (f" ({plan.active_parameters / 1e9:,.3f} B active per token)"
+           if plan.active_parameters != plan.parameters else ""),
+        f"training tokens       {plan.tokens / 1e9:,.3f} B = {plan.tokens_per_parameter:g} per "
+        f"parameter (Chinchilla-optimal ≈ {plan.chinchilla_tokens / 1e9:,.3f} B)",
+        f"training FLOPs (6ND)  {plan.training_flops:.3e}",
+        f"estimated GPU-hours   {plan.gpu_hours:,.1f} at {plan.cluster.peak_tflops:g} TFLOPS "
+        f"peak and {plan.cluster.mfu:.0%} MFU",
+        f"cluster               {plan.cluster.nodes} node(s) × {plan.cluster.gpus_per_node} "
+        f"accelerators of {plan.cluster.gpu_memory_gb:g} GB",
+        f"model states (total)  {plan.model_states_total_gb:,.1f} GB",
+        "",
+        f"{'ZeRO option':<66} {'GPU GB@mb1':>10} {'CPU GB/node':>11} {'max micro':>9}",
+    ]
+    for o in plan.options:
+        lines.append(f"{describe(o):<66} {o.gpu_gb:>10.1f} {o.cpu_gb_per_node:>11.1f} "
+                     f"{o.micro_batch if o.fits else '-':>9}")
+    return "\n".join([*lines, "", *plan.reasons])

@@ -7,14 +7,11 @@ on a GPU cluster the same launcher runs one rank per GPU over NCCL (see infra/).
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
-import os
 import shutil
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +22,9 @@ from components.config import Params
 from components.constants import MODEL_BASE
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
+from components.training import launch
 from components.training.ds_config import deepspeed_config
+from components.training.sizing import plan_for
 
 log = logging.getLogger(__name__)
 
@@ -42,41 +41,10 @@ class Paths:
     metrics: Path
 
 
-def fingerprint(params: Params, data_dir: Path) -> str:
-    """What makes two runs the same training setup (and their checkpoints interchangeable)."""
-    ident = {
-        "model": params.model.model_dump(mode="json"),
-        "pretrain": params.pretrain.model_dump(mode="json", exclude={"eval_every",
-                                                                     "checkpoint_every"}),
-        "seed": params.seed,
-        "data": json.loads((data_dir / "index.json").read_text()),
-    }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def launch_command(world_size: int, port: int, worker_args: list[str]) -> list[str]:
-    return [
-        sys.executable, "-m", "deepspeed.launcher.runner",
-        "--num_accelerators", str(world_size),
-        "--master_port", str(port),
-        "--module", "components.training.pretrain_worker",
-        *worker_args,
-    ]
-
-
-def launch_env(world_size: int, on_gpu: bool) -> dict[str, str]:
-    env = dict(os.environ)
-    if not on_gpu:
-        env["DS_ACCELERATOR"] = "cpu"
-        # One intra-op thread pool per rank, sized so ranks don't oversubscribe the cores.
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world_size)))
-    return env
 
 
 def read_history(path: Path) -> list[dict]:
@@ -84,7 +52,7 @@ def read_history(path: Path) -> list[dict]:
 
 
 def write_history_csv(rows: list[dict], path: Path) -> None:
-    keys = ["step", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s"]
+    keys = ["step", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "mfu"]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -114,30 +82,39 @@ def plot_losses(rows: list[dict], path: Path) -> None:
 
 
 def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
-    cfg = params.pretrain
+    cfg, cluster = params.pretrain, params.cluster
     on_gpu = torch.cuda.is_available()
-    world = cfg.world_size
+    world = cluster.world_size
     ds_config = deepspeed_config(cfg, world, "cuda" if on_gpu else "cpu")
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     ds_config_path = paths.checkpoints / "ds_config.json"
     ds_config_path.write_text(json.dumps(ds_config, indent=2))
     tracker.log_artifact(ds_config_path, "deepspeed")
+    plan = plan_for(params, paths.tokenizer, precision="mixed" if on_gpu else "fp32")
+    plan_path = paths.checkpoints / "plan.json"
+    plan_path.write_text(json.dumps(plan.to_dict(), indent=2))
+    tracker.log_artifact(plan_path, "deepspeed")
+    for reason in plan.reasons:
+        log.info("planner: %s", reason)
 
     tmp_out = paths.out.with_name(paths.out.name + ".tmp")
     shutil.rmtree(tmp_out, ignore_errors=True)
     history = paths.checkpoints / "history.jsonl"
-    fp = fingerprint(params, paths.data)
     if history.exists() and not (paths.checkpoints / "latest").exists():
         history.unlink()  # a run that never checkpointed restarts from step 0
-    worker_args = [
-        "--params", str(paths.params_file), "--data", str(paths.data),
-        "--tokenizer", str(paths.tokenizer), "--ds-config", str(ds_config_path),
-        "--checkpoints", str(paths.checkpoints), "--fingerprint", fp,
-        "--out", str(tmp_out), "--history", str(history), "--mlflow-run-id", tracker.run_id,
-    ]
-    cmd = launch_command(world, free_port(), worker_args)
+    args = launch.worker_args(params_file=paths.params_file, data=paths.data,
+                              tokenizer=paths.tokenizer, ds_config=ds_config_path,
+                              checkpoints=paths.checkpoints, out=tmp_out, history=history,
+                              mlflow_run_id=tracker.run_id)
+    hostfile = None
+    if cluster.nodes > 1:
+        hostfile = paths.checkpoints / launch.HOSTFILE
+        hostfile.write_text(launch.hostfile_text(cluster))
+    # One node: any free port (parallel runs on one machine); a cluster: the agreed port.
+    port = free_port() if cluster.nodes == 1 else cluster.master_port
+    cmd = launch.launch_command(cluster, args, master_port=port, hostfile=hostfile)
     log.info("launching %d DeepSpeed ranks: %s", world, " ".join(cmd))
-    proc = subprocess.run(cmd, env=launch_env(world, on_gpu))
+    proc = subprocess.run(cmd, env=launch.launch_env(cluster, on_gpu))
     if proc.returncode != 0:
         raise RuntimeError(
             f"DeepSpeed pretraining exited with code {proc.returncode} (see the rank logs "
@@ -164,9 +141,13 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
         "val_loss": round(vals[-1]["val_loss"], 4),
         "val_perplexity": round(vals[-1]["val_perplexity"], 3),
         "tokens_per_s_mean": round(sum(r["tokens_per_s"] for r in rows) / len(rows), 1),
+        "mfu_mean": round(sum(r.get("mfu", 0.0) for r in rows) / len(rows), 5),
         "world_size": world,
         "zero_stage": cfg.zero_stage,
         "parameters": n_params,
+        "tokens_per_parameter": plan.tokens_per_parameter,
+        "chinchilla_fraction": round(plan.tokens / plan.chinchilla_tokens, 4),
+        "training_flops": plan.training_flops,
     })
 
 

@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -22,15 +21,26 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
-from transformers import AutoTokenizer, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.integrations import HfDeepSpeedConfig
 
 from components.config import Params, load_params
 from components.modeling.llama import llama_config
+from components.training.checkpoints import (
+    fingerprint,
+    prepare_checkpoints,
+    prune_checkpoints,
+    resume_step,
+)
 from components.training.ds_config import optimizer_kwargs
+from components.training.planner import count_parameters, flops_per_token
+from components.training.sizing import model_shape
 
 log = logging.getLogger("pretrain")
-FINGERPRINT_FILE = "fingerprint.txt"
+PARTITION_FILE = "partition.json"  # how the parameters were split across ranks
+CONSOLIDATION_FILE = "consolidation.json"
+# Saved safetensors vs the live sharded model, max |logit difference| on one batch.
+LOGIT_TOLERANCE = 1e-4
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokenizer", type=Path, required=True)
     p.add_argument("--ds-config", type=Path, required=True)
     p.add_argument("--checkpoints", type=Path, required=True)
-    p.add_argument("--fingerprint", required=True, help="identity of this training setup")
     p.add_argument("--out", type=Path, required=True, help="consolidated HF model directory")
     p.add_argument("--history", type=Path, required=True, help="per-step metrics JSONL")
     p.add_argument("--mlflow-run-id", default="")
@@ -64,36 +73,6 @@ def rank_slice(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
     return indices[rank * per_rank : (rank + 1) * per_rank]
 
 
-def prepare_checkpoints(ckpt_dir: Path, fingerprint: str, rank: int) -> None:
-    """Checkpoints of a different setup (params, data) must not be resumed: clear them."""
-    if rank == 0:
-        marker = ckpt_dir / FINGERPRINT_FILE
-        if ckpt_dir.exists() and (not marker.exists() or marker.read_text() != fingerprint):
-            log.warning("checkpoints in %s belong to another setup; starting fresh", ckpt_dir)
-            shutil.rmtree(ckpt_dir)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text(fingerprint)
-    dist.barrier()
-
-
-def resume_step(engine, ckpt_dir: Path) -> int:
-    if not (ckpt_dir / "latest").exists():
-        return 0
-    path, client_state = engine.load_checkpoint(str(ckpt_dir))
-    if path is None:
-        raise RuntimeError(f"could not load the checkpoint named in {ckpt_dir / 'latest'}")
-    step = int(client_state["step"])
-    log.info("resumed from %s at step %d", path, step)
-    return step
-
-
-def prune_checkpoints(ckpt_dir: Path, keep: int = 2) -> None:
-    tags = sorted((p for p in ckpt_dir.glob("step*") if p.is_dir()),
-                  key=lambda p: int(p.name[4:]))
-    for old in tags[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 @torch.no_grad()
 def validation_loss(engine, val: np.ndarray, micro: int, batches: int, rank: int, world: int,
                     device: torch.device) -> float:
@@ -112,14 +91,18 @@ def validation_loss(engine, val: np.ndarray, micro: int, batches: int, rank: int
     return (total[0] / total[1].clamp(min=1)).item()
 
 
-def consolidate(engine, model, tokenizer, out: Path, rank: int) -> None:
-    """Gather the ZeRO-3 shards and write HF safetensors on rank 0."""
+def consolidate(engine, model, tokenizer, out: Path, rank: int, probe: torch.Tensor) -> None:
+    """Gather the ZeRO-3 shards, write HF safetensors on rank 0, and check the written model
+    gives the live sharded model's logits on `probe` (batch, seq)."""
+    engine.eval()
+    with torch.no_grad():
+        live = engine(input_ids=probe).logits.float().cpu()  # every rank: ZeRO-3 all-gathers
     params = list(model.parameters())
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
         if rank == 0:
             state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
     if rank == 0:
-        full = LlamaForCausalLM(model.config)
+        full = AutoModelForCausalLM.from_config(model.config)
         missing, unexpected = full.load_state_dict(state, strict=False)
         # Tied embeddings show up as a missing lm_head; anything else is a real mismatch.
         if unexpected or [m for m in missing if m != "lm_head.weight"]:
@@ -127,7 +110,31 @@ def consolidate(engine, model, tokenizer, out: Path, rank: int) -> None:
         out.mkdir(parents=True, exist_ok=True)
         full.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
+        reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
+        with torch.no_grad():
+            diff = (reloaded(input_ids=probe.cpu()).logits.float() - live).abs().max().item()
+        (out / CONSOLIDATION_FILE).write_text(json.dumps({"max_abs_logit_diff": diff}))
+        if diff > LOGIT_TOLERANCE:
+            raise RuntimeError(f"consolidated model differs from the trained one: max |logit "
+                               f"difference| {diff:.2e} > {LOGIT_TOLERANCE}")
+        log.info("consolidated %s; max |logit difference| vs live model %.2e", out, diff)
     dist.barrier()
+
+
+def partition_report(model, rank: int, world: int) -> dict | None:
+    """Elements of every parameter this rank holds (ZeRO-3 keeps a 1/world shard of each)."""
+    local = torch.tensor([getattr(p, "ds_tensor", p).numel() for p in model.parameters()],
+                         dtype=torch.int64)
+    full = [getattr(p, "ds_numel", p.numel()) for p in model.parameters()]
+    gathered = [torch.zeros_like(local) for _ in range(world)]
+    dist.all_gather(gathered, local)
+    if rank:
+        return None
+    names = [n for n, _ in model.named_parameters()]
+    return {"world_size": world, "total_elements": sum(full),
+            "per_rank_elements": [int(g.sum()) for g in gathered],
+            "parameters": {n: {"full": f, "per_rank": [int(g[i]) for g in gathered]}
+                           for i, (n, f) in enumerate(zip(names, full, strict=True))}}
 
 
 class MlflowStepLogger:
@@ -162,6 +169,28 @@ class MlflowStepLogger:
             self.pending = []
 
 
+def build_model(params: Params, tokenizer, ds_config: dict) -> torch.nn.Module:
+    """The model, each rank allocating only its ZeRO-3 shard."""
+    torch.manual_seed(params.seed)  # identical init on every rank before partitioning
+    # While `hf_ds` lives, transformers builds the model under deepspeed.zero.Init and
+    # initialises weights with the shards gathered. It must not outlive this function: later
+    # from_config/from_pretrained calls on rank 0 alone would wait for the other ranks forever.
+    hf_ds = HfDeepSpeedConfig(ds_config) if params.pretrain.zero_stage == 3 else None
+    model = AutoModelForCausalLM.from_config(llama_config(params.model, tokenizer))
+    del hf_ds
+    if params.pretrain.activation_checkpointing:
+        # Keep only each layer's input; recompute the rest in backward (~1/3 more compute).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if params.model.architecture == "mixtral":
+        # Ranks route tokens to different experts; ZeRO-3 must gather the whole MoE block as
+        # one unit or the ranks' parameter all-gathers diverge and hang.
+        from deepspeed.utils import set_z3_leaf_modules
+        from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+
+        set_z3_leaf_modules(model, [MixtralSparseMoeBlock])
+    return model
+
+
 def train(params: Params, args: argparse.Namespace) -> None:
     cfg = params.pretrain
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -169,11 +198,7 @@ def train(params: Params, args: argparse.Namespace) -> None:
     ds_config = json.loads(args.ds_config.read_text())
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
 
-    torch.manual_seed(params.seed)  # identical init on every rank before partitioning
-    # While `hf_ds` lives, transformers builds the model under deepspeed.zero.Init (each rank
-    # allocates only its shard) and initialises weights with the shards gathered.
-    hf_ds = HfDeepSpeedConfig(ds_config) if cfg.zero_stage == 3 else None
-    model = LlamaForCausalLM._from_config(llama_config(params.model, tokenizer))
+    model = build_model(params, tokenizer, ds_config)
     client_opt = None
     if "optimizer" not in ds_config:
         client_opt = torch.optim.AdamW(model.parameters(), **optimizer_kwargs(cfg))
@@ -181,7 +206,10 @@ def train(params: Params, args: argparse.Namespace) -> None:
         model=model, optimizer=client_opt, model_parameters=model.parameters(), config=ds_config
     )
 
-    prepare_checkpoints(args.checkpoints, args.fingerprint, rank)
+    prepare_checkpoints(args.checkpoints, fingerprint(params, args.data), rank, world)
+    report = partition_report(engine.module, rank, world)
+    if report:
+        (args.checkpoints / PARTITION_FILE).write_text(json.dumps(report, indent=1))
     start = resume_step(engine, args.checkpoints)
 
     train_arr = np.load(args.data / "train.npy", mmap_mode="r")
@@ -191,6 +219,11 @@ def train(params: Params, args: argparse.Namespace) -> None:
     micro, accum = cfg.micro_batch_size, cfg.grad_accum_steps
     global_batch = micro * accum * world
     tokens_per_step = global_batch * train_arr.shape[1]
+    # Model FLOPs utilisation: achieved model FLOPs over the ranks' peak (PaLM's definition).
+    shape = model_shape(params.model, len(tokenizer))
+    peak_flops = params.cluster.peak_tflops * 1e12 * world
+    step_flops = flops_per_token(shape, count_parameters(shape).active,
+                                 train_arr.shape[1]) * tokens_per_step
     # Rank 0 reports: MLflow metrics, the history file and the progress bar.
     logger = MlflowStepLogger(args.mlflow_run_id, args.history) if rank == 0 else None
     progress = tqdm(total=cfg.max_steps, initial=start, desc="pretrain", unit="step",
@@ -218,6 +251,7 @@ def train(params: Params, args: argparse.Namespace) -> None:
             "grad_norm": float(engine.get_global_grad_norm() or 0.0),
             "tokens_per_s": tokens_per_step / dt,
             "samples_per_s": global_batch / dt,
+            "mfu": step_flops / dt / peak_flops,
         }
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
@@ -238,8 +272,8 @@ def train(params: Params, args: argparse.Namespace) -> None:
     # A final checkpoint makes a re-run after a crash during consolidation instant.
     engine.save_checkpoint(str(args.checkpoints), tag=f"step{cfg.max_steps}",
                            client_state={"step": cfg.max_steps})
-    consolidate(engine, engine.module, tokenizer, args.out, rank)
-    del hf_ds
+    probe = torch.as_tensor(val_arr[:2].astype(np.int64), device=device)
+    consolidate(engine, engine.module, tokenizer, args.out, rank, probe)
 
 
 def main(argv: list[str] | None = None) -> None:
