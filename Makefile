@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.prefect
 export LLMOPS_SERVE_PYTHON ?= $(CURDIR)/$(SERVE_VENV)/bin/python
 
-.PHONY: setup demo test test-slow lint ui serve clean
+.PHONY: setup demo test test-slow bench-pretrain lint ui serve clean
 
 $(BIN)/llmops: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -43,8 +43,11 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
+bench-pretrain: setup
+	$(BIN)/python bench/pretrain.py
+
 lint: setup
-	$(BIN)/ruff check components flows tests scripts
+	$(BIN)/ruff check components flows tests scripts bench
 
 ui: setup
 	$(BIN)/llmops ui
