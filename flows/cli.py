@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pa = sub.add_parser("params", help="apply a scale profile or set values in params.yaml")
     pa_sub = pa.add_subparsers(dest="action", required=True)
-    ap = pa_sub.add_parser("apply", help="write a profile's values (from `profiles:` in params.yaml)")
+    ap = pa_sub.add_parser("apply", help="write a profile's values (`profiles:` in params.yaml)")
     ap.add_argument("profile", choices=["smoke", "demo", "cluster"])
     st = pa_sub.add_parser("set", help="set key=value pairs")
     st.add_argument("set", nargs="+", metavar="key=value")

@@ -3,7 +3,9 @@
 Pure arithmetic, so it can size a 70B run on a laptop. Formulas and their sources:
 - training FLOPs ≈ 6·N·D (Kaplan et al. 2020), Chinchilla-optimal D ≈ 20·N (Hoffmann et al. 2022);
 - model states per parameter with Adam: mixed precision 2 (16-bit weights) + 2 (16-bit grads)
-  + 12 (fp32 master weights, momentum, variance) = 16 bytes; fp32 training 4 + 4 + 8 = 16 bytes;
+  + 12 (fp32 master weights, momentum, variance) = 16 bytes; fp32 training 4 + 4 + 12 = 20
+  bytes, because DeepSpeed's ZeRO optimizer keeps its fp32 master partition even when the
+  weights are fp32 (measured: bench/pretrain.py, 20.00 bytes per parameter and rank);
   ZeRO stage 1 partitions the optimizer states, 2 also the gradients, 3 also the weights across
   the data-parallel ranks (Rajbhandari et al. 2020, Figure 1);
 - activations per layer without recomputation s·b·h·(34 + 5·a·s/h) bytes in 16-bit, and 2·s·b·h
@@ -21,7 +23,7 @@ Offload = Literal["none", "optimizer", "optimizer_and_params"]
 GB = 1e9
 CHINCHILLA_TOKENS_PER_PARAM = 20
 # Weights, gradients, optimizer states: bytes per parameter (Adam).
-STATE_BYTES: dict[Precision, tuple[int, int, int]] = {"mixed": (2, 2, 12), "fp32": (4, 4, 8)}
+STATE_BYTES: dict[Precision, tuple[int, int, int]] = {"mixed": (2, 2, 12), "fp32": (4, 4, 12)}
 # Allocator fragmentation, communication buckets, CUDA context: kept free on every GPU.
 MEMORY_HEADROOM = 0.10
 

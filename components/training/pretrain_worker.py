@@ -39,6 +39,7 @@ from components.training.sizing import model_shape
 log = logging.getLogger("pretrain")
 PARTITION_FILE = "partition.json"  # how the parameters were split across ranks
 CONSOLIDATION_FILE = "consolidation.json"
+MEMORY_FILE = "model_state_memory.json"  # measured ZeRO-3 model-state bytes per rank
 # Saved safetensors vs the live sharded model, max |logit difference| on one batch.
 LOGIT_TOLERANCE = 1e-4
 
@@ -191,6 +192,23 @@ def build_model(params: Params, tokenizer, ds_config: dict) -> torch.nn.Module:
     return model
 
 
+def write_memory_report(engine, path: Path, rank: int, world: int) -> None:
+    """Model-state bytes each rank allocated (ZeRO-3 only), gathered to rank 0."""
+    from components.training.zero_memory import zero3_model_state_bytes
+
+    mine = zero3_model_state_bytes(engine)
+    everyone: list = [None] * world
+    dist.all_gather_object(everyone, mine)
+    if rank == 0:
+        params = list(engine.module.parameters())
+        path.write_text(json.dumps({
+            "world_size": world,
+            "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in params),
+            "param_bytes_per_element": params[0].element_size(),
+            "per_rank": everyone,
+        }, indent=1))
+
+
 def train(params: Params, args: argparse.Namespace) -> None:
     cfg = params.pretrain
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -254,6 +272,8 @@ def train(params: Params, args: argparse.Namespace) -> None:
             "mfu": step_flops / dt / peak_flops,
         }
         done = step + 1
+        if step == start and cfg.zero_stage == 3:  # Adam's moments exist after the first step
+            write_memory_report(engine, args.checkpoints / MEMORY_FILE, rank, world)
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
             vl = validation_loss(engine, val_arr, micro, cfg.eval_batches, rank, world, device)
             values.update(val_loss=vl, val_perplexity=math.exp(min(vl, 50)))

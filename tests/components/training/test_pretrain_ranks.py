@@ -27,7 +27,11 @@ from components.tokenizer.train import train_tokenizer
 from components.training import launch
 from components.training.checkpoints import WORLD_FILE
 from components.training.ds_config import deepspeed_config
-from components.training.pretrain_worker import CONSOLIDATION_FILE, PARTITION_FILE
+from components.training.pretrain_worker import (
+    CONSOLIDATION_FILE,
+    MEMORY_FILE,
+    PARTITION_FILE,
+)
 from tests.components.training.tiny import TINY, corpus, tiny_params
 
 pytestmark = pytest.mark.timeout(600)
@@ -118,6 +122,20 @@ def test_zero3_partitions_every_parameter_across_two_ranks(two_ranks):
         # Each rank holds half of every parameter (DeepSpeed pads odd sizes by one element).
         assert all(abs(n - p["full"] / 2) <= 1 for n in p["per_rank"]), name
     assert sum(report["per_rank_elements"]) == pytest.approx(report["total_elements"], rel=1e-3)
+
+
+def test_model_state_memory_per_rank_follows_the_zero3_formula(one_rank, two_ranks):
+    """fp32 on CPU: weights 4 + gradients 4 + fp32 master 4 + Adam moments 8 = 20 bytes per
+    parameter, divided by the ranks (the 16-byte formula is the bf16 case of the same sum)."""
+    totals = {}
+    for run in (one_rank, two_ranks):
+        report = json.loads((run.ckpt / MEMORY_FILE).read_text())
+        expected = 20 * report["parameters"] / run.world
+        for rank in report["per_rank"]:
+            assert rank["total"] == pytest.approx(expected, rel=0.1)
+            assert rank["optimizer_moments"] == pytest.approx(2 * rank["master_weights"], rel=0.01)
+        totals[run.world] = report["per_rank"][0]["total"]
+    assert totals[2] == pytest.approx(totals[1] / 2, rel=0.05)
 
 
 def test_two_ranks_train_like_one_rank(one_rank, two_ranks):
