@@ -57,15 +57,16 @@ def data(tmp_path_factory):
 class Run:
     """One launch of the worker with `world` ranks and `accum` micro-batches per step."""
 
-    def __init__(self, data: Path, work: Path, world: int, accum: int):
+    def __init__(self, data: Path, work: Path, world: int, accum: int, steps: int = STEPS,
+                 model: dict | None = None, pretrain: dict | None = None):
         self.work, self.world = work, world
         params = tiny_params(
-            model=TINY.model_dump(mode="json"),
+            model=TINY.model_dump(mode="json") | (model or {}),
             cluster={"nodes": 1, "ranks_per_node": world},
             pretrain={"micro_batch_size": MICRO, "grad_accum_steps": accum,
-                      "max_steps": STEPS, "warmup_steps": 2, "lr": 3e-3, "eval_every": STEPS,
+                      "max_steps": steps, "warmup_steps": 2, "lr": 3e-3, "eval_every": steps,
                       "eval_batches": 1, "checkpoint_every": CKPT_EVERY,
-                      "max_train_sequences": None},
+                      "max_train_sequences": None} | (pretrain or {}),
         )
         work.mkdir(parents=True, exist_ok=True)
         (work / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
@@ -186,3 +187,17 @@ def test_changed_rank_count_is_refused_clearly(data, two_ranks, tmp_path):
     assert run.run() != 0
     assert "were written by 2 ranks but this run has 1" in run.output()
     assert (run.ckpt / "latest").exists()  # nothing deleted
+
+
+def test_mixture_of_experts_with_activation_checkpointing_on_two_ranks(data, tmp_path):
+    run = Run(data, tmp_path / "moe", world=2, accum=1, steps=30,
+              model={"architecture": "mixtral", "num_experts": 4, "experts_per_token": 2},
+              pretrain={"activation_checkpointing": True})
+    assert run.run() == 0, run.output()[-3000:]
+    losses = run.losses()
+    assert losses[30] < losses[1]
+    config = json.loads((run.out / "config.json").read_text())
+    assert config["model_type"] == "mixtral" and config["num_local_experts"] == 4
+    report = json.loads((run.ckpt / PARTITION_FILE).read_text())
+    experts = [n for n in report["parameters"] if ".experts." in n]
+    assert experts, sorted(report["parameters"])[:10]
