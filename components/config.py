@@ -29,6 +29,14 @@ class ValidateRawParams(_Section):
     max_chars: int = Field(ge=1)
 
 
+class NearDedupParams(_Section):
+    enabled: bool = True
+    ngram: int = Field(default=5, ge=1)         # word shingle size
+    bands: int = Field(default=14, ge=1)        # LSH bands × rows = MinHash permutations
+    rows: int = Field(default=8, ge=1)
+    threshold: float = Field(default=0.8, gt=0, le=1)  # Jaccard at which docs are duplicates
+
+
 class CurateParams(_Section):
     # None disables a check (datatrove convention).
     min_words: int | None = Field(default=None, ge=0)
@@ -37,6 +45,7 @@ class CurateParams(_Section):
     max_symbol_ratio: float | None = Field(default=None, ge=0)
     max_duplicate_line_fraction: float | None = Field(default=None, ge=0, le=1)
     max_chars_per_doc: int = Field(ge=200)
+    near_dedup: NearDedupParams = NearDedupParams()
 
 
 class TokenizerParams(_Section):

@@ -25,6 +25,7 @@ from components.data.filters import (
     GopherQualityFilter,
     GopherRepetitionFilter,
 )
+from components.data.near_dedup import NearDedupConfig, NearDedupFilter
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
 
@@ -54,12 +55,17 @@ def split_long(doc: Doc, max_chars: int) -> list[Doc]:
 
 def build_filters(cfg: CurateParams) -> list[Filter]:
     # Dedup last: a duplicate of a rejected document should be reported as low quality.
-    return [
+    filters: list[Filter] = [
         GopherQualityFilter(cfg.min_words, cfg.max_words, cfg.min_alpha_ratio,
                             cfg.max_symbol_ratio),
         GopherRepetitionFilter(cfg.max_duplicate_line_fraction),
         ExactDedupFilter(),
     ]
+    nd = cfg.near_dedup
+    if nd.enabled:
+        filters.append(NearDedupFilter(NearDedupConfig(ngram=nd.ngram, bands=nd.bands,
+                                                       rows=nd.rows, threshold=nd.threshold)))
+    return filters
 
 
 def apply_filters(docs: Iterable[Doc], filters: Sequence[Filter]
@@ -73,7 +79,8 @@ def apply_filters(docs: Iterable[Doc], filters: Sequence[Filter]
             ok, reason = (decision, "") if isinstance(decision, bool) else decision
             if not ok:
                 counts[reason] += 1
-                rejected.append(Rejected(doc.id, doc.source, doc.id, reason, f.name, doc.text))
+                detail = f.detail(doc) if hasattr(f, "detail") else f.name
+                rejected.append(Rejected(doc.id, doc.source, doc.id, reason, detail, doc.text))
                 break
         else:
             kept.append(doc)

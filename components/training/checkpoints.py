@@ -51,13 +51,19 @@ def check_world_size(ckpt_dir: Path, world: int) -> None:
             f"to start over.")
 
 
-def prepare_checkpoints(ckpt_dir: Path, fingerprint: str, rank: int, world: int) -> None:
-    """Checkpoints of a different setup (params, data) must not be resumed: clear them."""
+def prepare_checkpoints(ckpt_dir: Path, fingerprint: str, rank: int, world: int,
+                        history: Path) -> None:
+    """Checkpoints (and step history) of a different setup must not be resumed: clear them."""
     if rank == 0:
         marker = ckpt_dir / FINGERPRINT_FILE
-        if ckpt_dir.exists() and (not marker.exists() or marker.read_text() != fingerprint):
-            log.warning("checkpoints in %s belong to another setup; starting fresh", ckpt_dir)
-            shutil.rmtree(ckpt_dir)
+        resumable = (ckpt_dir / "latest").exists()
+        if resumable and (not marker.exists() or marker.read_text() != fingerprint):
+            log.warning("checkpoints in %s belong to another setup (params or data changed); "
+                        "starting fresh", ckpt_dir)
+            for tag in ckpt_dir.glob("step*"):
+                shutil.rmtree(tag)
+            (ckpt_dir / "latest").unlink()
+            history.unlink(missing_ok=True)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     check_world_size(ckpt_dir, world)  # every rank raises, so none waits at the barrier

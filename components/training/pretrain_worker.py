@@ -224,7 +224,8 @@ def train(params: Params, args: argparse.Namespace) -> None:
         model=model, optimizer=client_opt, model_parameters=model.parameters(), config=ds_config
     )
 
-    prepare_checkpoints(args.checkpoints, fingerprint(params, args.data), rank, world)
+    prepare_checkpoints(args.checkpoints, fingerprint(params, args.data), rank, world,
+                        args.history)
     report = partition_report(engine.module, rank, world)
     if report:
         (args.checkpoints / PARTITION_FILE).write_text(json.dumps(report, indent=1))
