@@ -45,6 +45,13 @@ class CurateParams(_Section):
     max_symbol_ratio: float | None = Field(default=None, ge=0)
     max_duplicate_line_fraction: float | None = Field(default=None, ge=0, le=1)
     max_chars_per_doc: int = Field(ge=200)
+    languages: tuple[str, ...] = ("en",)    # ISO 639-1 codes kept; empty disables language ID
+    min_language_score: float | None = Field(default=0.5, ge=0, le=1)
+    toxic_line_threshold: float = Field(default=0.8, gt=0, le=1)
+    max_toxic_line_fraction: float | None = Field(default=0.05, ge=0, le=1)
+    redact_pii: bool = True
+    decontam_ngram: int | None = Field(default=13, ge=3)   # None disables decontamination
+    decontam_min_words: int = Field(default=8, ge=1)
     near_dedup: NearDedupParams = NearDedupParams()
 
 

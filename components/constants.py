@@ -38,3 +38,7 @@ REGISTRY_RECORD: Final = "registered_model.json"
 # Environment: set by the flow so every stage's run nests under the pipeline's parent run.
 ENV_PARENT_RUN_ID: Final = "LLMOPS_PARENT_RUN_ID"
 ENV_SERVE_PYTHON: Final = "LLMOPS_SERVE_PYTHON"
+
+# Evaluation sets under the task directory: curation removes training documents that overlap
+# them (decontamination).
+EVAL_SET_FILES: Final = ("eval.jsonl", "prefs_test.jsonl")

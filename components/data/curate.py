@@ -1,4 +1,10 @@
-"""curate stage: split long documents, exact dedup, Gopher heuristics; quarantine with reasons."""
+"""curate stage: the data refinery, a plain list of blocks in the datatrove shape.
+
+split long documents → language ID → Gopher quality → Gopher repetition → toxicity
+→ PII redaction (a transform) → decontamination against the eval sets → exact dedup
+→ near dedup. Every dropped document goes to the quarantine with the block's reason code and a
+detail; every reason is a counter in the metrics.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from components.atomic import atomic_dir
 from components.config import CurateParams, Params
+from components.constants import EVAL_SET_FILES
+from components.data.decontam import DecontaminationFilter, load_eval_sets
 from components.data.documents import (
     DOCS_FILE,
     QUARANTINE_FILE,
@@ -25,15 +34,19 @@ from components.data.filters import (
     GopherQualityFilter,
     GopherRepetitionFilter,
 )
+from components.data.langid import LanguageFilter
 from components.data.near_dedup import NearDedupConfig, NearDedupFilter
+from components.data.pii import PiiRedactor
+from components.data.toxicity import ToxicityFilter
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
 
 
 @dataclass(frozen=True)
 class Paths:
-    docs: Path  # ingested directory
-    out: Path   # curated directory: docs.parquet + quarantine.parquet
+    docs: Path   # ingested directory
+    tasks: Path  # task directory holding the eval sets to decontaminate against
+    out: Path    # curated directory: docs.parquet + quarantine.parquet
     metrics: Path
 
 
@@ -53,19 +66,40 @@ def split_long(doc: Doc, max_chars: int) -> list[Doc]:
     return [Doc(f"{doc.id}-{i}", text, doc.source) for i, text in enumerate(chunks)]
 
 
-def build_filters(cfg: CurateParams) -> list[Filter]:
-    # Dedup last: a duplicate of a rejected document should be reported as low quality.
-    filters: list[Filter] = [
+def quality_filters(cfg: CurateParams) -> list[Filter]:
+    """Blocks that judge a document on its own."""
+    filters: list[Filter] = []
+    if cfg.languages:
+        filters.append(LanguageFilter(tuple(cfg.languages), cfg.min_language_score))
+    filters += [
         GopherQualityFilter(cfg.min_words, cfg.max_words, cfg.min_alpha_ratio,
                             cfg.max_symbol_ratio),
         GopherRepetitionFilter(cfg.max_duplicate_line_fraction),
-        ExactDedupFilter(),
+        ToxicityFilter(cfg.toxic_line_threshold, cfg.max_toxic_line_fraction),
     ]
+    return filters
+
+
+def corpus_filters(cfg: CurateParams, eval_sets: dict[str, list[str]]) -> list[Filter]:
+    """Blocks that judge a document against others (eval sets, earlier documents).
+
+    Dedup last: a duplicate of a rejected document should be reported for its own fault.
+    """
+    filters: list[Filter] = []
+    if cfg.decontam_ngram is not None:
+        filters.append(DecontaminationFilter(eval_sets, cfg.decontam_ngram,
+                                             cfg.decontam_min_words))
+    filters.append(ExactDedupFilter())
     nd = cfg.near_dedup
     if nd.enabled:
         filters.append(NearDedupFilter(NearDedupConfig(ngram=nd.ngram, bands=nd.bands,
                                                        rows=nd.rows, threshold=nd.threshold)))
     return filters
+
+
+def build_filters(cfg: CurateParams, eval_sets: dict[str, list[str]] | None = None
+                  ) -> list[Filter]:
+    return [*quality_filters(cfg), *corpus_filters(cfg, eval_sets or {})]
 
 
 def apply_filters(docs: Iterable[Doc], filters: Sequence[Filter]
@@ -87,23 +121,50 @@ def apply_filters(docs: Iterable[Doc], filters: Sequence[Filter]
     return kept, rejected, counts
 
 
+def refine(chunks: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]]
+           ) -> tuple[list[Doc], list[Rejected], dict]:
+    """The whole chain; returns kept docs (language-tagged), rejects and block statistics."""
+    quality = quality_filters(cfg)
+    kept, rejected, counts = apply_filters(tqdm(chunks, desc="curate: quality", unit="doc"),
+                                           quality)
+    redactor = PiiRedactor()
+    if cfg.redact_pii:
+        kept = [redactor.apply(d) for d in kept]
+    corpus = corpus_filters(cfg, eval_sets)
+    kept, rejected2, counts2 = apply_filters(tqdm(kept, desc="curate: corpus", unit="doc"),
+                                             corpus)
+    lang = next((f for f in quality if isinstance(f, LanguageFilter)), None)
+    if lang:
+        kept = [lang.tag(d) for d in kept]
+    stats: dict = {f"dropped.{r}": n for r, n in sorted((counts + counts2).items())}
+    stats.update({f"pii.{k}": n for k, n in sorted(redactor.counts.items())})
+    stats["pii.docs_redacted"] = redactor.docs_changed
+    decontam = next((f for f in corpus if isinstance(f, DecontaminationFilter)), None)
+    if decontam:
+        stats.update({f"contaminated_docs.{name}": decontam.overlaps.get(name, 0)
+                      for name in sorted(eval_sets)})
+    return kept, rejected + rejected2, stats
+
+
 def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.curate
     docs = read_docs(paths.docs / DOCS_FILE)
     chunks = [c for d in docs for c in split_long(d, cfg.max_chars_per_doc)]
-    kept, rejected, counts = apply_filters(tqdm(chunks, desc="curate", unit="doc"),
-                                           build_filters(cfg))
+    eval_sets = load_eval_sets([paths.tasks / name for name in EVAL_SET_FILES])
+    kept, rejected, stats = refine(chunks, cfg, eval_sets)
     if not kept:
         raise ValueError("curation rejected every document; loosen params.curate")
-    paths.out.mkdir(parents=True, exist_ok=True)
-    write_docs(kept, paths.out / DOCS_FILE)
-    write_quarantine(rejected, paths.out / QUARANTINE_FILE)
+    with atomic_dir(paths.out) as out:
+        write_docs(kept, out / DOCS_FILE)
+        write_quarantine(rejected, out / QUARANTINE_FILE)
     metrics: dict = {
         "docs_in": len(chunks),
         "docs_kept": len(kept),
         "docs_dropped": len(rejected),
         "chars_kept": sum(len(d.text) for d in kept),
+        **stats,
     }
-    metrics.update({f"dropped.{r}": n for r, n in sorted(counts.items())})
     metrics.update({f"kept.{s}": n for s, n in sorted(Counter(d.source for d in kept).items())})
+    metrics.update({f"kept_lang.{lang}": n
+                    for lang, n in sorted(Counter(d.lang for d in kept).items()) if lang})
     return StageResult(metrics=metrics)

@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 DOCS_FILE = "docs.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 
-DOC_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string())])
+# `lang` is set by curation's language ID ("" before it).
+DOC_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
+                        ("lang", pa.string())])
 QUARANTINE_SCHEMA = pa.schema(
     [("id", pa.string()), ("source", pa.string()), ("origin", pa.string()),
      ("reason", pa.string()), ("detail", pa.string()), ("text", pa.string())]
@@ -25,6 +27,7 @@ class Doc:
     id: str
     text: str
     source: str
+    lang: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,5 +57,5 @@ def write_quarantine(rejected: Iterable[Rejected], path: Path) -> int:
 
 
 def read_docs(path: Path) -> list[Doc]:
-    table = pq.read_table(path, columns=["id", "text", "source"])
-    return [Doc(**row) for row in table.to_pylist()]
+    columns = [c for c in DOC_SCHEMA.names if c in pq.read_schema(path).names]
+    return [Doc(**row) for row in pq.read_table(path, columns=columns).to_pylist()]

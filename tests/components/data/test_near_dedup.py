@@ -58,7 +58,8 @@ def test_lsh_recall_and_precision_on_planted_duplicates():
 
 def test_curate_chain_counts_near_duplicates_and_can_disable_them():
     docs = [Doc("a", TEXT, "s"), Doc("b", TEXT.replace("item7 ", "item7x ", 1), "s")]
-    cfg = project_params(curate={"min_words": 1, "min_alpha_ratio": None}).curate
+    cfg = project_params(curate={"min_words": 1, "min_alpha_ratio": None,
+                                 "languages": ()}).curate  # not a natural language
     kept, rejected, counts = apply_filters(docs, build_filters(cfg))
     assert [d.id for d in kept] == ["a"] and counts[NEAR_DUPLICATE] == 1
     assert rejected[0].detail.startswith("cluster a")

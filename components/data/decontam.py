@@ -1,0 +1,84 @@
+"""Decontamination: drop training documents that share a long n-gram with an evaluation set.
+
+GPT-3's recipe (Brown et al. 2020, appendix C): 13-gram overlap on normalised words. Eval items
+shorter than n words are matched as a whole (their full word sequence), so a short benchmark
+question copied verbatim into a web page is still caught.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from components.data.documents import Doc
+from components.data.near_dedup import normalise
+
+EVAL_CONTAMINATION = "eval_contamination"
+
+
+def ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def item_text(row: dict) -> str:
+    """The text of an eval item in any of the project's task formats."""
+    parts = []
+    for key in ("prompt", "answer", "chosen"):
+        value = row.get(key)
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list):  # conversational: [{"role", "content"}]
+            parts += [m.get("content", "") for m in value if isinstance(m, dict)]
+    return " ".join(parts)
+
+
+def load_eval_sets(paths: list[Path]) -> dict[str, list[str]]:
+    return {p.name: [item_text(json.loads(line)) for line in p.read_text().splitlines()
+                     if line.strip()] for p in paths}
+
+
+class DecontaminationFilter:
+    name = "decontamination"
+
+    def __init__(self, eval_sets: dict[str, list[str]], n: int = 13, min_words: int = 8):
+        """Items with fewer than `min_words` words are too generic to match safely."""
+        self.n, self.min_words = n, min_words
+        self.index: dict[tuple[str, ...], set[str]] = {}
+        self.short: dict[int, dict[tuple[str, ...], set[str]]] = {}  # length -> item -> sets
+        for name, texts in eval_sets.items():
+            for text in texts:
+                words = normalise(text).split()
+                if len(words) >= n:
+                    for g in ngrams(words, n):
+                        self.index.setdefault(g, set()).add(name)
+                elif len(words) >= min_words:
+                    self.short.setdefault(len(words), {}).setdefault(tuple(words), set()).add(
+                        name)
+        self.overlaps: Counter = Counter()   # eval set -> contaminated training documents
+        self.matches: dict[str, Counter] = {}
+
+    def contaminating_sets(self, doc: Doc) -> Counter:
+        words = normalise(doc.text).split()
+        hits: Counter = Counter()
+        for g in ngrams(words, self.n):
+            for name in self.index.get(g, ()):
+                hits[name] += 1
+        for length, items in self.short.items():
+            for g in ngrams(words, length):
+                for name in items.get(g, ()):
+                    hits[name] += 1
+        return hits
+
+    def filter(self, doc: Doc) -> bool | tuple[bool, str]:
+        hits = self.contaminating_sets(doc)
+        if not hits:
+            return True
+        self.matches[doc.id] = hits
+        for name in hits:
+            self.overlaps[name] += 1
+        return False, EVAL_CONTAMINATION
+
+    def detail(self, doc: Doc) -> str:
+        return ", ".join(f"{name}: {k} matching n-grams"
+                         for name, k in sorted(self.matches[doc.id].items()))

@@ -1,0 +1,44 @@
+from components.data.documents import Doc
+from components.data.langid import (
+    LOW_LANGUAGE_SCORE,
+    WRONG_LANGUAGE,
+    LanguageFilter,
+    identify,
+)
+from components.data.toxicity import TOXIC, ToxicityFilter
+
+EN = "The committee will publish its annual report on the state of the rivers next spring. " * 3
+FR = "Le comité publiera son rapport annuel sur l'état des rivières au printemps prochain. " * 3
+DE = "Der Ausschuss wird im nächsten Frühjahr seinen Jahresbericht über die Flüsse vorlegen. " * 3
+
+
+def test_identify_real_languages_offline():
+    assert identify(EN)[0] == "en" and identify(FR)[0] == "fr" and identify(DE)[0] == "de"
+    assert identify("   ") == ("und", 0.0)
+
+
+def test_language_filter_keeps_configured_languages_and_tags_them():
+    f = LanguageFilter(("en", "fr"), min_score=0.5)
+    assert f.filter(Doc("en", EN, "s")) is True
+    assert f.tag(Doc("en", EN, "s")).lang == "en"
+    assert f.filter(Doc("fr", FR, "s")) is True
+    assert f.filter(Doc("de", DE, "s")) == (False, WRONG_LANGUAGE)
+    assert f.detail(Doc("de", DE, "s")).startswith("de (")
+
+
+def test_language_score_threshold():
+    f = LanguageFilter(("en",), min_score=0.999999)
+    assert f.filter(Doc("x", "ok so yes no maybe", "s")) == (False, LOW_LANGUAGE_SCORE)
+
+
+def test_toxicity_drops_mostly_abusive_text_keeps_an_occasional_insult():
+    clean = [f"The river report covers section {i} of the survey in detail." for i in range(40)]
+    abusive = ["fuck you, you stupid piece of shit"] * 10 + clean[:10]
+    one_insult = [*clean, "you stupid piece of shit"]
+    f = ToxicityFilter(line_threshold=0.8, max_toxic_line_fraction=0.05)
+    assert f.filter(Doc("a", "\n".join(abusive), "s")) == (False, TOXIC)
+    assert "50.0% of lines" in f.detail(Doc("a", "", "s"))
+    assert f.filter(Doc("b", "\n".join(one_insult), "s")) is True
+    assert f.filter(Doc("c", "\n".join(clean), "s")) is True
+    assert ToxicityFilter(max_toxic_line_fraction=None).filter(Doc("a", "\n".join(abusive),
+                                                                   "s")) is True
