@@ -46,6 +46,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", "components.data.ingest"),
     StageSpec("validate_raw", "components.data.validate"),
     StageSpec("curate", "components.data.curate"),
+    StageSpec("validate_curated", "components.data.validate_curated"),
     StageSpec("tokenizer", "components.tokenizer.train"),
     StageSpec("pack", "components.data.pack"),
     StageSpec("pretrain", "components.training.pretrain"),

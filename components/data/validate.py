@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +31,9 @@ class ValidationFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Paths:
-    docs: Path     # ingested directory
-    report: Path   # GE validation result (JSON)
+    docs: Path       # ingested directory
+    report: Path     # GE validation result (JSON)
+    docs_site: Path  # GE Data Docs (HTML)
     metrics: Path
 
 
@@ -51,14 +54,41 @@ def raw_docs_suite(params: Params) -> gx.ExpectationSuite:
     )
 
 
-def validate_frame(df: pd.DataFrame, suite: gx.ExpectationSuite) -> dict:
-    """Run `suite` on `df` with an ephemeral GE context; returns the JSON validation result."""
-    context = gx.get_context(mode="ephemeral")
-    source = context.data_sources.add_pandas(f"{suite.name}_source")
-    batch_def = source.add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe("all")
-    suite = context.suites.add(suite)
-    batch = batch_def.get_batch(batch_parameters={"dataframe": df})
-    return batch.validate(suite).to_json_dict()
+def validate_frame(df: pd.DataFrame, suite: gx.ExpectationSuite,
+                   docs_site: Path | None = None) -> dict:
+    """Run `suite` on `df`; returns the JSON validation result.
+
+    With `docs_site`, the run goes through a GE checkpoint in a throw-away file context whose
+    Data Docs (HTML) are then copied to `docs_site`.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        context = (gx.get_context(mode="file", project_root_dir=tmp) if docs_site
+                   else gx.get_context(mode="ephemeral"))
+        source = context.data_sources.add_pandas(f"{suite.name}_source")
+        batch_def = source.add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe(
+            "all")
+        suite = context.suites.add(suite)
+        if docs_site is None:
+            batch = batch_def.get_batch(batch_parameters={"dataframe": df})
+            return batch.validate(suite).to_json_dict()
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=suite.name, data=batch_def, suite=suite))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=suite.name, validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")]))
+        run = checkpoint.run(batch_parameters={"dataframe": df})
+        site = Path(tmp) / "gx" / "uncommitted" / "data_docs" / "local_site"
+        if docs_site.exists():
+            shutil.rmtree(docs_site)
+        shutil.copytree(site, docs_site)
+        return next(iter(run.run_results.values())).to_json_dict()
+
+
+def save_result(result: dict, report: Path, docs_site: Path, tracker: Tracker) -> None:
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=2, default=str))
+    tracker.log_artifact(report, "validation")
+    tracker.log_artifact(docs_site, "validation/data_docs")
 
 
 def failed_expectations(result: dict) -> list[str]:
@@ -71,10 +101,8 @@ def failed_expectations(result: dict) -> list[str]:
 
 def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     df = pd.read_parquet(paths.docs / DOCS_FILE)
-    result = validate_frame(df, raw_docs_suite(params))
-    paths.report.parent.mkdir(parents=True, exist_ok=True)
-    paths.report.write_text(json.dumps(result, indent=2, default=str))
-    tracker.log_artifact(paths.report, "validation")
+    result = validate_frame(df, raw_docs_suite(params), paths.docs_site)
+    save_result(result, paths.report, paths.docs_site, tracker)
     stats = result["statistics"]
     if not result["success"]:
         failed = failed_expectations(result)

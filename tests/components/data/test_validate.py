@@ -37,9 +37,11 @@ def test_failing_gate_raises_after_saving_the_report(tmp_path, monkeypatch):
     (tmp_path / "docs").mkdir()
     frame(id=["a", "a"]).to_parquet(tmp_path / "docs" / "docs.parquet")
     paths = validate.Paths(docs=tmp_path / "docs", report=tmp_path / "report.json",
-                           metrics=tmp_path / "m.json")
+                           docs_site=tmp_path / "site", metrics=tmp_path / "m.json")
     params = project_params()
     with pytest.raises(validate.ValidationFailed, match="unique"), \
             stage_run("validate_raw", params) as tracker:
         validate.run(params, paths, tracker)
     assert json.loads(paths.report.read_text())["success"] is False
+    # Data Docs HTML for people to read, next to the JSON result.
+    assert (paths.docs_site / "index.html").exists()
