@@ -47,6 +47,16 @@ class CurateParams(_Section):
     max_chars_per_doc: int = Field(ge=200)
     languages: tuple[str, ...] = ("en",)    # ISO 639-1 codes kept; empty disables language ID
     min_language_score: float | None = Field(default=0.5, ge=0, le=1)
+    # C4 document rules (published values as defaults; None/false switches one off).
+    c4_filter_lorem_ipsum: bool = True
+    c4_filter_curly_bracket: bool = True
+    c4_max_word_length: int | None = Field(default=1000, ge=1)
+    c4_min_sentences: int | None = Field(default=5, ge=1)
+    # FineWeb document rules.
+    fineweb_line_punct_min: float | None = Field(default=0.12, ge=0, le=1)
+    fineweb_short_line_max: float | None = Field(default=0.67, ge=0, le=1)
+    fineweb_char_duplicates_max: float | None = Field(default=0.01, ge=0, le=1)
+    fineweb_newline_ratio_max: float | None = Field(default=0.3, ge=0)
     toxic_line_threshold: float = Field(default=0.8, gt=0, le=1)
     max_toxic_line_fraction: float | None = Field(default=0.05, ge=0, le=1)
     redact_pii: bool = True

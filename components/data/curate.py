@@ -1,6 +1,6 @@
 """curate stage: the data refinery, a plain list of blocks in the datatrove shape.
 
-split long documents → language ID → Gopher quality → Gopher repetition → toxicity
+split long documents → language ID → Gopher quality → Gopher repetition → C4 → FineWeb → toxicity
 → PII redaction (a transform) → decontamination against the eval sets → exact dedup
 → near dedup. Every dropped document goes to the quarantine with the block's reason code and a
 detail; every reason is a counter in the metrics.
@@ -9,7 +9,7 @@ detail; every reason is a counter in the metrics.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from components.data.langid import LanguageFilter
 from components.data.near_dedup import NearDedupConfig, NearDedupFilter
 from components.data.pii import PiiRedactor
 from components.data.toxicity import ToxicityFilter
+from components.data.web_rules import C4QualityFilter, FineWebQualityFilter
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
 
@@ -50,19 +51,35 @@ class Paths:
     metrics: Path
 
 
+def _pieces(text: str, max_chars: int) -> Iterator[tuple[str, str]]:
+    """(separator, piece) with every piece ≤ max_chars: paragraphs, else lines, else cuts."""
+    for para in text.split("\n\n"):
+        if len(para) <= max_chars:
+            yield "\n\n", para
+            continue
+        sep = "\n\n"
+        for line in para.split("\n"):
+            while len(line) > max_chars:
+                yield sep, line[:max_chars]
+                sep, line = "", line[max_chars:]
+            yield sep, line
+            sep = "\n"
+
+
 def split_long(doc: Doc, max_chars: int) -> list[Doc]:
-    """Split at paragraph boundaries into chunks of about `max_chars` (plays are ~150 kB)."""
+    """Chunks of at most `max_chars`, cut at paragraph boundaries where possible (plays are
+    ~150 kB; some licence files are one huge paragraph)."""
     if len(doc.text) <= max_chars:
         return [doc]
-    chunks, current, size = [], [], 0
-    for para in doc.text.split("\n\n"):
-        if size + len(para) > max_chars and current:
-            chunks.append("\n\n".join(current))
-            current, size = [], 0
-        current.append(para)
-        size += len(para) + 2
+    chunks, current = [], ""
+    for sep, piece in _pieces(doc.text, max_chars):
+        if current and len(current) + len(sep) + len(piece) > max_chars:
+            chunks.append(current)
+            current = piece
+        else:
+            current = current + sep + piece if current else piece
     if current:
-        chunks.append("\n\n".join(current))
+        chunks.append(current)
     return [Doc(f"{doc.id}-{i}", text, doc.source) for i, text in enumerate(chunks)]
 
 
@@ -75,6 +92,11 @@ def quality_filters(cfg: CurateParams) -> list[Filter]:
         GopherQualityFilter(cfg.min_words, cfg.max_words, cfg.min_alpha_ratio,
                             cfg.max_symbol_ratio),
         GopherRepetitionFilter(cfg.max_duplicate_line_fraction),
+        C4QualityFilter(cfg.c4_filter_lorem_ipsum, cfg.c4_filter_curly_bracket,
+                        cfg.c4_max_word_length, cfg.c4_min_sentences),
+        FineWebQualityFilter(cfg.fineweb_line_punct_min, cfg.fineweb_short_line_max,
+                             char_duplicates_max=cfg.fineweb_char_duplicates_max,
+                             newline_ratio_max=cfg.fineweb_newline_ratio_max),
         ToxicityFilter(cfg.toxic_line_threshold, cfg.max_toxic_line_fraction),
     ]
     return filters

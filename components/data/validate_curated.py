@@ -45,7 +45,7 @@ def curated_docs_suite(params: Params, check_decontam: bool) -> gx.ExpectationSu
         gxe.ExpectColumnValuesToNotBeNull(column="text"),
         gxe.ExpectColumnValuesToBeUnique(column="id"),
         gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1,
-                                                max_value=cfg.max_chars_per_doc * 2),
+                                                max_value=cfg.max_chars_per_doc),
         gxe.ExpectColumnValuesToBeBetween(column="pii_left", max_value=0),
     ]
     if cfg.languages:

@@ -64,6 +64,17 @@ def test_split_long_keeps_all_text():
     assert len(parts) > 1
     assert "\n\n".join(p.text for p in parts) == text
     assert len({p.id for p in parts}) == len(parts)
+    assert max(len(p.text) for p in parts) <= 1000
+
+
+def test_split_long_cuts_huge_paragraphs_and_lines_within_the_limit():
+    lines = "\n".join(f"line {i} " * 30 for i in range(40))    # one paragraph, 40 lines
+    text = f"intro\n\n{lines}\n\n{'x' * 2500}"               # and one 2,500-char line
+    parts = split_long(Doc("x", text, "s"), max_chars=1000)
+    assert max(len(p.text) for p in parts) <= 1000
+    # Nothing lost or reordered: the pieces' characters are the original's, minus separators.
+    strip = lambda t: t.replace("\n", "")  # noqa: E731
+    assert "".join(strip(p.text) for p in parts) == strip(text)
 
 
 def test_curate_counts_and_quarantines():
