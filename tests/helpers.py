@@ -16,3 +16,11 @@ def project_params(**sections: dict[str, Any]) -> Params:
     updates = {name: getattr(params, name).model_copy(update=values)
                for name, values in sections.items()}
     return params.model_copy(update=updates)
+
+
+# Curation blocks that judge natural-language quality switched off, so that toy documents reach
+# the blocks a test is about (dedup, quarantine bookkeeping).
+TOY_CURATE: dict[str, Any] = {
+    "languages": (), "c4_min_sentences": None, "fineweb_line_punct_min": None,
+    "fineweb_short_line_max": None, "fineweb_newline_ratio_max": None,
+}

@@ -16,7 +16,7 @@ from components.data.ingest import (
     ingest,
 )
 from components.data.pack import is_validation, pack_tokens
-from tests.helpers import project_params
+from tests.helpers import TOY_CURATE, project_params
 
 ARTICLE = "<html><body><nav>Home | About</nav><article><h1>Title</h1><p>" + (
     "Real paragraph text about interesting things. " * 20) + "</p></article></body></html>"
@@ -78,7 +78,7 @@ def test_split_long_cuts_huge_paragraphs_and_lines_within_the_limit():
 
 
 def test_curate_counts_and_quarantines():
-    params = project_params(curate={"min_words": 5})
+    params = project_params(curate={**TOY_CURATE, "min_words": 5})
     good = "one two three four five six seven"
     docs = [Doc("1", good, "s"), Doc("2", good.upper(), "s"), Doc("3", "tiny", "s")]
     kept, rejected, counts = apply_filters(docs, build_filters(params.curate))

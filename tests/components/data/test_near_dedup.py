@@ -14,7 +14,7 @@ from components.data.near_dedup import (
     shingles,
 )
 from components.data.planted import planted_corpus
-from tests.helpers import project_params
+from tests.helpers import TOY_CURATE, project_params
 
 TEXT = " ".join(f"word{i % 97} token{i % 13} item{i}" for i in range(120))
 
@@ -58,8 +58,7 @@ def test_lsh_recall_and_precision_on_planted_duplicates():
 
 def test_curate_chain_counts_near_duplicates_and_can_disable_them():
     docs = [Doc("a", TEXT, "s"), Doc("b", TEXT.replace("item7 ", "item7x ", 1), "s")]
-    cfg = project_params(curate={"min_words": 1, "min_alpha_ratio": None,
-                                 "languages": ()}).curate  # not a natural language
+    cfg = project_params(curate={**TOY_CURATE, "min_words": 1, "min_alpha_ratio": None}).curate
     kept, rejected, counts = apply_filters(docs, build_filters(cfg))
     assert [d.id for d in kept] == ["a"] and counts[NEAR_DUPLICATE] == 1
     assert rejected[0].detail.startswith("cluster a")
