@@ -57,6 +57,8 @@ class CurateParams(_Section):
     fineweb_short_line_max: float | None = Field(default=0.67, ge=0, le=1)
     fineweb_char_duplicates_max: float | None = Field(default=0.01, ge=0, le=1)
     fineweb_newline_ratio_max: float | None = Field(default=0.3, ge=0)
+    # Quality model (hashed n-gram logistic regression trained here); None switches it off.
+    quality_model_min_score: float | None = Field(default=0.5, ge=0, le=1)
     toxic_line_threshold: float = Field(default=0.8, gt=0, le=1)
     max_toxic_line_fraction: float | None = Field(default=0.05, ge=0, le=1)
     redact_pii: bool = True

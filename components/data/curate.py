@@ -1,6 +1,7 @@
 """curate stage: the data refinery, a plain list of blocks in the datatrove shape.
 
-split long documents → language ID → Gopher quality → Gopher repetition → C4 → FineWeb → toxicity
+split long documents → language ID → Gopher quality → Gopher repetition → C4 → FineWeb
+→ toxicity → quality model (trained here on what the heuristics kept vs rejected)
 → PII redaction (a transform) → decontamination against the eval sets → exact dedup
 → near dedup. Every dropped document goes to the quarantine with the block's reason code and a
 detail; every reason is a counter in the metrics.
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from components.atomic import atomic_dir
@@ -37,6 +39,7 @@ from components.data.filters import (
 from components.data.langid import LanguageFilter
 from components.data.near_dedup import NearDedupConfig, NearDedupFilter
 from components.data.pii import PiiRedactor
+from components.data.quality_model import LOW_QUALITY_SCORE, cross_fit
 from components.data.toxicity import ToxicityFilter
 from components.data.web_rules import C4QualityFilter, FineWebQualityFilter
 from components.stage import StageResult
@@ -143,12 +146,36 @@ def apply_filters(docs: Iterable[Doc], filters: Sequence[Filter]
     return kept, rejected, counts
 
 
-def refine(chunks: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]]
-           ) -> tuple[list[Doc], list[Rejected], dict]:
+def score_quality(kept: list[Doc], rejected: list[Rejected], min_score: float, seed: int
+                  ) -> tuple[list[Doc], list[Rejected], dict]:
+    """Train the quality model on this corpus (cross-fitted) and drop low scorers."""
+    fit = cross_fit([d.text for d in kept], [r.text for r in rejected], folds=2, seed=seed)
+    good, bad = [], []
+    for doc, score in zip(kept, fit.scores, strict=True):
+        doc = replace(doc, quality=round(float(score), 4))
+        if score >= min_score:
+            good.append(doc)
+        else:
+            bad.append(Rejected(doc.id, doc.source, doc.id, LOW_QUALITY_SCORE,
+                                f"quality score {score:.3f} < {min_score}", doc.text))
+    stats = {"quality_model.heldout_accuracy": round(fit.heldout_accuracy, 4),
+             "quality_model.train_high": fit.n_high, "quality_model.train_low": fit.n_low,
+             "quality_model.mean_score_kept": round(float(np.mean(fit.scores)), 4)}
+    return good, bad, stats
+
+
+def refine(chunks: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]],
+           seed: int = 0) -> tuple[list[Doc], list[Rejected], dict]:
     """The whole chain; returns kept docs (language-tagged), rejects and block statistics."""
     quality = quality_filters(cfg)
     kept, rejected, counts = apply_filters(tqdm(chunks, desc="curate: quality", unit="doc"),
                                            quality)
+    model_stats: dict = {}
+    if cfg.quality_model_min_score is not None and kept and rejected:
+        kept, low, model_stats = score_quality(kept, rejected, cfg.quality_model_min_score,
+                                               seed)
+        rejected += low
+        counts[LOW_QUALITY_SCORE] += len(low)
     redactor = PiiRedactor()
     if cfg.redact_pii:
         kept = [redactor.apply(d) for d in kept]
@@ -159,6 +186,7 @@ def refine(chunks: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]]
     if lang:
         kept = [lang.tag(d) for d in kept]
     stats: dict = {f"dropped.{r}": n for r, n in sorted((counts + counts2).items())}
+    stats.update(model_stats)
     stats.update({f"pii.{k}": n for k, n in sorted(redactor.counts.items())})
     stats["pii.docs_redacted"] = redactor.docs_changed
     decontam = next((f for f in corpus if isinstance(f, DecontaminationFilter)), None)
@@ -173,7 +201,7 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     docs = read_docs(paths.docs / DOCS_FILE)
     chunks = [c for d in docs for c in split_long(d, cfg.max_chars_per_doc)]
     eval_sets = load_eval_sets([paths.tasks / name for name in EVAL_SET_FILES])
-    kept, rejected, stats = refine(chunks, cfg, eval_sets)
+    kept, rejected, stats = refine(chunks, cfg, eval_sets, seed=params.seed)
     if not kept:
         raise ValueError("curation rejected every document; loosen params.curate")
     with atomic_dir(paths.out) as out:

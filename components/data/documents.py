@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 DOCS_FILE = "docs.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 
-# `lang` is set by curation's language ID ("" before it).
+# Set by curation: `lang` by language ID ("" before it), `quality` by the quality model
+# (P(high quality), held out; None when the model is off).
 DOC_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
-                        ("lang", pa.string())])
+                        ("lang", pa.string()), ("quality", pa.float64())])
 QUARANTINE_SCHEMA = pa.schema(
     [("id", pa.string()), ("source", pa.string()), ("origin", pa.string()),
      ("reason", pa.string()), ("detail", pa.string()), ("text", pa.string())]
@@ -28,6 +29,7 @@ class Doc:
     text: str
     source: str
     lang: str = ""
+    quality: float | None = None
 
 
 @dataclass(frozen=True)
