@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from components.data.documents import Doc
 
@@ -117,4 +117,4 @@ class PiiRedactor:
             return doc
         self.counts.update(found)
         self.docs_changed += 1
-        return Doc(doc.id, text, doc.source)
+        return replace(doc, text=text)  # keeps the tags earlier blocks set

@@ -52,8 +52,9 @@ def test_redactor_counts_and_keeps_clean_docs_identical():
     r = PiiRedactor()
     clean = Doc("a", "nothing to see here", "s")
     assert r.apply(clean) is clean
-    out = r.apply(Doc("b", "mail a@b.org or c@d.net", "s"))
+    out = r.apply(Doc("b", "mail a@b.org or c@d.net", "s", lang="en", quality=0.9))
     assert out.text == "mail <EMAIL> or <EMAIL>" and out.id == "b"
+    assert (out.lang, out.quality) == ("en", 0.9)
     assert r.counts == {EMAIL: 2} and r.docs_changed == 1
 
 
