@@ -160,7 +160,7 @@ def score_quality(kept: list[Doc], rejected: list[Rejected], min_score: float, s
                                 f"quality score {score:.3f} < {min_score}", doc.text))
     stats = {"quality_model.heldout_accuracy": round(fit.heldout_accuracy, 4),
              "quality_model.train_high": fit.n_high, "quality_model.train_low": fit.n_low,
-             "quality_model.mean_score_kept": round(float(np.mean(fit.scores)), 4)}
+             "quality_model.mean_score": round(float(np.mean(fit.scores)), 4)}
     return good, bad, stats
 
 
