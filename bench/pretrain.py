@@ -81,9 +81,7 @@ def run_deepspeed(params: Params, world: int, steps: int, tokenizer: Path, data:
                               tokenizer=tokenizer, ds_config=run_dir / "ds.json",
                               checkpoints=run_dir / "ckpt", out=run_dir / "model",
                               history=run_dir / "ckpt" / "history.jsonl")
-    from components.training.pretrain import free_port
-
-    cmd = launch.launch_command(p.cluster, args, master_port=free_port())
+    cmd = launch.launch_command(p.cluster, args, master_port=launch.free_port())
     env = launch.launch_env(p.cluster, on_gpu=False) | {"TQDM_DISABLE": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -31,6 +32,13 @@ NCCL_ENV: dict[str, str] = {
 
 class LaunchError(ValueError):
     """The cluster description cannot be launched as given."""
+
+
+def free_port() -> int:
+    """A free local port: one-node runs on a shared machine must not collide."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def hostfile_text(cluster: ClusterParams) -> str:

@@ -10,7 +10,6 @@ import csv
 import json
 import logging
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +38,6 @@ class Paths:
     history: Path      # per-step CSV (DVC plots)
     plot: Path         # loss curve PNG
     metrics: Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_history(path: Path) -> list[dict]:
@@ -111,7 +104,7 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
         hostfile = paths.checkpoints / launch.HOSTFILE
         hostfile.write_text(launch.hostfile_text(cluster))
     # One node: any free port (parallel runs on one machine); a cluster: the agreed port.
-    port = free_port() if cluster.nodes == 1 else cluster.master_port
+    port = launch.free_port() if cluster.nodes == 1 else cluster.master_port
     cmd = launch.launch_command(cluster, args, master_port=port, hostfile=hostfile)
     log.info("launching %d DeepSpeed ranks: %s", world, " ".join(cmd))
     proc = subprocess.run(cmd, env=launch.launch_env(cluster, on_gpu))

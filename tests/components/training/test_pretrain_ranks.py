@@ -80,9 +80,7 @@ class Run:
             out=self.out, history=self.history)
 
     def start(self) -> subprocess.Popen:
-        from components.training.pretrain import free_port
-
-        cmd = launch.launch_command(self.cluster, self.args, master_port=free_port())
+        cmd = launch.launch_command(self.cluster, self.args, master_port=launch.free_port())
         env = launch.launch_env(self.cluster, on_gpu=False) | {"TQDM_DISABLE": "1"}
         self.log = (self.work / "log.txt").open("a")
         # Own process group: kill -9 takes the launcher and every rank down together.
