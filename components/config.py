@@ -22,6 +22,9 @@ class _Section(BaseModel):
 class IngestParams(_Section):
     unicode_form: Literal["NFC", "NFKC"] = "NFC"
     sources: tuple[str, ...] = Field(min_length=1)
+    # Larger records are quarantined, not split: a many-megabyte "document" is a dump or a
+    # crawl artefact, and would stall every per-document block downstream.
+    max_doc_chars: int = Field(default=5_000_000, ge=1)
 
 
 class ValidateRawParams(_Section):

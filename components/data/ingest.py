@@ -39,6 +39,7 @@ BAD_JSON = "bad_json"
 MISSING_TEXT = "missing_text"
 EMPTY_TEXT = "empty_text"
 NO_HTML_TEXT = "no_html_text"
+TOO_LARGE = "too_large"
 UNKNOWN_SOURCE = "unknown_source"
 UNSUPPORTED_FILE = "unsupported_file"
 
@@ -128,8 +129,8 @@ def discover(raw: Path) -> Iterator[tuple[Path, str]]:
         yield path, source
 
 
-def ingest(raw: Path, allowed_sources: tuple[str, ...], unicode_form: str
-           ) -> tuple[list[Doc], list[Rejected]]:
+def ingest(raw: Path, allowed_sources: tuple[str, ...], unicode_form: str,
+           max_doc_chars: int | None = None) -> tuple[list[Doc], list[Rejected]]:
     docs: list[Doc] = []
     rejected: list[Rejected] = []
     files = list(discover(raw))
@@ -148,6 +149,11 @@ def ingest(raw: Path, allowed_sources: tuple[str, ...], unicode_form: str
             if not text:
                 rejected.append(Rejected(doc.id, source, origin, EMPTY_TEXT, "", ""))
                 continue
+            if max_doc_chars is not None and len(text) > max_doc_chars:
+                rejected.append(Rejected(doc.id, source, origin, TOO_LARGE,
+                                         f"{len(text):,} chars > ingest.max_doc_chars "
+                                         f"{max_doc_chars:,}", text[:2000]))
+                continue
             docs.append(Doc(doc.id, text, source))
     return docs, rejected
 
@@ -155,7 +161,8 @@ def ingest(raw: Path, allowed_sources: tuple[str, ...], unicode_form: str
 def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     if not paths.raw.is_dir():
         raise FileNotFoundError(f"raw data directory {paths.raw} does not exist")
-    docs, rejected = ingest(paths.raw, params.ingest.sources, params.ingest.unicode_form)
+    docs, rejected = ingest(paths.raw, params.ingest.sources, params.ingest.unicode_form,
+                            params.ingest.max_doc_chars)
     if not docs:
         raise ValueError(f"no document could be read from {paths.raw}; see the quarantine")
     paths.out.mkdir(parents=True, exist_ok=True)
