@@ -40,6 +40,16 @@ class NearDedupParams(_Section):
     threshold: float = Field(default=0.8, gt=0, le=1)  # Jaccard at which docs are duplicates
 
 
+class EngineParams(_Section):
+    """Where the refinery's per-document blocks run (components/data/engine.py)."""
+
+    kind: Literal["local", "dask"] = "local"
+    # Dask scheduler to join (e.g. tcp://10.0.0.5:8786); None starts a local cluster.
+    address: str | None = None
+    workers: int = Field(default=2, ge=1)             # local cluster worker processes
+    docs_per_partition: int = Field(default=2000, ge=1)
+
+
 class CurateParams(_Section):
     # None disables a check (datatrove convention).
     min_words: int | None = Field(default=None, ge=0)
@@ -68,6 +78,7 @@ class CurateParams(_Section):
     decontam_ngram: int | None = Field(default=13, ge=3)   # None disables decontamination
     decontam_min_words: int = Field(default=8, ge=1)
     near_dedup: NearDedupParams = NearDedupParams()
+    engine: EngineParams = EngineParams()
 
 
 class TokenizerParams(_Section):

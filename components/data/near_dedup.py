@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from datasketch import MinHash, MinHashLSH
+from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from components.data.documents import Doc
 
@@ -59,6 +59,13 @@ def signature(shingle_set: set[bytes], cfg: NearDedupConfig) -> MinHash:
     return m
 
 
+def lean_signature(text: str, cfg: NearDedupConfig) -> LeanMinHash:
+    """The MinHash of a document in datasketch's compact, picklable form: the costly part of
+    near-dedup, computed where the document is (a worker) and shipped to the pass that
+    compares documents."""
+    return LeanMinHash(signature(shingles(text, cfg.ngram), cfg))
+
+
 class NearDedupFilter:
     """Stateful filter: drops a document whose Jaccard with an earlier kept one ≥ threshold."""
 
@@ -72,9 +79,13 @@ class NearDedupFilter:
         self.clusters: dict[str, tuple[str, float]] = {}
         self.candidates_checked = 0
 
-    def duplicate_of(self, doc: Doc) -> tuple[str, float] | None:
+    def duplicate_of(self, doc: Doc, sig: MinHash | None = None) -> tuple[str, float] | None:
+        """(cluster id, Jaccard) of the kept document this one duplicates, or None.
+
+        `sig`: the document's `lean_signature`, if a worker computed it already.
+        """
         sh = shingles(doc.text, self.cfg.ngram)
-        sig = signature(sh, self.cfg)
+        sig = signature(sh, self.cfg) if sig is None else sig
         best = None
         for other in self.lsh.query(sig):
             self.candidates_checked += 1
@@ -86,8 +97,8 @@ class NearDedupFilter:
             self.kept_shingles[doc.id] = sh
         return best
 
-    def filter(self, doc: Doc) -> bool | tuple[bool, str]:
-        found = self.duplicate_of(doc)
+    def filter(self, doc: Doc, sig: MinHash | None = None) -> bool | tuple[bool, str]:
+        found = self.duplicate_of(doc, sig)
         if found is None:
             return True
         self.clusters[doc.id] = found

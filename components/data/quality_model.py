@@ -5,11 +5,14 @@ Labels (no human annotation available offline): high = documents that passed the
 blocks; low = documents the heuristics rejected plus corrupted copies of high ones (words
 shuffled within each line: right vocabulary, no syntax — the "word salad" heuristics miss).
 Scores are cross-fitted: each document is scored by a model that never saw it, so the reported
-held-out accuracy is honest and no document is judged by a model trained on itself.
+held-out accuracy is honest and no document is judged by a model trained on itself. The fit
+runs once on the driver; the models travel to the workers that score the partitions.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,32 +37,65 @@ def _vectorizer() -> HashingVectorizer:
                              norm="l2", lowercase=True)
 
 
+def fold_of(doc_id: str, folds: int) -> int:
+    # By id, not by position: a worker scoring one partition finds the same fold as the fit.
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=4).digest()) % folds
+
+
 @dataclass(frozen=True)
-class CrossFitResult:
-    scores: np.ndarray        # P(high quality) for each high-labelled document, out of fold
-    heldout_accuracy: float   # over all documents (high, rejected, corrupted), out of fold
+class QualityModel:
+    """One classifier per fold, each trained without its fold: scoring a document with the
+    model of its own fold is scoring it out of sample."""
+
+    models: tuple[LogisticRegression, ...]
+
+    def score(self, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        """P(high quality) per document."""
+        if not texts:
+            return np.zeros(0)
+        x = _vectorizer().transform(texts)
+        fold = np.array([fold_of(i, len(self.models)) for i in ids])
+        proba = np.zeros(len(texts))
+        for k, model in enumerate(self.models):
+            rows = fold == k
+            if rows.any():
+                proba[rows] = model.predict_proba(x[rows])[:, 1]
+        return proba
+
+
+@dataclass(frozen=True)
+class QualityFit:
+    model: QualityModel
+    heldout_accuracy: float   # over all training documents (high, rejected, corrupted)
     n_high: int
     n_low: int
 
 
-def cross_fit(high: list[str], rejected: list[str], folds: int = 2, seed: int = 0
-              ) -> CrossFitResult:
+def _train(x, y: np.ndarray) -> LogisticRegression:
+    return LogisticRegression(max_iter=1000, C=4.0).fit(x, y)
+
+
+def fit(high: Sequence[tuple[str, str]], rejected: Sequence[tuple[str, str]], folds: int = 2,
+        seed: int = 0) -> QualityFit:
+    """Cross-fitted models from (id, text) of heuristic keeps (high) and rejects (low)."""
     rng = np.random.default_rng(seed)
-    low = rejected + [corrupt(t, rng) for t in high]
-    texts = high + low
-    y = np.array([1] * len(high) + [0] * len(low))
-    fold = rng.integers(folds, size=len(texts))
-    # A corrupted copy shares its fold with its original, so no test document's words were
+    # A corrupted copy keeps its original's id, hence its fold: no test document's words are
     # seen in training through its twin.
-    fold[len(high) + len(rejected):] = fold[: len(high)]
-    x = _vectorizer().transform(texts)
-    proba = np.zeros(len(texts))
+    corrupted = [(i, corrupt(t, rng)) for i, t in high]
+    items = [*high, *rejected, *corrupted]
+    y = np.array([1] * len(high) + [0] * (len(rejected) + len(corrupted)))
+    fold = np.array([fold_of(i, folds) for i, _ in items])
+    x = _vectorizer().transform([t for _, t in items])
+    everything: LogisticRegression | None = None
+    models = []
     for k in range(folds):
-        train, test = fold != k, fold == k
-        if not test.any() or len(set(y[train])) < 2:
-            continue
-        model = LogisticRegression(max_iter=1000, C=4.0)
-        model.fit(x[train], y[train])
-        proba[test] = model.predict_proba(x[test])[:, 1]
+        train = fold != k
+        if len(set(y[train])) == 2:
+            models.append(_train(x[train], y[train]))
+        else:  # a tiny corpus: this fold's complement lacks a class, fall back to all data
+            everything = everything or _train(x, y)
+            models.append(everything)
+    model = QualityModel(tuple(models))
+    proba = model.score([i for i, _ in items], [t for _, t in items])
     accuracy = float(((proba >= 0.5) == (y == 1)).mean())
-    return CrossFitResult(proba[: len(high)], accuracy, len(high), len(low))
+    return QualityFit(model, accuracy, len(high), len(y) - len(high))

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
-from components.data.curate import apply_filters, build_filters, split_long
+from components.data.curate import split_long
 from components.data.documents import Doc
 from components.data.filters import EXACT_DUPLICATE
 from components.data.ingest import (
@@ -16,6 +16,7 @@ from components.data.ingest import (
     ingest,
 )
 from components.data.pack import is_validation, pack_tokens
+from components.data.refinery import apply_filters, build_filters
 from tests.helpers import TOY_CURATE, project_params
 
 ARTICLE = "<html><body><nav>Home | About</nav><article><h1>Title</h1><p>" + (

@@ -3,7 +3,6 @@ from itertools import combinations
 import pytest
 
 from components.config import CurateParams
-from components.data.curate import apply_filters, build_filters
 from components.data.documents import Doc
 from components.data.near_dedup import (
     NEAR_DUPLICATE,
@@ -14,6 +13,7 @@ from components.data.near_dedup import (
     shingles,
 )
 from components.data.planted import planted_corpus
+from components.data.refinery import apply_filters, build_filters
 from tests.helpers import TOY_CURATE, project_params
 
 TEXT = " ".join(f"word{i % 97} token{i % 13} item{i}" for i in range(120))
