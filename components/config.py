@@ -81,6 +81,30 @@ class CurateParams(_Section):
     engine: EngineParams = EngineParams()
 
 
+class MixParams(_Section):
+    """The training mixture (LLaMA recipe): a share of the tokens per group, by up- or
+    down-sampling documents; a group above `max_epochs` repetitions is an error."""
+
+    by: Literal["source", "language"] = "source"
+    # Requested share per group (normalised to sum 1); {} keeps the corpus proportions.
+    weights: dict[str, float] = Field(default_factory=dict)
+    max_epochs: float = Field(default=4.0, ge=1)
+
+    @model_validator(mode="after")
+    def _positive_weights(self) -> MixParams:
+        bad = {k: v for k, v in self.weights.items() if v <= 0}
+        if bad:
+            raise ValueError(f"mix.weights must be > 0 (drop a group by filtering it): {bad}")
+        return self
+
+
+class ValidatePackedParams(_Section):
+    min_train_tokens: int = Field(default=1, ge=1)
+    max_train_tokens: int | None = Field(default=None, ge=1)
+    # Largest |realised − requested| token share per mixture group.
+    max_share_error: float = Field(default=0.1, gt=0, le=1)
+
+
 class TokenizerParams(_Section):
     vocab_size: int = Field(ge=300, le=1_000_000)
     min_frequency: int = Field(ge=1)
@@ -238,8 +262,10 @@ class Params(_Section):
     ingest: IngestParams
     validate_raw: ValidateRawParams
     curate: CurateParams
+    mix: MixParams
     tokenizer: TokenizerParams
     pack: PackParams
+    validate_packed: ValidatePackedParams
     model: ModelParams
     cluster: ClusterParams
     pretrain: PretrainParams

@@ -2,7 +2,9 @@
 
 Output: `train.npy` and `val.npy`, arrays of shape (n_sequences, seq_len) that are memory-mapped
 by training, plus `index.json` describing them. Documents are joined with EOS so the model
-learns document boundaries; the split is by document, so no document straddles train and val.
+learns document boundaries; the split is by curated document, so no document (nor a repeated
+copy of it from the mixture) straddles train and val. The realised token share of each
+mixture group is reported next to the share the mix stage was asked for.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from components.config import Params
-from components.data.documents import DOCS_FILE, read_docs
+from components.data.documents import DOCS_FILE, Doc, read_docs
+from components.data.mix import MIXTURE_FILE, base_id, group_of
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
 
@@ -26,7 +29,7 @@ INDEX_FILE = "index.json"
 
 @dataclass(frozen=True)
 class Paths:
-    docs: Path       # curated directory
+    docs: Path       # mixed directory (docs.parquet + mixture.json)
     tokenizer: Path
     out: Path        # packed directory
     metrics: Path
@@ -53,17 +56,30 @@ def tokenize(texts: list[str], tokenizer: PreTrainedTokenizerBase, batch: int = 
     return out
 
 
+def token_shares(docs: list[Doc], tokens: list[list[int]], by: str) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    for doc, ids in zip(docs, tokens, strict=True):
+        g = group_of(doc, by)
+        counts[g] = counts.get(g, 0) + len(ids) + 1  # + EOS
+    total = sum(counts.values())
+    return {g: round(n / total, 6) for g, n in sorted(counts.items())}
+
+
 def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.pack
     tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer)
     docs = read_docs(paths.docs / DOCS_FILE)
-    val_docs = [d for d in docs if is_validation(d.id, cfg.val_fraction, params.seed)]
-    train_docs = [d for d in docs if not is_validation(d.id, cfg.val_fraction, params.seed)]
+    mixture = json.loads((paths.docs / MIXTURE_FILE).read_text())
+    val_docs = [d for d in docs if is_validation(base_id(d.id), cfg.val_fraction, params.seed)]
+    train_docs = [d for d in docs
+                  if not is_validation(base_id(d.id), cfg.val_fraction, params.seed)]
     if not val_docs or not train_docs:
         raise ValueError(f"pack.val_fraction={cfg.val_fraction} left an empty split "
                          f"({len(train_docs)} train / {len(val_docs)} val documents)")
     eos = tokenizer.eos_token_id
-    train = pack_tokens(tokenize([d.text for d in train_docs], tokenizer), eos, cfg.seq_len)
+    train_tokens = tokenize([d.text for d in train_docs], tokenizer)
+    shares = token_shares(train_docs, train_tokens, mixture["by"])
+    train = pack_tokens(train_tokens, eos, cfg.seq_len)
     val = pack_tokens(tokenize([d.text for d in val_docs], tokenizer), eos, cfg.seq_len)
     if len(val) == 0:
         raise ValueError("validation split is shorter than one sequence; raise val_fraction")
@@ -72,11 +88,17 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     np.save(paths.out / "val.npy", val)
     index = {"seq_len": cfg.seq_len, "dtype": str(train.dtype), "vocab_size": len(tokenizer),
              "train_sequences": int(train.shape[0]), "val_sequences": int(val.shape[0]),
-             "train_documents": len(train_docs), "val_documents": len(val_docs)}
+             "train_documents": len(train_docs), "val_documents": len(val_docs),
+             "mixture_by": mixture["by"],
+             "requested_share": {g: v["requested_share"] for g, v in mixture["groups"].items()},
+             "train_token_share": shares}
     (paths.out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
-    return StageResult(metrics={
+    metrics: dict = {
         "train_sequences": index["train_sequences"],
         "val_sequences": index["val_sequences"],
         "train_tokens": int(train.size),
         "val_tokens": int(val.size),
-    })
+    }
+    metrics.update({f"token_share.{g}": round(v, 4) for g, v in shares.items()})
+    metrics.update({f"requested_share.{g}": v for g, v in index["requested_share"].items()})
+    return StageResult(metrics=metrics)

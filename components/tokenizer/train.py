@@ -1,4 +1,4 @@
-"""tokenizer stage: train a byte-level BPE tokenizer on the curated corpus, save in HF format."""
+"""tokenizer stage: train a byte-level BPE tokenizer on the training mixture, save in HF format."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class Paths:
-    docs: Path      # curated Parquet shards (column `text`)
+    docs: Path      # mixed Parquet shards (column `text`)
     out: Path       # HF tokenizer directory
     metrics: Path
 

@@ -8,8 +8,10 @@ def test_dvc_dag_declares_every_stage_of_the_package_in_a_valid_order():
     assert sorted(order) == sorted(STAGE_NAMES)
     pos = {s: i for i, s in enumerate(order)}
     for before, after in [("ingest", "validate_raw"), ("validate_raw", "curate"),
-                          ("curate", "validate_curated"), ("validate_curated", "tokenizer"),
-                          ("tokenizer", "pack"), ("pack", "pretrain"), ("pretrain", "sft"),
+                          ("curate", "validate_curated"), ("validate_curated", "mix"),
+                          ("mix", "tokenizer"), ("tokenizer", "pack"),
+                          ("pack", "validate_packed"), ("validate_packed", "pretrain"),
+                          ("pretrain", "sft"),
                           ("sft", "align"), ("align", "quantize"), ("quantize", "evaluate"),
                           ("evaluate", "promote"), ("promote", "deploy")]:
         assert pos[before] < pos[after]
@@ -17,8 +19,8 @@ def test_dvc_dag_declares_every_stage_of_the_package_in_a_valid_order():
 
 def test_upstream_closure_includes_dependencies_only():
     closure = upstream_closure(ROOT, ["pack"])
-    assert closure == {"ingest", "validate_raw", "curate", "validate_curated", "tokenizer",
-                       "pack"}
+    assert closure == {"ingest", "validate_raw", "curate", "validate_curated", "mix",
+                       "tokenizer", "pack"}
 
 
 def test_transient_failures_are_recognised():
