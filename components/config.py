@@ -60,6 +60,12 @@ class CurateParams(_Section):
     max_chars_per_doc: int = Field(ge=200)
     languages: tuple[str, ...] = ("en",)    # ISO 639-1 codes kept; empty disables language ID
     min_language_score: float | None = Field(default=0.5, ge=0, le=1)
+    # C4 line rules (published: all on, 3 words) — a removed line is counted per rule.
+    c4_remove_citations: bool = True
+    c4_line_terminal_punct: bool = True
+    c4_line_min_words: int | None = Field(default=3, ge=1)
+    c4_line_javascript: bool = True
+    c4_line_policy: bool = True
     # C4 document rules (published values as defaults; None/false switches one off).
     c4_filter_lorem_ipsum: bool = True
     c4_filter_curly_bracket: bool = True

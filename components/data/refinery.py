@@ -1,7 +1,8 @@
 """The data refinery: a plain list of blocks in the datatrove shape, run in four passes.
 
 1. judge (per partition, on the engine): language ID → Gopher quality → Gopher repetition →
-   C4 → FineWeb → toxicity. Kept documents get their language tag.
+   C4 line cleaning (a transform) → C4 → FineWeb → toxicity. Kept documents get their
+   language tag.
 2. fit (driver): the quality model, trained on what the heuristics kept vs rejected.
 3. polish (per partition, on the engine): quality-model threshold → PII redaction (a
    transform) → decontamination against the eval sets → MinHash signature for near-dedup.
@@ -19,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Protocol, runtime_checkable
 
 from datasketch import LeanMinHash
 
@@ -37,7 +39,7 @@ from components.data.near_dedup import NearDedupConfig, NearDedupFilter, lean_si
 from components.data.pii import PiiRedactor
 from components.data.quality_model import LOW_QUALITY_SCORE, QualityModel, fit
 from components.data.toxicity import ToxicityFilter
-from components.data.web_rules import C4QualityFilter, FineWebQualityFilter
+from components.data.web_rules import C4LineCleaner, C4QualityFilter, FineWebQualityFilter
 
 
 @dataclass
@@ -63,15 +65,27 @@ def merge(outcomes: Iterable[Outcome]) -> Outcome:
     return total
 
 
-def quality_filters(cfg: CurateParams) -> list[Filter]:
-    """Blocks that judge a document on its own."""
-    filters: list[Filter] = []
+@runtime_checkable
+class Transform(Protocol):
+    name: str
+
+    def apply(self, doc: Doc) -> Doc: ...
+
+
+Block = Filter | Transform
+
+
+def quality_filters(cfg: CurateParams) -> list[Block]:
+    """Blocks that judge (or clean) a document on its own."""
+    filters: list[Block] = []
     if cfg.languages:
         filters.append(LanguageFilter(tuple(cfg.languages), cfg.min_language_score))
     filters += [
         GopherQualityFilter(cfg.min_words, cfg.max_words, cfg.min_alpha_ratio,
                             cfg.max_symbol_ratio),
         GopherRepetitionFilter(cfg.max_duplicate_line_fraction),
+        C4LineCleaner(cfg.c4_remove_citations, cfg.c4_line_terminal_punct,
+                      cfg.c4_line_min_words, cfg.c4_line_javascript, cfg.c4_line_policy),
         C4QualityFilter(cfg.c4_filter_lorem_ipsum, cfg.c4_filter_curly_bracket,
                         cfg.c4_max_word_length, cfg.c4_min_sentences),
         FineWebQualityFilter(cfg.fineweb_line_punct_min, cfg.fineweb_short_line_max,
@@ -103,7 +117,7 @@ def corpus_filters(cfg: CurateParams, eval_sets: dict[str, list[str]]) -> list[F
 
 
 def build_filters(cfg: CurateParams, eval_sets: dict[str, list[str]] | None = None
-                  ) -> list[Filter]:
+                  ) -> list[Block]:
     """Every filtering block in order, for a single in-order pass (tests, small corpora)."""
     return [*quality_filters(cfg), *corpus_filters(cfg, eval_sets or {})]
 
@@ -113,19 +127,25 @@ def _rejected(doc: Doc, f: Filter, reason: str) -> Rejected:
     return Rejected(doc.id, doc.source, doc.id, reason, detail, doc.text)
 
 
-def apply_filters(docs: Iterable[Doc], filters: Sequence[Filter]
+def apply_filters(docs: Iterable[Doc], blocks: Sequence[Block]
                   ) -> tuple[list[Doc], list[Rejected], Counter]:
+    """Each document through the blocks in order until a filter drops it; transforms (blocks
+    with `apply`) rewrite it on the way. The quarantine keeps the original text."""
     out = Outcome()
     for doc in docs:
-        for f in filters:
-            decision = f.filter(doc)
+        current = doc
+        for b in blocks:
+            if isinstance(b, Transform):
+                current = b.apply(current)
+                continue
+            decision = b.filter(current)
             ok, reason = (decision, "") if isinstance(decision, bool) else decision
             if not ok:
                 out.counts[reason] += 1
-                out.rejected.append(_rejected(doc, f, reason))
+                out.rejected.append(_rejected(doc, b, reason))
                 break
         else:
-            out.kept.append(doc)
+            out.kept.append(current)
     return out.kept, out.rejected, out.counts
 
 
@@ -136,7 +156,9 @@ def judge(cfg: CurateParams, docs: list[Doc]) -> Outcome:
     lang = next((f for f in filters if isinstance(f, LanguageFilter)), None)
     if lang:
         kept = [lang.tag(d) for d in kept]
-    return Outcome(kept, rejected, counts)
+    cleaner = next(f for f in filters if isinstance(f, C4LineCleaner))
+    return Outcome(kept, rejected, counts,
+                   Counter({f"c4_lines_removed.{k}": n for k, n in cleaner.counts.items()}))
 
 
 def fit_quality_model(kept: list[Doc], rejected: list[Rejected], seed: int
@@ -220,6 +242,7 @@ def refine(chunks: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]]
     counts = judged.counts + polished.counts + final.counts
     stats: dict = {f"dropped.{r}": n for r, n in sorted(counts.items())}
     stats.update(model_stats)
+    stats.update(sorted(judged.stats.items()))
     if model is not None and judged.kept:
         stats["quality_model.mean_score"] = round(
             polished.stats.pop("quality_model.score_sum", 0.0) / len(judged.kept), 4)

@@ -1,9 +1,12 @@
 """C4 and FineWeb document rules, with the published thresholds as defaults.
 
-C4 (Raffel et al. 2020, §2.2), the document-level part: drop pages with "lorem ipsum", with a
-curly bracket (code), with a word longer than 1,000 characters, or with fewer than 5 sentences.
-(C4's line-level removals — lines without terminal punctuation, "javascript" and policy lines —
-rewrite documents and are not implemented here.)
+C4 (Raffel et al. 2020, §2.2) in two blocks, as datatrove's C4QualityFilter does it:
+- `C4LineCleaner`, a transform: removes Wikipedia citation markers and the lines that do not end
+  in terminal punctuation, have fewer than 3 words, mention "javascript", or are cookie/privacy
+  policy notices; counts removed lines per rule;
+- `C4QualityFilter`, on the cleaned text: drops pages with "lorem ipsum", with a curly bracket
+  (code), with a word longer than 1,000 characters, or with fewer than 5 sentences (a page left
+  without lines is dropped as such).
 FineWeb (Penedo et al. 2024; datatrove's FineWebQualityFilter): share of lines ending in
 punctuation ≥ 0.12, share of lines shorter than 30 characters ≤ 0.67, characters in duplicated
 lines ≤ 1% of all characters, newlines per word ≤ 0.3.
@@ -13,6 +16,8 @@ Every threshold can be None to switch that rule off.
 from __future__ import annotations
 
 import re
+from collections import Counter
+from dataclasses import replace
 
 from components.data.documents import Doc
 
@@ -20,6 +25,7 @@ C4_LOREM_IPSUM = "c4_lorem_ipsum"
 C4_CURLY_BRACKET = "c4_curly_bracket"
 C4_LONG_WORD = "c4_word_too_long"
 C4_FEW_SENTENCES = "c4_too_few_sentences"
+C4_NO_LINES_LEFT = "c4_no_lines_left"
 FW_LINE_PUNCT = "fineweb_few_lines_end_in_punctuation"
 FW_SHORT_LINES = "fineweb_too_many_short_lines"
 FW_CHAR_DUPLICATES = "fineweb_duplicated_line_chars"
@@ -27,6 +33,52 @@ FW_NEWLINES = "fineweb_too_many_newlines"
 
 _SENTENCE_END = re.compile(r"[.!?]+(?:[\"')\]]*)(?=\s|$)")
 _LINE_END_PUNCT = (".", "!", "?", '"', "'", "…", ":", ";", ")")
+_C4_TERMINAL = (".", "!", "?", '"', "”")
+_CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
+_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
+           "use cookies")
+
+
+class C4LineCleaner:
+    """C4's line-level rules; a transform, so the document goes on with the lines it keeps."""
+
+    name = "c4_lines"
+
+    def __init__(self, remove_citations: bool = True, terminal_punct: bool = True,
+                 min_words_per_line: int | None = 3, javascript: bool = True,
+                 policy: bool = True):
+        self.remove_citations, self.terminal_punct = remove_citations, terminal_punct
+        self.min_words_per_line, self.javascript, self.policy = (min_words_per_line, javascript,
+                                                                 policy)
+        enabled = {"no_terminal_punct": terminal_punct,
+                   "too_few_words": min_words_per_line is not None,
+                   "javascript": javascript, "policy": policy}
+        # rule -> lines removed; enabled rules start at 0 so metrics show them even when idle
+        self.counts: Counter = Counter({rule: 0 for rule, on in enabled.items() if on})
+
+    def _rule_against(self, line: str) -> str | None:
+        if self.terminal_punct and not line.endswith(_C4_TERMINAL):
+            return "no_terminal_punct"
+        if self.min_words_per_line is not None and len(line.split()) < self.min_words_per_line:
+            return "too_few_words"
+        lower = line.lower()
+        if self.javascript and "javascript" in lower:
+            return "javascript"
+        if self.policy and any(p in lower for p in _POLICY):
+            return "policy"
+        return None
+
+    def apply(self, doc: Doc) -> Doc:
+        text = _CITATION.sub("", doc.text) if self.remove_citations else doc.text
+        kept = []
+        for line in text.split("\n"):
+            rule = self._rule_against(line.strip()) if line.strip() else None
+            if rule:
+                self.counts[rule] += 1
+            else:
+                kept.append(line)
+        cleaned = "\n".join(kept).strip()
+        return doc if cleaned == doc.text else replace(doc, text=cleaned)
 
 
 class C4QualityFilter:
@@ -39,6 +91,8 @@ class C4QualityFilter:
 
     def filter(self, doc: Doc) -> bool | tuple[bool, str]:
         text = doc.text
+        if not text.strip():
+            return False, C4_NO_LINES_LEFT
         if self.lorem and "lorem ipsum" in text.lower():
             return False, C4_LOREM_IPSUM
         if self.curly and "{" in text:

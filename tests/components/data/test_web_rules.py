@@ -6,10 +6,12 @@ from components.data.web_rules import (
     C4_FEW_SENTENCES,
     C4_LONG_WORD,
     C4_LOREM_IPSUM,
+    C4_NO_LINES_LEFT,
     FW_CHAR_DUPLICATES,
     FW_LINE_PUNCT,
     FW_NEWLINES,
     FW_SHORT_LINES,
+    C4LineCleaner,
     C4QualityFilter,
     FineWebQualityFilter,
 )
@@ -60,3 +62,33 @@ def test_fineweb_rules_switch_off():
     f = FineWebQualityFilter(line_punct_min=None, short_line_max=None,
                              char_duplicates_max=None, newline_ratio_max=None)
     assert f.filter(doc("a\nb\na\nb")) is True
+
+
+def test_c4_line_cleaner_removes_lines_per_rule_and_counts_them():
+    page = "\n".join([
+        "Home",                                                   # no terminal punctuation
+        "Please enable JavaScript to view this page.",            # javascript
+        "This site uses cookies. Read our privacy policy.",       # policy
+        "Hi there.",                                              # fewer than 3 words
+        "The river survey started in May.[1] It ended in June.[citation needed]",
+    ])
+    cleaner = C4LineCleaner()
+    out = cleaner.apply(Doc("a", page, "s"))
+    assert out.text == "The river survey started in May. It ended in June."
+    assert cleaner.counts == {"no_terminal_punct": 1, "javascript": 1, "policy": 1,
+                              "too_few_words": 1}
+    assert out.id == "a"
+
+
+def test_c4_line_rules_switch_off_one_by_one():
+    verse = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind"
+    assert C4LineCleaner(terminal_punct=False).apply(Doc("v", verse, "s")).text == verse
+    assert C4LineCleaner().apply(Doc("v", verse, "s")).text == ""
+    code = "The first argument is sys.argv[1] here."
+    assert C4LineCleaner(remove_citations=False).apply(Doc("c", code, "s")).text == code
+    assert C4LineCleaner().apply(Doc("c", code, "s")).text == "The first argument is sys.argv here."
+
+
+def test_page_left_without_lines_is_dropped_as_such():
+    cleaned = C4LineCleaner().apply(Doc("a", "Menu\nLogin\nSearch", "s"))
+    assert C4QualityFilter().filter(cleaned) == (False, C4_NO_LINES_LEFT)
