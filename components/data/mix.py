@@ -61,7 +61,9 @@ def plan_mixture(sizes: dict[str, int], counts: dict[str, int], cfg: MixParams
                                                                          set(sizes))
         if missing or unknown:
             raise ValueError(f"mix.weights must name exactly the {cfg.by} groups in the data "
-                             f"{sorted(sizes)}: missing {missing}, not in the data {unknown}")
+                             f"{sorted(sizes)}: missing {missing}, not in the data {unknown}. "
+                             "Set them (llmops params set 'mix.weights={a: 0.7, b: 0.3}'), or "
+                             "'mix.weights={}' for the corpus proportions")
     weights = cfg.weights or sizes
     total_weight, total = sum(weights.values()), sum(sizes.values())
     plans = {}
