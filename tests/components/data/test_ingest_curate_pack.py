@@ -118,3 +118,19 @@ def test_quarantine_written_by_ingest_run(tmp_path, monkeypatch):
     assert result.metrics[f"quarantined.{BAD_JSON}"] == 1
     empty = next(r for r in q if r["reason"] == EMPTY_TEXT)
     assert empty["origin"] == "feed.jsonl:4"
+
+
+def test_html_extraction_drops_navigation_and_footer_keeps_code_blocks_as_text():
+    from components.data.ingest import extract_html
+
+    html = ("<html><body><nav><a href='/'>Home</a> | <a href='/docs'>Docs</a></nav>"
+            "<header>Site header</header><article><h1>Lists</h1><p>Lists are mutable "
+            "sequences, typically used to store collections of items, built in several "
+            "ways.</p><pre><code>squares = []\nfor x in range(10):\n    squares.append(x**2)"
+            "</code></pre><p>The example above builds a list of squares with a loop.</p>"
+            "</article><footer>Copyright 2026. Privacy policy.</footer></body></html>")
+    text = extract_html(html)
+    assert "for x in range(10):\n    squares.append(x**2)" in text   # indentation kept
+    assert "```" not in text                                        # no markdown fences
+    for boilerplate in ("Home", "Site header", "Copyright"):
+        assert boilerplate not in text
