@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME := $(CURDIR)/.prefect
 export LLMOPS_SERVE_PYTHON ?= $(CURDIR)/$(SERVE_VENV)/bin/python
 
-.PHONY: setup demo test test-slow bench-pretrain lint ui serve clean
+.PHONY: setup demo test test-slow bench-pretrain bench-curation lint ui serve clean
 
 $(BIN)/llmops: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -45,6 +45,10 @@ test-slow: setup
 
 bench-pretrain: setup
 	$(BIN)/python bench/pretrain.py
+
+bench-curation: setup
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python bench/curation.py
 
 lint: setup
 	$(BIN)/ruff check components flows tests scripts bench
