@@ -101,19 +101,24 @@ def near_dedup_config(cfg: CurateParams) -> NearDedupConfig:
     return NearDedupConfig(ngram=nd.ngram, bands=nd.bands, rows=nd.rows, threshold=nd.threshold)
 
 
+def decontam_filters(cfg: CurateParams, eval_sets: dict[str, list[str]]
+                     ) -> list[DecontaminationFilter]:
+    if cfg.decontam_ngram is None:
+        return []
+    return [DecontaminationFilter(eval_sets, cfg.decontam_ngram, cfg.decontam_min_words)]
+
+
+def dedup_filters(cfg: CurateParams) -> tuple[ExactDedupFilter, NearDedupFilter | None]:
+    near = NearDedupFilter(near_dedup_config(cfg)) if cfg.near_dedup.enabled else None
+    return ExactDedupFilter(), near
+
+
 def corpus_filters(cfg: CurateParams, eval_sets: dict[str, list[str]]) -> list[Filter]:
     """Blocks that judge a document against others (eval sets, earlier documents).
 
     Dedup last: a duplicate of a rejected document should be reported for its own fault.
     """
-    filters: list[Filter] = []
-    if cfg.decontam_ngram is not None:
-        filters.append(DecontaminationFilter(eval_sets, cfg.decontam_ngram,
-                                             cfg.decontam_min_words))
-    filters.append(ExactDedupFilter())
-    if cfg.near_dedup.enabled:
-        filters.append(NearDedupFilter(near_dedup_config(cfg)))
-    return filters
+    return [*decontam_filters(cfg, eval_sets), *(f for f in dedup_filters(cfg) if f)]
 
 
 def build_filters(cfg: CurateParams, eval_sets: dict[str, list[str]] | None = None
@@ -196,8 +201,7 @@ def polish(cfg: CurateParams, eval_sets: dict[str, list[str]], model: QualityMod
         out.kept = [redactor.apply(d) for d in out.kept]
         out.stats.update({f"pii.{k}": n for k, n in redactor.counts.items()})
         out.stats["pii.docs_redacted"] += redactor.docs_changed
-    if cfg.decontam_ngram is not None:
-        decontam = DecontaminationFilter(eval_sets, cfg.decontam_ngram, cfg.decontam_min_words)
+    for decontam in decontam_filters(cfg, eval_sets):
         out.kept, rejected, counts = apply_filters(out.kept, [decontam])
         out.rejected += rejected
         out.counts += counts
@@ -210,8 +214,7 @@ def polish(cfg: CurateParams, eval_sets: dict[str, list[str]], model: QualityMod
 
 def dedup(cfg: CurateParams, polished: Outcome) -> Outcome:
     """Pass 4, in corpus order: the first document of each exact or near cluster is kept."""
-    exact = ExactDedupFilter()
-    near = NearDedupFilter(near_dedup_config(cfg)) if cfg.near_dedup.enabled else None
+    exact, near = dedup_filters(cfg)
     out = Outcome()
     values = polished.signatures or [None] * len(polished.kept)
     for doc, sig in zip(polished.kept, values, strict=True):

@@ -99,18 +99,21 @@ def failed_expectations(result: dict) -> list[str]:
     ]
 
 
+def stop_if_failed(failed: list[str], data: Path, report: Path, what_to_do: str) -> None:
+    """The gate: raise, naming the failed expectations, the full result and the remedy."""
+    if failed:
+        raise ValidationFailed(
+            f"{len(failed)} expectation(s) failed on {data}: {', '.join(failed)}. "
+            f"Full result: {report}. {what_to_do}")
+
+
 def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     df = pd.read_parquet(paths.docs / DOCS_FILE)
     result = validate_frame(df, raw_docs_suite(params), paths.docs_site)
     save_result(result, paths.report, paths.docs_site, tracker)
     stats = result["statistics"]
-    if not result["success"]:
-        failed = failed_expectations(result)
-        raise ValidationFailed(
-            f"{len(failed)} expectation(s) failed on {paths.docs}: {', '.join(failed)}. "
-            f"Full result: {paths.report}. Fix the raw data or params.validate_raw; "
-            "nothing downstream was run."
-        )
+    stop_if_failed(failed_expectations(result), paths.docs, paths.report,
+                   "Fix the raw data or params.validate_raw; nothing downstream was run.")
     return StageResult(metrics={
         "rows": len(df),
         "expectations": stats["evaluated_expectations"],

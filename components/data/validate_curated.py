@@ -20,9 +20,9 @@ from components.data.decontam import DecontaminationFilter, load_eval_sets
 from components.data.documents import DOCS_FILE, Doc
 from components.data.pii import find_pii
 from components.data.validate import (
-    ValidationFailed,
     failed_expectations,
     save_result,
+    stop_if_failed,
     validate_frame,
 )
 from components.stage import StageResult
@@ -77,12 +77,8 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     suite = curated_docs_suite(params, check_decontam="eval_ngrams_left" in checked)
     result = validate_frame(checked, suite, paths.docs_site)
     save_result(result, paths.report, paths.docs_site, tracker)
-    if not result["success"]:
-        failed = failed_expectations(result)
-        raise ValidationFailed(
-            f"{len(failed)} expectation(s) failed on {paths.docs}: {', '.join(failed)}. "
-            f"Full result: {paths.report}. Tighten params.curate (or fix the blocks); "
-            "nothing downstream was run.")
+    stop_if_failed(failed_expectations(result), paths.docs, paths.report,
+                   "Tighten params.curate (or fix the blocks); nothing downstream was run.")
     stats = result["statistics"]
     return StageResult(metrics={
         "rows": len(df),

@@ -20,9 +20,9 @@ import pandas as pd
 from components.config import Params
 from components.data.pack import INDEX_FILE
 from components.data.validate import (
-    ValidationFailed,
     failed_expectations,
     save_result,
+    stop_if_failed,
     validate_frame,
 )
 from components.stage import StageResult
@@ -90,12 +90,9 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
         "mixture": validate_frame(mixture, mixture_suite(params), paths.docs_site / "mixture"),
     }
     save_result(results, paths.report, paths.docs_site, tracker)
-    failed = [f"{name}: {e}" for name, r in results.items() for e in failed_expectations(r)]
-    if failed:
-        raise ValidationFailed(
-            f"{len(failed)} expectation(s) failed on {paths.data}: {', '.join(failed)}. "
-            f"Full result: {paths.report}. Adjust params.mix / params.validate_packed or the "
-            "data; pretraining was not run.")
+    stop_if_failed([f"{name}: {e}" for name, r in results.items() for e in failed_expectations(r)],
+                   paths.data, paths.report, "Adjust params.mix / params.validate_packed or the "
+                   "data; pretraining was not run.")
     return StageResult(metrics={
         "sequences": len(seqs),
         "train_tokens": int(seqs["train_tokens"].sum()),
