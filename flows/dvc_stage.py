@@ -15,8 +15,14 @@ from dvc.repo import Repo
 # Markers DVC prints when a stage needs no work (up to date, or restored from the run cache).
 _SKIP_MARKERS = ("didn't change, skipping", "is cached - skipping run")
 # Failures worth a retry: the registry/tracking server or the filesystem hiccuped.
-TRANSIENT_MARKERS = ("Connection refused", "ConnectionError", "database is locked",
-                     "Temporary failure", "timed out", "503 Service Unavailable")
+TRANSIENT_MARKERS = (
+    "Connection refused",
+    "ConnectionError",
+    "database is locked",
+    "Temporary failure",
+    "timed out",
+    "503 Service Unavailable",
+)
 
 
 class StageFailed(RuntimeError):
@@ -70,8 +76,13 @@ def upstream_closure(root: Path, targets: list[str]) -> set[str]:
         repo.close()
 
 
-def run_dvc_stage(root: Path, stage: str, log: Callable[[str], None], force: bool = False,
-                  env: dict[str, str] | None = None) -> StageOutcome:
+def run_dvc_stage(
+    root: Path,
+    stage: str,
+    log: Callable[[str], None],
+    force: bool = False,
+    env: dict[str, str] | None = None,
+) -> StageOutcome:
     """`dvc repro --single-item STAGE`, streaming its output lines to `log`."""
     cmd = [dvc_executable(), "repro", "--single-item", stage] + (["--force"] if force else [])
     full_env = {**os.environ, **(env or {})}
@@ -79,8 +90,15 @@ def run_dvc_stage(root: Path, stage: str, log: Callable[[str], None], force: boo
     full_env.setdefault("TQDM_MININTERVAL", "15")
     full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env.get('PATH', '')}"
     lines: list[str] = []
-    with subprocess.Popen(cmd, cwd=root, env=full_env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+    with subprocess.Popen(
+        cmd,
+        cwd=root,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    ) as proc:
         assert proc.stdout is not None
         for raw in proc.stdout:
             for line in raw.rstrip("\n").split("\r"):

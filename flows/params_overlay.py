@@ -22,7 +22,8 @@ def _yaml() -> YAML:
     y.width = 100
     # Keep `null` spelled out (ruamel writes an empty value by default).
     y.representer.add_representer(
-        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     return y
 
 
@@ -60,8 +61,7 @@ def _changed_text(changes: dict[str, Any], path: Path) -> tuple[str, dict, Param
             changed[key] = (old, value)
     buf = io.StringIO()
     y.dump(doc, buf)
-    params = parse_params(yaml.safe_load(buf.getvalue()),
-                          source=f"{path} with {sorted(changes)}")
+    params = parse_params(yaml.safe_load(buf.getvalue()), source=f"{path} with {sorted(changes)}")
     return buf.getvalue(), changed, params
 
 
@@ -76,13 +76,16 @@ def profile_changes(profile: str, path: Path) -> dict[str, Any]:
     raw = yaml.safe_load(path.read_text())
     profiles = raw.get("profiles") or {}
     if profile not in profiles:
-        raise ParamsError(f"profile {profile!r} is not defined under `profiles:` in {path}; "
-                          f"defined: {sorted(profiles)}")
+        raise ParamsError(
+            f"profile {profile!r} is not defined under `profiles:` in {path}; "
+            f"defined: {sorted(profiles)}"
+        )
     return {**_flatten(profiles[profile] or {}), "profile": profile}
 
 
-def preview_params(path: Path, profile: str | None = None,
-                   overrides: dict[str, str] | None = None) -> Params:
+def preview_params(
+    path: Path, profile: str | None = None, overrides: dict[str, str] | None = None
+) -> Params:
     """The params a profile and overrides would give, validated, without writing the file."""
     changes = profile_changes(profile, path) if profile else {}
     changes.update({k: yaml.safe_load(v) for k, v in (overrides or {}).items()})

@@ -40,29 +40,39 @@ def _retry_transient(task, task_run, state) -> bool:
 
 def mlflow_ui_base() -> str:
     uri = mlflow_env.tracking_uri()
-    return uri.rstrip("/") if uri.startswith("http") else os.environ.get(
-        "LLMOPS_MLFLOW_UI", "http://127.0.0.1:5000")
+    return (
+        uri.rstrip("/")
+        if uri.startswith("http")
+        else os.environ.get("LLMOPS_MLFLOW_UI", "http://127.0.0.1:5000")
+    )
 
 
-@task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=15,
-      retry_condition_fn=_retry_transient)
+@task(
+    name="dvc-stage",
+    task_run_name="{stage}",
+    retries=2,
+    retry_delay_seconds=15,
+    retry_condition_fn=_retry_transient,
+)
 def dvc_stage(stage: str, root: str, parent_run_id: str, force: bool = False):
     logger = get_run_logger()
-    outcome = run_dvc_stage(Path(root), stage, logger.info, force=force,
-                            env={ENV_PARENT_RUN_ID: parent_run_id})
+    outcome = run_dvc_stage(
+        Path(root), stage, logger.info, force=force, env={ENV_PARENT_RUN_ID: parent_run_id}
+    )
     if not outcome.ran:
         return Completed(message=f"{stage} is up to date (DVC)", name="Skipped")
     runs = mlflow.search_runs(
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
-                      f"and tags.`{RUN_TAG_STAGE}` = '{stage}'",
-        output_format="list", max_results=1,
+        f"and tags.`{RUN_TAG_STAGE}` = '{stage}'",
+        output_format="list",
+        max_results=1,
     )
     if runs:
         run = runs[0]
         create_link_artifact(
             key=f"mlflow-{stage.replace('_', '-')}",
             link=f"{mlflow_ui_base()}/#/experiments/{run.info.experiment_id}/runs/"
-                 f"{run.info.run_id}",
+            f"{run.info.run_id}",
             link_text=f"MLflow run of {stage}",
             description=f"Stage `{stage}`: params, metrics and artifacts in MLflow.",
         )
@@ -71,13 +81,19 @@ def dvc_stage(stage: str, root: str, parent_run_id: str, force: bool = False):
 
 def record_experiment(root: Path, name: str, logger) -> None:
     """Save the workspace (params overrides, dvc.lock, metrics) as a DVC experiment."""
-    proc = subprocess.run([dvc_executable(), "exp", "save", "--force", "-n", name], cwd=root,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [dvc_executable(), "exp", "save", "--force", "-n", name],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode == 0:
         logger.info("recorded as DVC experiment %s (see `dvc exp show`)", name)
     else:
-        logger.warning("could not record a DVC experiment (needs a git repository with a "
-                       "commit): %s", proc.stderr.strip()[-500:])
+        logger.warning(
+            "could not record a DVC experiment (needs a git repository with a commit): %s",
+            proc.stderr.strip()[-500:],
+        )
 
 
 @flow(name="llm-pipeline", log_prints=True)
@@ -115,18 +131,25 @@ def llm_pipeline(
     mlflow_env.configure()
     run_name = flow_run.get_name() or "llm-pipeline"
     ran: list[str] = []
-    with mlflow.start_run(run_name=run_name, tags={"prefect.flow_run_id": str(flow_run.get_id())}
-                          ) as parent:
-        mlflow.log_params({"profile": profile or "", "stages": ",".join(order),
-                           **{f"override.{k}": v for k, v in (overrides or {}).items()}})
+    with mlflow.start_run(
+        run_name=run_name, tags={"prefect.flow_run_id": str(flow_run.get_id())}
+    ) as parent:
+        mlflow.log_params(
+            {
+                "profile": profile or "",
+                "stages": ",".join(order),
+                **{f"override.{k}": v for k, v in (overrides or {}).items()},
+            }
+        )
         for stage in order:
             result = dvc_stage(stage, str(root), parent.info.run_id, force=force)
             if result == stage:
                 ran.append(stage)
         mlflow.log_metric("stages_run", len(ran))
     summary = "\n".join(f"| {s} | {'ran' if s in ran else 'up to date'} |" for s in order)
-    create_markdown_artifact(key="pipeline-summary",
-                             markdown=f"| stage | status |\n|---|---|\n{summary}\n")
+    create_markdown_artifact(
+        key="pipeline-summary", markdown=f"| stage | status |\n|---|---|\n{summary}\n"
+    )
     if changed:
         record_experiment(root, run_name, logger)
     return ran

@@ -22,15 +22,37 @@ def run_ui_servers(prefect_port: int = 4200, mlflow_port: int = 5000) -> None:
     mlflow_env.configure()
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     procs = [
-        subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
-                          "--port", str(prefect_port)], env=env),
-        subprocess.Popen([str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1",
-                          "--port", str(mlflow_port),
-                          "--backend-store-uri", uri,
-                          "--default-artifact-root", mlflow_env.artifact_root(uri) or ""],
-                         env=env),
+        subprocess.Popen(
+            [
+                str(bin_dir / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(prefect_port),
+            ],
+            env=env,
+        ),
+        subprocess.Popen(
+            [
+                str(bin_dir / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--backend-store-uri",
+                uri,
+                "--default-artifact-root",
+                mlflow_env.artifact_root(uri) or "",
+            ],
+            env=env,
+        ),
     ]
-    print(f"Prefect UI: http://127.0.0.1:{prefect_port}   MLflow UI: http://127.0.0.1:{mlflow_port}")
+    print(
+        f"Prefect UI: http://127.0.0.1:{prefect_port}   MLflow UI: http://127.0.0.1:{mlflow_port}"
+    )
     print(f"Run flows against it: PREFECT_API_URL=http://127.0.0.1:{prefect_port}/api llmops run")
     try:
         for p in procs:

@@ -13,14 +13,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def project_params(**sections: dict[str, Any]) -> Params:
     """params.yaml with some section values replaced, e.g. project_params(curate={...})."""
     params = load_params(ROOT / "params.yaml")
-    updates = {name: getattr(params, name).model_copy(update=values)
-               for name, values in sections.items()}
+    updates = {
+        name: getattr(params, name).model_copy(update=values) for name, values in sections.items()
+    }
     return params.model_copy(update=updates)
 
 
 # Curation blocks that judge natural-language quality switched off, so that toy documents reach
 # the blocks a test is about (dedup, quarantine bookkeeping).
 TOY_CURATE: dict[str, Any] = {
-    "languages": (), "c4_min_sentences": None, "fineweb_line_punct_min": None,
-    "fineweb_short_line_max": None, "fineweb_newline_ratio_max": None,
+    "languages": (),
+    "c4_min_sentences": None,
+    "fineweb_line_punct_min": None,
+    "fineweb_short_line_max": None,
+    "fineweb_newline_ratio_max": None,
 }

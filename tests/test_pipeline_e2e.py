@@ -34,15 +34,23 @@ from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
-PARENTS = {MODEL_BASE: None, MODEL_SFT: MODEL_BASE, MODEL_REWARD: MODEL_BASE,
-           MODEL_POLICY: MODEL_SFT, MODEL_POLICY_INT8: MODEL_POLICY}
+PARENTS = {
+    MODEL_BASE: None,
+    MODEL_SFT: MODEL_BASE,
+    MODEL_REWARD: MODEL_BASE,
+    MODEL_POLICY: MODEL_SFT,
+    MODEL_POLICY_INT8: MODEL_POLICY,
+}
 
 
 def copy_project(dest: Path) -> Path:
     """The files git would check out (tracked + new, not ignored), in a new repository."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for rel in filter(None, files):
         src = ROOT / rel
@@ -132,8 +140,9 @@ def test_stage_metrics_are_sane(project):
 
 
 def test_registry_holds_every_model_with_lineage(project, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI",
-                       f"sqlite:///{project['root'] / '.mlflow' / 'mlflow.db'}")
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{project['root'] / '.mlflow' / 'mlflow.db'}"
+    )
     client = MlflowClient()
     for name, parent in PARENTS.items():
         versions = client.search_model_versions(f"name = '{name}'")
@@ -148,8 +157,9 @@ def test_registry_holds_every_model_with_lineage(project, monkeypatch):
 
 
 def test_every_stage_has_a_nested_mlflow_run(project, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI",
-                       f"sqlite:///{project['root'] / '.mlflow' / 'mlflow.db'}")
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{project['root'] / '.mlflow' / 'mlflow.db'}"
+    )
     import mlflow
 
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
@@ -161,8 +171,13 @@ def test_every_stage_has_a_nested_mlflow_run(project, monkeypatch):
 
 def test_profile_override_was_recorded_as_a_dvc_experiment(project):
     def dvc(*args: str) -> str:
-        return subprocess.run([dvc_executable(), *args], cwd=project["root"],
-                              capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            [dvc_executable(), *args],
+            cwd=project["root"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     names = dvc("exp", "list", "--name-only").split()
     assert len(names) == 1  # only the first run changed params

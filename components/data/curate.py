@@ -31,9 +31,9 @@ from components.tracking.stage_run import Tracker
 
 @dataclass(frozen=True)
 class Paths:
-    docs: Path   # ingested directory
+    docs: Path  # ingested directory
     tasks: Path  # task directory holding the eval sets to decontaminate against
-    out: Path    # curated directory: docs.parquet + quarantine.parquet
+    out: Path  # curated directory: docs.parquet + quarantine.parquet
     metrics: Path
 
 
@@ -91,6 +91,11 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
         **stats,
     }
     metrics.update({f"kept.{s}": n for s, n in sorted(Counter(d.source for d in kept).items())})
-    metrics.update({f"kept_lang.{lang}": n
-                    for lang, n in sorted(Counter(d.lang for d in kept).items()) if lang})
+    metrics.update(
+        {
+            f"kept_lang.{lang}": n
+            for lang, n in sorted(Counter(d.lang for d in kept).items())
+            if lang
+        }
+    )
     return StageResult(metrics=metrics)

@@ -34,8 +34,10 @@ def item_text(row: dict) -> str:
 
 
 def load_eval_sets(paths: list[Path]) -> dict[str, list[str]]:
-    return {p.name: [item_text(json.loads(line)) for line in p.read_text().splitlines()
-                     if line.strip()] for p in paths}
+    return {
+        p.name: [item_text(json.loads(line)) for line in p.read_text().splitlines() if line.strip()]
+        for p in paths
+    }
 
 
 class DecontaminationFilter:
@@ -53,9 +55,8 @@ class DecontaminationFilter:
                     for g in ngrams(words, n):
                         self.index.setdefault(g, set()).add(name)
                 elif len(words) >= min_words:
-                    self.short.setdefault(len(words), {}).setdefault(tuple(words), set()).add(
-                        name)
-        self.overlaps: Counter = Counter()   # eval set -> contaminated training documents
+                    self.short.setdefault(len(words), {}).setdefault(tuple(words), set()).add(name)
+        self.overlaps: Counter = Counter()  # eval set -> contaminated training documents
         self.matches: dict[str, Counter] = {}
 
     def contaminating_sets(self, doc: Doc) -> Counter:
@@ -80,5 +81,6 @@ class DecontaminationFilter:
         return False, EVAL_CONTAMINATION
 
     def detail(self, doc: Doc) -> str:
-        return ", ".join(f"{name}: {k} matching n-grams"
-                         for name, k in sorted(self.matches[doc.id].items()))
+        return ", ".join(
+            f"{name}: {k} matching n-grams" for name, k in sorted(self.matches[doc.id].items())
+        )

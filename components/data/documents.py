@@ -15,11 +15,24 @@ QUARANTINE_FILE = "quarantine.parquet"
 
 # Set by curation: `lang` by language ID ("" before it), `quality` by the quality model
 # (P(high quality), held out; None when the model is off).
-DOC_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
-                        ("lang", pa.string()), ("quality", pa.float64())])
+DOC_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("source", pa.string()),
+        ("lang", pa.string()),
+        ("quality", pa.float64()),
+    ]
+)
 QUARANTINE_SCHEMA = pa.schema(
-    [("id", pa.string()), ("source", pa.string()), ("origin", pa.string()),
-     ("reason", pa.string()), ("detail", pa.string()), ("text", pa.string())]
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("origin", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("text", pa.string()),
+    ]
 )
 
 
@@ -36,8 +49,8 @@ class Doc:
 class Rejected:
     id: str
     source: str
-    origin: str   # file (and line) it came from
-    reason: str   # a reason code constant
+    origin: str  # file (and line) it came from
+    reason: str  # a reason code constant
     detail: str
     text: str
 

@@ -82,9 +82,12 @@ def open_engine(cfg: EngineParams) -> Iterator[Engine]:
             yield DaskEngine(client)
         return
     log.info("starting a local Dask cluster of %d worker processes", cfg.workers)
-    with (LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                       dashboard_address=None) as cluster,
-          Client(cluster) as client):
+    with (
+        LocalCluster(
+            n_workers=cfg.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield DaskEngine(client)
 
 

@@ -37,8 +37,13 @@ class GopherQualityFilter:
 
     name = "gopher_quality"
 
-    def __init__(self, min_words: int | None = 50, max_words: int | None = 100_000,
-                 min_alpha_ratio: float | None = 0.8, max_symbol_ratio: float | None = 0.1):
+    def __init__(
+        self,
+        min_words: int | None = 50,
+        max_words: int | None = 100_000,
+        min_alpha_ratio: float | None = 0.8,
+        max_symbol_ratio: float | None = 0.1,
+    ):
         self.min_words = min_words
         self.max_words = max_words
         self.min_alpha_ratio = min_alpha_ratio

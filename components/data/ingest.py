@@ -59,8 +59,7 @@ def normalize(text: str, form: str) -> str:
 
 def extract_html(html: str) -> str | None:
     """Main text of an HTML page (boilerplate and navigation removed) or None."""
-    return trafilatura.extract(html, include_comments=False, include_tables=True,
-                               favor_recall=True)
+    return trafilatura.extract(html, include_comments=False, include_tables=True, favor_recall=True)
 
 
 def _read_text(path: Path) -> str | Rejected:
@@ -70,8 +69,7 @@ def _read_text(path: Path) -> str | Rejected:
         return Rejected("", "", str(path), BAD_ENCODING, str(err), "")
 
 
-def read_source_file(path: Path, source: str, raw: Path
-                     ) -> Iterator[tuple[Doc, str] | Rejected]:
+def read_source_file(path: Path, source: str, raw: Path) -> Iterator[tuple[Doc, str] | Rejected]:
     origin = path.relative_to(raw).as_posix()
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
@@ -84,8 +82,14 @@ def read_source_file(path: Path, source: str, raw: Path
     if suffix in {".html", ".htm"}:
         text = extract_html(content)
         if not text:
-            yield Rejected(doc_id(source, origin), source, origin, NO_HTML_TEXT,
-                           "no main text found", content[:2000])
+            yield Rejected(
+                doc_id(source, origin),
+                source,
+                origin,
+                NO_HTML_TEXT,
+                "no main text found",
+                content[:2000],
+            )
             return
     elif suffix in {".txt", ".md", ""}:
         text = content
@@ -113,12 +117,15 @@ def read_jsonl(path: Path, source: str, origin: str) -> Iterator[tuple[Doc, str]
                 yield Rejected(did, source, where, BAD_JSON, str(err), line[:2000])
                 continue
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                yield Rejected(did, source, where, MISSING_TEXT, "no string `text` field",
-                               line[:2000])
+                yield Rejected(
+                    did, source, where, MISSING_TEXT, "no string `text` field", line[:2000]
+                )
                 continue
             rid = record.get("id")
-            yield Doc(doc_id(source, f"{origin}:{rid}" if rid else where), record["text"],
-                      source), where
+            yield (
+                Doc(doc_id(source, f"{origin}:{rid}" if rid else where), record["text"], source),
+                where,
+            )
 
 
 def discover(raw: Path) -> Iterator[tuple[Path, str]]:
@@ -129,16 +136,25 @@ def discover(raw: Path) -> Iterator[tuple[Path, str]]:
         yield path, source
 
 
-def ingest(raw: Path, allowed_sources: tuple[str, ...], unicode_form: str,
-           max_doc_chars: int | None = None) -> tuple[list[Doc], list[Rejected]]:
+def ingest(
+    raw: Path, allowed_sources: tuple[str, ...], unicode_form: str, max_doc_chars: int | None = None
+) -> tuple[list[Doc], list[Rejected]]:
     docs: list[Doc] = []
     rejected: list[Rejected] = []
     files = list(discover(raw))
     for path, source in tqdm(files, desc="ingest", unit="file"):
         if source not in allowed_sources:
             origin = path.relative_to(raw).as_posix()
-            rejected.append(Rejected(doc_id(source, origin), source, origin, UNKNOWN_SOURCE,
-                                     f"allowed: {list(allowed_sources)}", ""))
+            rejected.append(
+                Rejected(
+                    doc_id(source, origin),
+                    source,
+                    origin,
+                    UNKNOWN_SOURCE,
+                    f"allowed: {list(allowed_sources)}",
+                    "",
+                )
+            )
             continue
         for item in read_source_file(path, source, raw):
             if isinstance(item, Rejected):
@@ -150,9 +166,16 @@ def ingest(raw: Path, allowed_sources: tuple[str, ...], unicode_form: str,
                 rejected.append(Rejected(doc.id, source, origin, EMPTY_TEXT, "", ""))
                 continue
             if max_doc_chars is not None and len(text) > max_doc_chars:
-                rejected.append(Rejected(doc.id, source, origin, TOO_LARGE,
-                                         f"{len(text):,} chars > ingest.max_doc_chars "
-                                         f"{max_doc_chars:,}", text[:2000]))
+                rejected.append(
+                    Rejected(
+                        doc.id,
+                        source,
+                        origin,
+                        TOO_LARGE,
+                        f"{len(text):,} chars > ingest.max_doc_chars {max_doc_chars:,}",
+                        text[:2000],
+                    )
+                )
                 continue
             docs.append(Doc(doc.id, text, source))
     return docs, rejected
@@ -161,8 +184,9 @@ def ingest(raw: Path, allowed_sources: tuple[str, ...], unicode_form: str,
 def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     if not paths.raw.is_dir():
         raise FileNotFoundError(f"raw data directory {paths.raw} does not exist")
-    docs, rejected = ingest(paths.raw, params.ingest.sources, params.ingest.unicode_form,
-                            params.ingest.max_doc_chars)
+    docs, rejected = ingest(
+        paths.raw, params.ingest.sources, params.ingest.unicode_form, params.ingest.max_doc_chars
+    )
     if not docs:
         raise ValueError(f"no document could be read from {paths.raw}; see the quarantine")
     paths.out.mkdir(parents=True, exist_ok=True)
@@ -172,8 +196,11 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     by_reason = Counter(r.reason for r in rejected)
     for r in rejected:
         log.warning("quarantined %s (%s): %s", r.origin, r.reason, r.detail[:200])
-    metrics: dict = {"docs": len(docs), "quarantined": len(rejected),
-                     "chars": sum(len(d.text) for d in docs)}
+    metrics: dict = {
+        "docs": len(docs),
+        "quarantined": len(rejected),
+        "chars": sum(len(d.text) for d in docs),
+    }
     metrics.update({f"docs.{s}": n for s, n in sorted(by_source.items())})
     metrics.update({f"quarantined.{r}": n for r, n in sorted(by_reason.items())})
     return StageResult(metrics=metrics)

@@ -27,8 +27,8 @@ COPY_SEP = "@"
 
 @dataclass(frozen=True)
 class Paths:
-    docs: Path     # curated directory
-    out: Path      # mixed directory: docs.parquet + mixture.json
+    docs: Path  # curated directory
+    out: Path  # mixed directory: docs.parquet + mixture.json
     metrics: Path
 
 
@@ -53,17 +53,22 @@ def _order(key: str, seed: int) -> str:
     return hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()
 
 
-def plan_mixture(sizes: dict[str, int], counts: dict[str, int], cfg: MixParams
-                 ) -> dict[str, GroupPlan]:
+def plan_mixture(
+    sizes: dict[str, int], counts: dict[str, int], cfg: MixParams
+) -> dict[str, GroupPlan]:
     """Epochs per group so that group shares of the (unchanged) total match the weights."""
     if cfg.weights:
-        missing, unknown = sorted(set(sizes) - set(cfg.weights)), sorted(set(cfg.weights) -
-                                                                         set(sizes))
+        missing, unknown = (
+            sorted(set(sizes) - set(cfg.weights)),
+            sorted(set(cfg.weights) - set(sizes)),
+        )
         if missing or unknown:
-            raise ValueError(f"mix.weights must name exactly the {cfg.by} groups in the data "
-                             f"{sorted(sizes)}: missing {missing}, not in the data {unknown}. "
-                             "Set them (llmops params set 'mix.weights={a: 0.7, b: 0.3}'), or "
-                             "'mix.weights={}' for the corpus proportions")
+            raise ValueError(
+                f"mix.weights must name exactly the {cfg.by} groups in the data "
+                f"{sorted(sizes)}: missing {missing}, not in the data {unknown}. "
+                "Set them (llmops params set 'mix.weights={a: 0.7, b: 0.3}'), or "
+                "'mix.weights={}' for the corpus proportions"
+            )
     weights = cfg.weights or sizes
     total_weight, total = sum(weights.values()), sum(sizes.values())
     plans = {}
@@ -73,7 +78,8 @@ def plan_mixture(sizes: dict[str, int], counts: dict[str, int], cfg: MixParams
         if epochs > cfg.max_epochs:
             raise ValueError(
                 f"mix: group {group!r} would be repeated {epochs:.1f} times to reach a share of "
-                f"{share:.2f} (mix.max_epochs {cfg.max_epochs}); lower its weight or add data")
+                f"{share:.2f} (mix.max_epochs {cfg.max_epochs}); lower its weight or add data"
+            )
         plans[group] = GroupPlan(counts[group], size, round(share, 6), round(epochs, 6))
     return plans
 
@@ -81,8 +87,9 @@ def plan_mixture(sizes: dict[str, int], counts: dict[str, int], cfg: MixParams
 def sample_group(docs: list[Doc], epochs: float, seed: int) -> list[Doc]:
     """`floor(epochs)` full passes plus a seeded sample of the remaining fraction (by bytes)."""
     full, fraction = int(epochs), epochs - int(epochs)
-    out = [d if k == 0 else replace(d, id=f"{d.id}{COPY_SEP}{k}")
-           for k in range(full) for d in docs]
+    out = [
+        d if k == 0 else replace(d, id=f"{d.id}{COPY_SEP}{k}") for k in range(full) for d in docs
+    ]
     budget = fraction * sum(len(d.text.encode()) for d in docs)
     for d in sorted(docs, key=lambda d: _order(d.id, seed)):
         if budget <= 0:
@@ -98,8 +105,7 @@ def mix(docs: list[Doc], cfg: MixParams, seed: int) -> tuple[list[Doc], dict[str
         groups[group_of(d, cfg.by)].append(d)
     sizes = {g: sum(len(d.text.encode()) for d in ds) for g, ds in groups.items()}
     plans = plan_mixture(sizes, {g: len(ds) for g, ds in groups.items()}, cfg)
-    mixed = [d for g, ds in sorted(groups.items()) for d in sample_group(ds, plans[g].epochs,
-                                                                         seed)]
+    mixed = [d for g, ds in sorted(groups.items()) for d in sample_group(ds, plans[g].epochs, seed)]
     return sorted(mixed, key=lambda d: _order(d.id, seed)), plans
 
 
@@ -111,9 +117,17 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     for d in mixed:
         realised[group_of(d, cfg.by)] += len(d.text.encode())
     total = sum(realised.values())
-    report = {"by": cfg.by, "groups": {
-        g: {**p.__dict__, "mixed_bytes": realised[g],
-            "realised_byte_share": round(realised[g] / total, 6)} for g, p in plans.items()}}
+    report = {
+        "by": cfg.by,
+        "groups": {
+            g: {
+                **p.__dict__,
+                "mixed_bytes": realised[g],
+                "realised_byte_share": round(realised[g] / total, 6),
+            }
+            for g, p in plans.items()
+        },
+    }
     with atomic_dir(paths.out) as out:
         write_docs(mixed, out / DOCS_FILE)
         (out / MIXTURE_FILE).write_text(json.dumps(report, indent=2) + "\n")

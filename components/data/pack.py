@@ -29,9 +29,9 @@ INDEX_FILE = "index.json"
 
 @dataclass(frozen=True)
 class Paths:
-    docs: Path       # mixed directory (docs.parquet + mixture.json)
+    docs: Path  # mixed directory (docs.parquet + mixture.json)
     tokenizer: Path
-    out: Path        # packed directory
+    out: Path  # packed directory
     metrics: Path
 
 
@@ -48,8 +48,9 @@ def pack_tokens(token_lists: list[list[int]], eos_id: int, seq_len: int) -> np.n
     return np.asarray(flat[: n * seq_len], dtype=dtype).reshape(n, seq_len)
 
 
-def tokenize(texts: list[str], tokenizer: PreTrainedTokenizerBase, batch: int = 64
-             ) -> list[list[int]]:
+def tokenize(
+    texts: list[str], tokenizer: PreTrainedTokenizerBase, batch: int = 64
+) -> list[list[int]]:
     out: list[list[int]] = []
     for i in tqdm(range(0, len(texts), batch), desc="tokenize", unit="batch"):
         out.extend(tokenizer(texts[i : i + batch], add_special_tokens=False)["input_ids"])
@@ -71,11 +72,14 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     docs = read_docs(paths.docs / DOCS_FILE)
     mixture = json.loads((paths.docs / MIXTURE_FILE).read_text())
     val_docs = [d for d in docs if is_validation(base_id(d.id), cfg.val_fraction, params.seed)]
-    train_docs = [d for d in docs
-                  if not is_validation(base_id(d.id), cfg.val_fraction, params.seed)]
+    train_docs = [
+        d for d in docs if not is_validation(base_id(d.id), cfg.val_fraction, params.seed)
+    ]
     if not val_docs or not train_docs:
-        raise ValueError(f"pack.val_fraction={cfg.val_fraction} left an empty split "
-                         f"({len(train_docs)} train / {len(val_docs)} val documents)")
+        raise ValueError(
+            f"pack.val_fraction={cfg.val_fraction} left an empty split "
+            f"({len(train_docs)} train / {len(val_docs)} val documents)"
+        )
     eos = tokenizer.eos_token_id
     train_tokens = tokenize([d.text for d in train_docs], tokenizer)
     shares = token_shares(train_docs, train_tokens, mixture["by"])
@@ -86,12 +90,18 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     paths.out.mkdir(parents=True, exist_ok=True)
     np.save(paths.out / "train.npy", train)
     np.save(paths.out / "val.npy", val)
-    index = {"seq_len": cfg.seq_len, "dtype": str(train.dtype), "vocab_size": len(tokenizer),
-             "train_sequences": int(train.shape[0]), "val_sequences": int(val.shape[0]),
-             "train_documents": len(train_docs), "val_documents": len(val_docs),
-             "mixture_by": mixture["by"],
-             "requested_share": {g: v["requested_share"] for g, v in mixture["groups"].items()},
-             "train_token_share": shares}
+    index = {
+        "seq_len": cfg.seq_len,
+        "dtype": str(train.dtype),
+        "vocab_size": len(tokenizer),
+        "train_sequences": int(train.shape[0]),
+        "val_sequences": int(val.shape[0]),
+        "train_documents": len(train_docs),
+        "val_documents": len(val_docs),
+        "mixture_by": mixture["by"],
+        "requested_share": {g: v["requested_share"] for g, v in mixture["groups"].items()},
+        "train_token_share": shares,
+    }
     (paths.out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     metrics: dict = {
         "train_sequences": index["train_sequences"],

@@ -25,8 +25,10 @@ _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 # International numbers start with +CC; national ones are North-American style 3-3-4 with
 # separators. Bare digit runs and longer digit groups (cards, IBANs, versions) are not phones.
-_PHONE = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?![\w-])"
-                    r"|(?<![\d.-])(?<!\d )\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?![\d.-]|\s\d)")
+_PHONE = re.compile(
+    r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?![\w-])"
+    r"|(?<![\d.-])(?<!\d )\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?![\d.-]|\s\d)"
+)
 
 
 def luhn_ok(digits: str) -> bool:
@@ -88,6 +90,7 @@ RULES: tuple[tuple[str, re.Pattern, object], ...] = (
 def redact(text: str) -> tuple[str, Counter]:
     counts: Counter = Counter()
     for kind, pattern, valid in RULES:
+
         def sub(m: re.Match, kind=kind, valid=valid) -> str:
             if valid is not None and not valid(m):
                 return m.group(0)

@@ -11,8 +11,12 @@ import numpy as np
 
 from components.data.documents import Doc
 
-BOILERPLATE = ("Home | About | Contact | Privacy policy", "Copyright all rights reserved.",
-               "Subscribe to our newsletter for updates.", "Share this page on social media.")
+BOILERPLATE = (
+    "Home | About | Contact | Privacy policy",
+    "Copyright all rights reserved.",
+    "Subscribe to our newsletter for updates.",
+    "Share this page on social media.",
+)
 
 
 def _words(rng: np.random.Generator, vocab: list[str], n: int) -> list[str]:
@@ -26,7 +30,7 @@ def _edit(rng, words: list[str], vocab: list[str], rate: float) -> list[str]:
     for w in words:
         u = rng.random()
         if u < rate / 3:
-            continue                                  # deletion
+            continue  # deletion
         if u < 2 * rate / 3:
             out.append(vocab[rng.integers(len(vocab))])  # substitution
             continue
@@ -50,8 +54,9 @@ def _variant(rng, paragraphs: list[list[str]], vocab: list[str]) -> str:
     return "\n\n".join(" ".join(p) for p in paras)
 
 
-def planted_corpus(n_base: int, variants_per_base: int = 2, seed: int = 0,
-                   words_per_doc: int = 300) -> list[Doc]:
+def planted_corpus(
+    n_base: int, variants_per_base: int = 2, seed: int = 0, words_per_doc: int = 300
+) -> list[Doc]:
     rng = np.random.default_rng(seed)
     vocab = [f"w{i}" for i in range(5000)]
     docs = []

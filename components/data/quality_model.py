@@ -33,8 +33,9 @@ def corrupt(text: str, rng: np.random.Generator) -> str:
 
 def _vectorizer() -> HashingVectorizer:
     # fastText-style features: word unigrams and bigrams hashed into a fixed space.
-    return HashingVectorizer(ngram_range=(1, 2), n_features=2**18, alternate_sign=False,
-                             norm="l2", lowercase=True)
+    return HashingVectorizer(
+        ngram_range=(1, 2), n_features=2**18, alternate_sign=False, norm="l2", lowercase=True
+    )
 
 
 def fold_of(doc_id: str, folds: int) -> int:
@@ -66,7 +67,7 @@ class QualityModel:
 @dataclass(frozen=True)
 class QualityFit:
     model: QualityModel
-    heldout_accuracy: float   # over all training documents (high, rejected, corrupted)
+    heldout_accuracy: float  # over all training documents (high, rejected, corrupted)
     n_high: int
     n_low: int
 
@@ -75,8 +76,12 @@ def _train(x, y: np.ndarray) -> LogisticRegression:
     return LogisticRegression(max_iter=1000, C=4.0).fit(x, y)
 
 
-def fit(high: Sequence[tuple[str, str]], rejected: Sequence[tuple[str, str]], folds: int = 2,
-        seed: int = 0) -> QualityFit:
+def fit(
+    high: Sequence[tuple[str, str]],
+    rejected: Sequence[tuple[str, str]],
+    folds: int = 2,
+    seed: int = 0,
+) -> QualityFit:
     """Cross-fitted models from (id, text) of heuristic keeps (high) and rejects (low)."""
     rng = np.random.default_rng(seed)
     # A corrupted copy keeps its original's id, hence its fold: no test document's words are

@@ -48,8 +48,8 @@ class Outcome:
 
     kept: list[Doc] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)     # reason code -> documents dropped
-    stats: Counter = field(default_factory=Counter)      # other block counters
+    counts: Counter = field(default_factory=Counter)  # reason code -> documents dropped
+    stats: Counter = field(default_factory=Counter)  # other block counters
     signatures: list[LeanMinHash] = field(default_factory=list)  # parallel to kept, if any
 
 
@@ -81,16 +81,29 @@ def quality_filters(cfg: CurateParams) -> list[Block]:
     if cfg.languages:
         filters.append(LanguageFilter(tuple(cfg.languages), cfg.min_language_score))
     filters += [
-        GopherQualityFilter(cfg.min_words, cfg.max_words, cfg.min_alpha_ratio,
-                            cfg.max_symbol_ratio),
+        GopherQualityFilter(
+            cfg.min_words, cfg.max_words, cfg.min_alpha_ratio, cfg.max_symbol_ratio
+        ),
         GopherRepetitionFilter(cfg.max_duplicate_line_fraction),
-        C4LineCleaner(cfg.c4_remove_citations, cfg.c4_line_terminal_punct,
-                      cfg.c4_line_min_words, cfg.c4_line_javascript, cfg.c4_line_policy),
-        C4QualityFilter(cfg.c4_filter_lorem_ipsum, cfg.c4_filter_curly_bracket,
-                        cfg.c4_max_word_length, cfg.c4_min_sentences),
-        FineWebQualityFilter(cfg.fineweb_line_punct_min, cfg.fineweb_short_line_max,
-                             char_duplicates_max=cfg.fineweb_char_duplicates_max,
-                             newline_ratio_max=cfg.fineweb_newline_ratio_max),
+        C4LineCleaner(
+            cfg.c4_remove_citations,
+            cfg.c4_line_terminal_punct,
+            cfg.c4_line_min_words,
+            cfg.c4_line_javascript,
+            cfg.c4_line_policy,
+        ),
+        C4QualityFilter(
+            cfg.c4_filter_lorem_ipsum,
+            cfg.c4_filter_curly_bracket,
+            cfg.c4_max_word_length,
+            cfg.c4_min_sentences,
+        ),
+        FineWebQualityFilter(
+            cfg.fineweb_line_punct_min,
+            cfg.fineweb_short_line_max,
+            char_duplicates_max=cfg.fineweb_char_duplicates_max,
+            newline_ratio_max=cfg.fineweb_newline_ratio_max,
+        ),
         ToxicityFilter(cfg.toxic_line_threshold, cfg.max_toxic_line_fraction),
     ]
     return filters
@@ -101,8 +114,9 @@ def near_dedup_config(cfg: CurateParams) -> NearDedupConfig:
     return NearDedupConfig(ngram=nd.ngram, bands=nd.bands, rows=nd.rows, threshold=nd.threshold)
 
 
-def decontam_filters(cfg: CurateParams, eval_sets: dict[str, list[str]]
-                     ) -> list[DecontaminationFilter]:
+def decontam_filters(
+    cfg: CurateParams, eval_sets: dict[str, list[str]]
+) -> list[DecontaminationFilter]:
     if cfg.decontam_ngram is None:
         return []
     return [DecontaminationFilter(eval_sets, cfg.decontam_ngram, cfg.decontam_min_words)]
@@ -121,8 +135,7 @@ def corpus_filters(cfg: CurateParams, eval_sets: dict[str, list[str]]) -> list[F
     return [*decontam_filters(cfg, eval_sets), *(f for f in dedup_filters(cfg) if f)]
 
 
-def build_filters(cfg: CurateParams, eval_sets: dict[str, list[str]] | None = None
-                  ) -> list[Block]:
+def build_filters(cfg: CurateParams, eval_sets: dict[str, list[str]] | None = None) -> list[Block]:
     """Every filtering block in order, for a single in-order pass (tests, small corpora)."""
     return [*quality_filters(cfg), *corpus_filters(cfg, eval_sets or {})]
 
@@ -132,8 +145,9 @@ def _rejected(doc: Doc, f: Filter, reason: str) -> Rejected:
     return Rejected(doc.id, doc.source, doc.id, reason, detail, doc.text)
 
 
-def apply_filters(docs: Iterable[Doc], blocks: Sequence[Block]
-                  ) -> tuple[list[Doc], list[Rejected], Counter]:
+def apply_filters(
+    docs: Iterable[Doc], blocks: Sequence[Block]
+) -> tuple[list[Doc], list[Rejected], Counter]:
     """Each document through the blocks in order until a filter drops it; transforms (blocks
     with `apply`) rewrite it on the way. The quarantine keeps the original text."""
     out = Outcome()
@@ -162,18 +176,26 @@ def judge(cfg: CurateParams, docs: list[Doc]) -> Outcome:
     if lang:
         kept = [lang.tag(d) for d in kept]
     cleaner = next(f for f in filters if isinstance(f, C4LineCleaner))
-    return Outcome(kept, rejected, counts,
-                   Counter({f"c4_lines_removed.{k}": n for k, n in cleaner.counts.items()}))
+    return Outcome(
+        kept,
+        rejected,
+        counts,
+        Counter({f"c4_lines_removed.{k}": n for k, n in cleaner.counts.items()}),
+    )
 
 
-def fit_quality_model(kept: list[Doc], rejected: list[Rejected], seed: int
-                      ) -> tuple[QualityModel, dict]:
+def fit_quality_model(
+    kept: list[Doc], rejected: list[Rejected], seed: int
+) -> tuple[QualityModel, dict]:
     """Pass 2: trained on this corpus, high = heuristic keeps, low = heuristic rejects."""
-    result = fit([(d.id, d.text) for d in kept], [(r.id, r.text) for r in rejected],
-                 folds=2, seed=seed)
-    return result.model, {"quality_model.heldout_accuracy": round(result.heldout_accuracy, 4),
-                          "quality_model.train_high": result.n_high,
-                          "quality_model.train_low": result.n_low}
+    result = fit(
+        [(d.id, d.text) for d in kept], [(r.id, r.text) for r in rejected], folds=2, seed=seed
+    )
+    return result.model, {
+        "quality_model.heldout_accuracy": round(result.heldout_accuracy, 4),
+        "quality_model.train_high": result.n_high,
+        "quality_model.train_low": result.n_low,
+    }
 
 
 def _threshold(docs: list[Doc], model: QualityModel, min_score: float) -> Outcome:
@@ -185,13 +207,22 @@ def _threshold(docs: list[Doc], model: QualityModel, min_score: float) -> Outcom
             out.kept.append(doc)
         else:
             out.counts[LOW_QUALITY_SCORE] += 1
-            out.rejected.append(Rejected(doc.id, doc.source, doc.id, LOW_QUALITY_SCORE,
-                                         f"quality score {score:.3f} < {min_score}", doc.text))
+            out.rejected.append(
+                Rejected(
+                    doc.id,
+                    doc.source,
+                    doc.id,
+                    LOW_QUALITY_SCORE,
+                    f"quality score {score:.3f} < {min_score}",
+                    doc.text,
+                )
+            )
     return out
 
 
-def polish(cfg: CurateParams, eval_sets: dict[str, list[str]], model: QualityModel | None,
-           docs: list[Doc]) -> Outcome:
+def polish(
+    cfg: CurateParams, eval_sets: dict[str, list[str]], model: QualityModel | None, docs: list[Doc]
+) -> Outcome:
     """Pass 3 on one partition: quality threshold, PII redaction, decontamination, MinHash."""
     out = Outcome(kept=docs)
     if model is not None and cfg.quality_model_min_score is not None:
@@ -230,8 +261,13 @@ def dedup(cfg: CurateParams, polished: Outcome) -> Outcome:
     return out
 
 
-def refine(chunks: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]],
-           seed: int = 0, engine: Engine | None = None) -> tuple[list[Doc], list[Rejected], dict]:
+def refine(
+    chunks: list[Doc],
+    cfg: CurateParams,
+    eval_sets: dict[str, list[str]],
+    seed: int = 0,
+    engine: Engine | None = None,
+) -> tuple[list[Doc], list[Rejected], dict]:
     """The whole chain; returns kept docs (language-tagged), rejects and block statistics."""
     engine = engine or InProcessEngine()
     size = cfg.engine.docs_per_partition
@@ -239,8 +275,11 @@ def refine(chunks: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]]
     model, model_stats = None, {}
     if cfg.quality_model_min_score is not None and judged.kept and judged.rejected:
         model, model_stats = fit_quality_model(judged.kept, judged.rejected, seed)
-    polished = merge(engine.map(partial(polish, cfg, eval_sets, model),
-                                partitions(judged.kept, size), "curate: polish"))
+    polished = merge(
+        engine.map(
+            partial(polish, cfg, eval_sets, model), partitions(judged.kept, size), "curate: polish"
+        )
+    )
     final = dedup(cfg, polished)
     counts = judged.counts + polished.counts + final.counts
     stats: dict = {f"dropped.{r}": n for r, n in sorted(counts.items())}
@@ -248,11 +287,16 @@ def refine(chunks: list[Doc], cfg: CurateParams, eval_sets: dict[str, list[str]]
     stats.update(sorted(judged.stats.items()))
     if model is not None and judged.kept:
         stats["quality_model.mean_score"] = round(
-            polished.stats.pop("quality_model.score_sum", 0.0) / len(judged.kept), 4)
+            polished.stats.pop("quality_model.score_sum", 0.0) / len(judged.kept), 4
+        )
     stats.update(sorted(polished.stats.items()))
     if cfg.redact_pii:
         stats["pii.docs_redacted"] = polished.stats.get("pii.docs_redacted", 0)
     if cfg.decontam_ngram is not None:
-        stats.update({f"contaminated_docs.{name}": polished.stats.get(
-            f"contaminated_docs.{name}", 0) for name in sorted(eval_sets)})
+        stats.update(
+            {
+                f"contaminated_docs.{name}": polished.stats.get(f"contaminated_docs.{name}", 0)
+                for name in sorted(eval_sets)
+            }
+        )
     return final.kept, judged.rejected + polished.rejected + final.rejected, stats

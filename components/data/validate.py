@@ -31,8 +31,8 @@ class ValidationFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Paths:
-    docs: Path       # ingested directory
-    report: Path     # GE validation result (JSON)
+    docs: Path  # ingested directory
+    report: Path  # GE validation result (JSON)
     docs_site: Path  # GE Data Docs (HTML)
     metrics: Path
 
@@ -54,28 +54,38 @@ def raw_docs_suite(params: Params) -> gx.ExpectationSuite:
     )
 
 
-def validate_frame(df: pd.DataFrame, suite: gx.ExpectationSuite,
-                   docs_site: Path | None = None) -> dict:
+def validate_frame(
+    df: pd.DataFrame, suite: gx.ExpectationSuite, docs_site: Path | None = None
+) -> dict:
     """Run `suite` on `df`; returns the JSON validation result.
 
     With `docs_site`, the run goes through a GE checkpoint in a throw-away file context whose
     Data Docs (HTML) are then copied to `docs_site`.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        context = (gx.get_context(mode="file", project_root_dir=tmp) if docs_site
-                   else gx.get_context(mode="ephemeral"))
+        context = (
+            gx.get_context(mode="file", project_root_dir=tmp)
+            if docs_site
+            else gx.get_context(mode="ephemeral")
+        )
         source = context.data_sources.add_pandas(f"{suite.name}_source")
         batch_def = source.add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe(
-            "all")
+            "all"
+        )
         suite = context.suites.add(suite)
         if docs_site is None:
             batch = batch_def.get_batch(batch_parameters={"dataframe": df})
             return batch.validate(suite).to_json_dict()
         definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=suite.name, data=batch_def, suite=suite))
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=suite.name, validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")]))
+            gx.ValidationDefinition(name=suite.name, data=batch_def, suite=suite)
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=suite.name,
+                validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            )
+        )
         run = checkpoint.run(batch_parameters={"dataframe": df})
         site = Path(tmp) / "gx" / "uncommitted" / "data_docs" / "local_site"
         if docs_site.exists():
@@ -104,7 +114,8 @@ def stop_if_failed(failed: list[str], data: Path, report: Path, what_to_do: str)
     if failed:
         raise ValidationFailed(
             f"{len(failed)} expectation(s) failed on {data}: {', '.join(failed)}. "
-            f"Full result: {report}. {what_to_do}")
+            f"Full result: {report}. {what_to_do}"
+        )
 
 
 def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
@@ -112,10 +123,16 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     result = validate_frame(df, raw_docs_suite(params), paths.docs_site)
     save_result(result, paths.report, paths.docs_site, tracker)
     stats = result["statistics"]
-    stop_if_failed(failed_expectations(result), paths.docs, paths.report,
-                   "Fix the raw data or params.validate_raw; nothing downstream was run.")
-    return StageResult(metrics={
-        "rows": len(df),
-        "expectations": stats["evaluated_expectations"],
-        "success_percent": stats["success_percent"],
-    })
+    stop_if_failed(
+        failed_expectations(result),
+        paths.docs,
+        paths.report,
+        "Fix the raw data or params.validate_raw; nothing downstream was run.",
+    )
+    return StageResult(
+        metrics={
+            "rows": len(df),
+            "expectations": stats["evaluated_expectations"],
+            "success_percent": stats["success_percent"],
+        }
+    )

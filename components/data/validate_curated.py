@@ -31,9 +31,9 @@ from components.tracking.stage_run import Tracker
 
 @dataclass(frozen=True)
 class Paths:
-    docs: Path    # curated directory
-    tasks: Path   # eval sets the data must not overlap
-    report: Path     # GE validation result (JSON)
+    docs: Path  # curated directory
+    tasks: Path  # eval sets the data must not overlap
+    report: Path  # GE validation result (JSON)
     docs_site: Path  # GE Data Docs (HTML)
     metrics: Path
 
@@ -44,29 +44,32 @@ def curated_docs_suite(params: Params, check_decontam: bool) -> gx.ExpectationSu
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectColumnValuesToNotBeNull(column="text"),
         gxe.ExpectColumnValuesToBeUnique(column="id"),
-        gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1,
-                                                max_value=cfg.max_chars_per_doc),
+        gxe.ExpectColumnValueLengthsToBeBetween(
+            column="text", min_value=1, max_value=cfg.max_chars_per_doc
+        ),
         gxe.ExpectColumnValuesToBeBetween(column="pii_left", max_value=0),
     ]
     if cfg.languages:
-        expectations.append(gxe.ExpectColumnDistinctValuesToBeInSet(
-            column="lang", value_set=list(cfg.languages)))
+        expectations.append(
+            gxe.ExpectColumnDistinctValuesToBeInSet(column="lang", value_set=list(cfg.languages))
+        )
     if check_decontam:
-        expectations.append(gxe.ExpectColumnValuesToBeBetween(column="eval_ngrams_left",
-                                                               max_value=0))
+        expectations.append(
+            gxe.ExpectColumnValuesToBeBetween(column="eval_ngrams_left", max_value=0)
+        )
     return gx.ExpectationSuite(name="curated_docs", expectations=expectations)
 
 
-def with_checks(df: pd.DataFrame, params: Params, eval_sets: dict[str, list[str]]
-                ) -> pd.DataFrame:
+def with_checks(df: pd.DataFrame, params: Params, eval_sets: dict[str, list[str]]) -> pd.DataFrame:
     """The table plus the derived columns the suite checks."""
     cfg = params.curate
     out = df.copy()
     out["pii_left"] = out["text"].map(lambda t: sum(find_pii(t).values()))
     if cfg.decontam_ngram is not None:
         probe = DecontaminationFilter(eval_sets, cfg.decontam_ngram, cfg.decontam_min_words)
-        out["eval_ngrams_left"] = [sum(probe.contaminating_sets(Doc("", t, "")).values())
-                                   for t in out["text"]]
+        out["eval_ngrams_left"] = [
+            sum(probe.contaminating_sets(Doc("", t, "")).values()) for t in out["text"]
+        ]
     return out
 
 
@@ -77,12 +80,18 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     suite = curated_docs_suite(params, check_decontam="eval_ngrams_left" in checked)
     result = validate_frame(checked, suite, paths.docs_site)
     save_result(result, paths.report, paths.docs_site, tracker)
-    stop_if_failed(failed_expectations(result), paths.docs, paths.report,
-                   "Tighten params.curate (or fix the blocks); nothing downstream was run.")
+    stop_if_failed(
+        failed_expectations(result),
+        paths.docs,
+        paths.report,
+        "Tighten params.curate (or fix the blocks); nothing downstream was run.",
+    )
     stats = result["statistics"]
-    return StageResult(metrics={
-        "rows": len(df),
-        "expectations": stats["evaluated_expectations"],
-        "success_percent": stats["success_percent"],
-        "pii_left": int(checked["pii_left"].sum()),
-    })
+    return StageResult(
+        metrics={
+            "rows": len(df),
+            "expectations": stats["evaluated_expectations"],
+            "success_percent": stats["success_percent"],
+            "pii_left": int(checked["pii_left"].sum()),
+        }
+    )

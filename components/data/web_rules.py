@@ -35,8 +35,14 @@ _SENTENCE_END = re.compile(r"[.!?]+(?:[\"')\]]*)(?=\s|$)")
 _LINE_END_PUNCT = (".", "!", "?", '"', "'", "…", ":", ";", ")")
 _C4_TERMINAL = (".", "!", "?", '"', "”")
 _CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
-_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
-           "use cookies")
+_POLICY = (
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+)
 
 
 class C4LineCleaner:
@@ -44,15 +50,26 @@ class C4LineCleaner:
 
     name = "c4_lines"
 
-    def __init__(self, remove_citations: bool = True, terminal_punct: bool = True,
-                 min_words_per_line: int | None = 3, javascript: bool = True,
-                 policy: bool = True):
+    def __init__(
+        self,
+        remove_citations: bool = True,
+        terminal_punct: bool = True,
+        min_words_per_line: int | None = 3,
+        javascript: bool = True,
+        policy: bool = True,
+    ):
         self.remove_citations, self.terminal_punct = remove_citations, terminal_punct
-        self.min_words_per_line, self.javascript, self.policy = (min_words_per_line, javascript,
-                                                                 policy)
-        enabled = {"no_terminal_punct": terminal_punct,
-                   "too_few_words": min_words_per_line is not None,
-                   "javascript": javascript, "policy": policy}
+        self.min_words_per_line, self.javascript, self.policy = (
+            min_words_per_line,
+            javascript,
+            policy,
+        )
+        enabled = {
+            "no_terminal_punct": terminal_punct,
+            "too_few_words": min_words_per_line is not None,
+            "javascript": javascript,
+            "policy": policy,
+        }
         # rule -> lines removed; enabled rules start at 0 so metrics show them even when idle
         self.counts: Counter = Counter({rule: 0 for rule, on in enabled.items() if on})
 
@@ -84,8 +101,13 @@ class C4LineCleaner:
 class C4QualityFilter:
     name = "c4_quality"
 
-    def __init__(self, filter_lorem_ipsum: bool = True, filter_curly_bracket: bool = True,
-                 max_word_length: int | None = 1000, min_sentences: int | None = 5):
+    def __init__(
+        self,
+        filter_lorem_ipsum: bool = True,
+        filter_curly_bracket: bool = True,
+        max_word_length: int | None = 1000,
+        min_sentences: int | None = 5,
+    ):
         self.lorem, self.curly = filter_lorem_ipsum, filter_curly_bracket
         self.max_word_length, self.min_sentences = max_word_length, min_sentences
 
@@ -98,10 +120,10 @@ class C4QualityFilter:
         if self.curly and "{" in text:
             return False, C4_CURLY_BRACKET
         if self.max_word_length is not None and any(
-                len(w) > self.max_word_length for w in text.split()):
+            len(w) > self.max_word_length for w in text.split()
+        ):
             return False, C4_LONG_WORD
-        if self.min_sentences is not None and len(_SENTENCE_END.findall(text)) < \
-                self.min_sentences:
+        if self.min_sentences is not None and len(_SENTENCE_END.findall(text)) < self.min_sentences:
             return False, C4_FEW_SENTENCES
         return True
 
@@ -109,9 +131,14 @@ class C4QualityFilter:
 class FineWebQualityFilter:
     name = "fineweb_quality"
 
-    def __init__(self, line_punct_min: float | None = 0.12, short_line_max: float | None = 0.67,
-                 short_line_chars: int = 30, char_duplicates_max: float | None = 0.01,
-                 newline_ratio_max: float | None = 0.3):
+    def __init__(
+        self,
+        line_punct_min: float | None = 0.12,
+        short_line_max: float | None = 0.67,
+        short_line_chars: int = 30,
+        char_duplicates_max: float | None = 0.01,
+        newline_ratio_max: float | None = 0.3,
+    ):
         self.line_punct_min, self.short_line_max = line_punct_min, short_line_max
         self.short_line_chars, self.char_duplicates_max = short_line_chars, char_duplicates_max
         self.newline_ratio_max = newline_ratio_max
@@ -121,12 +148,12 @@ class FineWebQualityFilter:
         if not lines:
             return True  # empty documents are the Gopher filter's business
         if self.line_punct_min is not None and (
-                sum(ln.endswith(_LINE_END_PUNCT) for ln in lines) / len(lines)
-                < self.line_punct_min):
+            sum(ln.endswith(_LINE_END_PUNCT) for ln in lines) / len(lines) < self.line_punct_min
+        ):
             return False, FW_LINE_PUNCT
         if self.short_line_max is not None and (
-                sum(len(ln) < self.short_line_chars for ln in lines) / len(lines)
-                > self.short_line_max):
+            sum(len(ln) < self.short_line_chars for ln in lines) / len(lines) > self.short_line_max
+        ):
             return False, FW_SHORT_LINES
         if self.char_duplicates_max is not None:
             seen, dup_chars = set(), 0
@@ -137,7 +164,10 @@ class FineWebQualityFilter:
             if dup_chars / max(1, len(doc.text.replace("\n", ""))) > self.char_duplicates_max:
                 return False, FW_CHAR_DUPLICATES
         words = len(doc.text.split())
-        if self.newline_ratio_max is not None and words and (
-                doc.text.count("\n") / words > self.newline_ratio_max):
+        if (
+            self.newline_ratio_max is not None
+            and words
+            and (doc.text.count("\n") / words > self.newline_ratio_max)
+        ):
             return False, FW_NEWLINES
         return True

@@ -52,10 +52,10 @@ class Paths:
     sft: Path
     policy: Path
     policy_int8: Path
-    val: Path          # packed directory (val.npy)
-    eval_set: Path     # JSONL: id, task, prompt, answer
-    table: Path        # JSON: one row per model
-    plot: Path         # PNG
+    val: Path  # packed directory (val.npy)
+    eval_set: Path  # JSONL: id, task, prompt, answer
+    table: Path  # JSON: one row per model
+    plot: Path  # PNG
     predictions: Path  # JSONL: one line per (model, example)
     metrics: Path
 
@@ -78,19 +78,22 @@ class AccuracyResult:
 
 
 @torch.no_grad()
-def perplexity(model: PreTrainedModel, tokens: np.ndarray, batch_size: int,
-               max_batches: int | None = None) -> float:
+def perplexity(
+    model: PreTrainedModel, tokens: np.ndarray, batch_size: int, max_batches: int | None = None
+) -> float:
     """exp(mean NLL of every next token) over (n, seq_len) token rows, batch by batch."""
     n = tokens.shape[0] if max_batches is None else min(tokens.shape[0], max_batches * batch_size)
     if n == 0 or tokens.shape[1] < 2:
         raise ValueError(f"perplexity needs at least one row of >= 2 tokens; got {tokens.shape}")
     total_nll, count = 0.0, 0
     for start in range(0, n, batch_size):
-        ids = torch.from_numpy(np.asarray(tokens[start : min(start + batch_size, n)],
-                                          dtype=np.int64))       # (B, T)
-        logits = model(input_ids=ids).logits[:, :-1]              # (B, T-1, V) predicts ids[:, 1:]
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                              ids[:, 1:].reshape(-1), reduction="sum")
+        ids = torch.from_numpy(
+            np.asarray(tokens[start : min(start + batch_size, n)], dtype=np.int64)
+        )  # (B, T)
+        logits = model(input_ids=ids).logits[:, :-1]  # (B, T-1, V) predicts ids[:, 1:]
+        nll = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="sum"
+        )
         total_nll += float(nll)
         count += ids[:, 1:].numel()
     return math.exp(total_nll / count)
@@ -98,26 +101,49 @@ def perplexity(model: PreTrainedModel, tokens: np.ndarray, batch_size: int,
 
 def chat_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[str]:
     """Each prompt as one user turn, followed by the assistant header the model continues."""
-    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                          add_generation_prompt=True) for p in prompts]
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
+        for p in prompts
+    ]
 
 
 @torch.no_grad()
-def generate_greedy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                    prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+def generate_greedy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+) -> list[str]:
     """Greedy completions of chat-formatted prompts in one left-padded batch."""
     # Left padding keeps every prompt's last token at the end, where generation continues.
-    enc = tokenizer(chat_prompts(tokenizer, prompts), return_tensors="pt", padding=True,
-                    padding_side="left", add_special_tokens=False)
+    enc = tokenizer(
+        chat_prompts(tokenizer, prompts),
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+        add_special_tokens=False,
+    )
     stop = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(IM_END)]
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                         eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
-    new = out[:, enc["input_ids"].shape[1]:]                       # (B, <= max_new_tokens)
+    out = model.generate(
+        **enc,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=stop,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    new = out[:, enc["input_ids"].shape[1] :]  # (B, <= max_new_tokens)
     return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
-def accuracy(examples: Sequence[dict[str, Any]], generate: Generate, judge: Judge = is_correct,
-             batch_size: int = 16, desc: str = "generate") -> AccuracyResult:
+def accuracy(
+    examples: Sequence[dict[str, Any]],
+    generate: Generate,
+    judge: Judge = is_correct,
+    batch_size: int = 16,
+    desc: str = "generate",
+) -> AccuracyResult:
     """Share of examples whose generation `judge(answer, generated)` accepts; also per task."""
     if not examples:
         raise ValueError("accuracy needs at least one example")
@@ -127,9 +153,17 @@ def accuracy(examples: Sequence[dict[str, Any]], generate: Generate, judge: Judg
         outputs = generate([ex["prompt"] for ex in batch])
         if len(outputs) != len(batch):
             raise ValueError(f"generate returned {len(outputs)} completions for {len(batch)}")
-        preds += [Prediction(str(ex["id"]), ex["task"], ex["prompt"], str(ex["answer"]), out,
-                             bool(judge(str(ex["answer"]), out)))
-                  for ex, out in zip(batch, outputs, strict=True)]
+        preds += [
+            Prediction(
+                str(ex["id"]),
+                ex["task"],
+                ex["prompt"],
+                str(ex["answer"]),
+                out,
+                bool(judge(str(ex["answer"]), out)),
+            )
+            for ex, out in zip(batch, outputs, strict=True)
+        ]
     by_task: dict[str, list[bool]] = defaultdict(list)
     for p in preds:
         by_task[p.task].append(p.correct)
@@ -164,10 +198,14 @@ def render_plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     names = [r["model"] for r in rows]
     fig = Figure(figsize=(9, 3.5))  # rendered by the Agg canvas
     ax_acc, ax_ppl = fig.subplots(1, 2)
-    for ax, key, title in ((ax_acc, "eval_accuracy", "eval accuracy (higher is better)"),
-                           (ax_ppl, "perplexity", "held-out perplexity (lower is better)")):
+    for ax, key, title in (
+        (ax_acc, "eval_accuracy", "eval accuracy (higher is better)"),
+        (ax_ppl, "perplexity", "held-out perplexity (lower is better)"),
+    ):
         values = [r[key] for r in rows]
-        bars = ax.bar(names, values, color=["#9e9e9e", "#64b5f6", "#1976d2", "#7e57c2"][:len(rows)])
+        bars = ax.bar(
+            names, values, color=["#9e9e9e", "#64b5f6", "#1976d2", "#7e57c2"][: len(rows)]
+        )
         ax.bar_label(bars, fmt="%.3g")
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelrotation=20)
@@ -178,8 +216,9 @@ def render_plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, format="png", dpi=100)
 
 
-def evaluate_model(model_dir: Path, val: np.ndarray, examples: Sequence[dict[str, Any]],
-                   params: Params, name: str) -> tuple[dict[str, Any], list[Prediction]]:
+def evaluate_model(
+    model_dir: Path, val: np.ndarray, examples: Sequence[dict[str, Any]], params: Params, name: str
+) -> tuple[dict[str, Any], list[Prediction]]:
     cfg = params.evaluate
     model, tokenizer = load_for_inference(model_dir)
     ppl = perplexity(model, val, batch_size=cfg.ppl_batch_size, max_batches=cfg.ppl_batches)
@@ -187,11 +226,16 @@ def evaluate_model(model_dir: Path, val: np.ndarray, examples: Sequence[dict[str
     def generate(prompts: Sequence[str]) -> list[str]:
         return generate_greedy(model, tokenizer, prompts, cfg.max_new_tokens)
 
-    result = accuracy(examples, generate, batch_size=cfg.generation_batch_size,
-                      desc=f"generate {name}")
-    row = {"model": name, "eval_accuracy": round(result.accuracy, 4),
-           "perplexity": round(ppl, 4), "n_examples": len(result.predictions),
-           **{f"accuracy.{t}": round(a, 4) for t, a in result.per_task.items()}}
+    result = accuracy(
+        examples, generate, batch_size=cfg.generation_batch_size, desc=f"generate {name}"
+    )
+    row = {
+        "model": name,
+        "eval_accuracy": round(result.accuracy, 4),
+        "perplexity": round(ppl, 4),
+        "n_examples": len(result.predictions),
+        **{f"accuracy.{t}": round(a, 4) for t, a in result.per_task.items()},
+    }
     log.info("%s: accuracy %.3f, perplexity %.2f", name, result.accuracy, ppl)
     return row, result.predictions
 
@@ -218,7 +262,8 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
         tracker.log_artifact(artifact, "evaluation")
 
     metrics: dict[str, float | int | str] = {
-        f"{row['model']}.{k}": v for row in rows for k, v in row.items() if k != "model"}
+        f"{row['model']}.{k}": v for row in rows for k, v in row.items() if k != "model"
+    }
     promoted = next(r for r in rows if r["model"] == PROMOTED)
     metrics["eval_accuracy"] = promoted["eval_accuracy"]
     metrics["perplexity"] = promoted["perplexity"]

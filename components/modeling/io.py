@@ -69,8 +69,10 @@ def load_quantized_causal_lm(model_dir: str | Path) -> PreTrainedModel:
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
     missing = sorted(set(model.state_dict()) - set(state) - tied)
     if missing:
-        raise ValueError(f"{model_dir}: quantized checkpoint lacks {len(missing)} tensors, e.g. "
-                         f"{missing[:3]}; re-run the quantize stage")
+        raise ValueError(
+            f"{model_dir}: quantized checkpoint lacks {len(missing)} tensors, e.g. "
+            f"{missing[:3]}; re-run the quantize stage"
+        )
     return model
 
 

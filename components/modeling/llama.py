@@ -36,9 +36,12 @@ def llama_config(cfg: ModelParams, tokenizer: PreTrainedTokenizerBase) -> Pretra
         torch_dtype="float32",
     )
     if cfg.architecture == "mixtral":
-        return MixtralConfig(**common, num_local_experts=cfg.num_experts,
-                             num_experts_per_tok=cfg.experts_per_token,
-                             output_router_logits=True)  # adds the load-balancing loss
+        return MixtralConfig(
+            **common,
+            num_local_experts=cfg.num_experts,
+            num_experts_per_tok=cfg.experts_per_token,
+            output_router_logits=True,
+        )  # adds the load-balancing loss
     return LlamaConfig(**common)
 
 

@@ -28,8 +28,8 @@ EVAL_TAG_PREFIX = "eval."
 
 @dataclass(frozen=True)
 class Paths:
-    policy: Path       # the aligned policy directory (its registry record names the version)
-    evaluation: Path   # metrics/evaluate.json
+    policy: Path  # the aligned policy directory (its registry record names the version)
+    evaluation: Path  # metrics/evaluate.json
     metrics: Path
 
 
@@ -39,13 +39,15 @@ class Decision:
     reason: str
 
 
-def decide(cfg: PromoteParams, challenger: dict[str, float],
-           champion: dict[str, float] | None) -> Decision:
+def decide(
+    cfg: PromoteParams, challenger: dict[str, float], champion: dict[str, float] | None
+) -> Decision:
     """Pure gate: absolute perplexity bound, then the metric against the champion."""
     ppl = challenger.get("perplexity")
     if ppl is None or ppl > cfg.max_perplexity:
-        return Decision(False, f"challenger perplexity {ppl} exceeds max_perplexity "
-                               f"{cfg.max_perplexity}")
+        return Decision(
+            False, f"challenger perplexity {ppl} exceeds max_perplexity {cfg.max_perplexity}"
+        )
     if champion is None:
         return Decision(True, "no current champion")
     metric = cfg.metric
@@ -57,13 +59,19 @@ def decide(cfg: PromoteParams, challenger: dict[str, float],
     else:
         ok, need = new <= old - cfg.min_delta, f"<= {old - cfg.min_delta:.4f}"
     verdict = "passes" if ok else "fails"
-    return Decision(ok, f"challenger {metric}={new:.4f} {verdict} the gate {need} "
-                        f"(champion {metric}={old:.4f}, min_delta={cfg.min_delta})")
+    return Decision(
+        ok,
+        f"challenger {metric}={new:.4f} {verdict} the gate {need} "
+        f"(champion {metric}={old:.4f}, min_delta={cfg.min_delta})",
+    )
 
 
 def _eval_tags(version) -> dict[str, float]:
-    return {k[len(EVAL_TAG_PREFIX):]: float(v) for k, v in version.tags.items()
-            if k.startswith(EVAL_TAG_PREFIX)}
+    return {
+        k[len(EVAL_TAG_PREFIX) :]: float(v)
+        for k, v in version.tags.items()
+        if k.startswith(EVAL_TAG_PREFIX)
+    }
 
 
 def current_champion(client: MlflowClient, name: str):
@@ -81,8 +89,10 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     evaluation = json.loads(paths.evaluation.read_text())
     challenger = {k: float(evaluation[k]) for k in HIGHER_IS_BETTER if k in evaluation}
     if cfg.metric not in challenger:
-        raise KeyError(f"promote.metric={cfg.metric!r} is not in {paths.evaluation}; "
-                       f"available: {sorted(evaluation)}")
+        raise KeyError(
+            f"promote.metric={cfg.metric!r} is not in {paths.evaluation}; "
+            f"available: {sorted(evaluation)}"
+        )
 
     client = MlflowClient()
     version = str(record["version"])
@@ -100,8 +110,12 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
         if decision.promote:
             client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, version)
     (log.info if decision.promote else log.warning)("promotion: %s", decision.reason)
-    tracker.set_tags({"promotion.decision": "promoted" if decision.promote else "kept",
-                      "promotion.reason": decision.reason[:500]})
+    tracker.set_tags(
+        {
+            "promotion.decision": "promoted" if decision.promote else "kept",
+            "promotion.reason": decision.reason[:500],
+        }
+    )
 
     serving = version if decision.promote else (str(champ.version) if champ else "")
     metrics: dict = {

@@ -48,15 +48,18 @@ def make_client(base_url: str) -> OpenAI:
 
 def _chat(client: OpenAI, model: str, prompt: str, max_tokens: int) -> tuple[str, int]:
     resp = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": prompt}],
-        max_tokens=max_tokens, temperature=0,
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0,
     )
     return resp.choices[0].message.content or "", resp.usage.completion_tokens if resp.usage else 0
 
 
 def _completion(client: OpenAI, model: str, prompt: str, max_tokens: int) -> tuple[str, int]:
-    resp = client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens,
-                                     temperature=0)
+    resp = client.completions.create(
+        model=model, prompt=prompt, max_tokens=max_tokens, temperature=0
+    )
     return resp.choices[0].text, resp.usage.completion_tokens if resp.usage else 0
 
 
@@ -66,8 +69,9 @@ _CALLS: dict[Kind, Callable[[OpenAI, str, str, int], tuple[str, int]]] = {
 }
 
 
-def timed_request(client: OpenAI, kind: Kind, model: str, prompt: str,
-                  max_tokens: int) -> RequestResult:
+def timed_request(
+    client: OpenAI, kind: Kind, model: str, prompt: str, max_tokens: int
+) -> RequestResult:
     start = time.perf_counter()
     try:
         text, n_tokens = _CALLS[kind](client, model, prompt, max_tokens)
@@ -106,16 +110,29 @@ def summarize(results: Sequence[RequestResult]) -> dict[str, Any]:
     }
 
 
-def run_load(base_url: str, model: str, n_requests: int, max_tokens: int,
-             kinds: Sequence[Kind] = ("chat", "completion"),
-             prompts: Sequence[str] = PROMPTS) -> dict[str, dict[str, Any]]:
+def run_load(
+    base_url: str,
+    model: str,
+    n_requests: int,
+    max_tokens: int,
+    kinds: Sequence[Kind] = ("chat", "completion"),
+    prompts: Sequence[str] = PROMPTS,
+) -> dict[str, dict[str, Any]]:
     """`n_requests` of each kind; returns {kind: summary + the per-request records}."""
     client = make_client(base_url)
     out: dict[str, dict[str, Any]] = {}
     for kind in kinds:
-        results = [timed_request(client, kind, model, prompts[i % len(prompts)], max_tokens)
-                   for i in range(n_requests)]
+        results = [
+            timed_request(client, kind, model, prompts[i % len(prompts)], max_tokens)
+            for i in range(n_requests)
+        ]
         out[kind] = {**summarize(results), "requests": [asdict(r) for r in results]}
-        log.info("%s: %d/%d ok, p50 %.3f s, %.1f tokens/s", kind, out[kind]["n_ok"],
-                 n_requests, out[kind]["latency_p50_s"], out[kind]["tokens_per_s"])
+        log.info(
+            "%s: %d/%d ok, p50 %.3f s, %.1f tokens/s",
+            kind,
+            out[kind]["n_ok"],
+            n_requests,
+            out[kind]["latency_p50_s"],
+            out[kind]["tokens_per_s"],
+        )
     return out

@@ -43,8 +43,8 @@ SERVER_LOG = "vllm_server.log"
 
 @dataclass(frozen=True)
 class Paths:
-    promotion: Path   # metrics/promote.json (the promote stage's decision; a DVC dependency)
-    out: Path         # JSON report: model, server command, per-request numbers
+    promotion: Path  # metrics/promote.json (the promote stage's decision; a DVC dependency)
+    out: Path  # JSON report: model, server command, per-request numbers
     metrics: Path
 
 
@@ -101,8 +101,10 @@ def _metrics(version: ModelVersion, startup_s: float, load: dict[str, dict[str, 
 def _check(load: dict[str, dict[str, Any]]) -> None:
     failed = {kind: s["first_error"] for kind, s in load.items() if s["n_ok"] == 0}
     if failed:
-        raise RuntimeError(f"the vLLM server answered no request of kind(s) {sorted(failed)}: "
-                           f"{failed}; see the server log logged to this stage's MLflow run")
+        raise RuntimeError(
+            f"the vLLM server answered no request of kind(s) {sorted(failed)}: "
+            f"{failed}; see the server log logged to this stage's MLflow run"
+        )
 
 
 def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
@@ -110,8 +112,12 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     promotion = json.loads(paths.promotion.read_text())
     version = champion_version(MlflowClient())
     if str(promotion.get("champion_version")) != str(version.version):
-        log.warning("registry champion is version %s but %s says %s: serving the registry's",
-                    version.version, paths.promotion, promotion.get("champion_version"))
+        log.warning(
+            "registry champion is version %s but %s says %s: serving the registry's",
+            version.version,
+            paths.promotion,
+            promotion.get("champion_version"),
+        )
     model_uri = f"models:/{MODEL_POLICY}/{version.version}"
     tracker.set_tags({"deploy.model_uri": model_uri})
 
@@ -120,19 +126,28 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
         log_path = Path(tmp) / SERVER_LOG
         try:
             with vllm_server.running_server(hf_dir, cfg, MODEL_POLICY, log_path) as server:
-                load = client.run_load(server.base_url, server.served_name, cfg.n_requests,
-                                       cfg.max_tokens)
+                load = client.run_load(
+                    server.base_url, server.served_name, cfg.n_requests, cfg.max_tokens
+                )
         finally:
             if log_path.exists():
                 tracker.log_artifact(log_path, "serving")
 
     _check(load)
     report = {
-        "model": {"name": MODEL_POLICY, "version": version.version, "uri": model_uri,
-                  "run_id": version.run_id,
-                  "lineage": {k: version.tags.get(k, "") for k in LINEAGE_TAGS}},
-        "server": {"command": list(server.command), "startup_s": round(server.startup_s, 2),
-                   "base_url": server.base_url, "served_model_name": server.served_name},
+        "model": {
+            "name": MODEL_POLICY,
+            "version": version.version,
+            "uri": model_uri,
+            "run_id": version.run_id,
+            "lineage": {k: version.tags.get(k, "") for k in LINEAGE_TAGS},
+        },
+        "server": {
+            "command": list(server.command),
+            "startup_s": round(server.startup_s, 2),
+            "base_url": server.base_url,
+            "served_model_name": server.served_name,
+        },
         "params": cfg.model_dump(mode="json"),
         **load,
     }
@@ -141,13 +156,17 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     tracker.log_dict(report, "deploy_report.json")
     return StageResult(
         metrics=_metrics(version, server.startup_s, load),
-        notes={"sample_chat_reply": load["chat"]["sample_reply"],
-               "sample_completion": load["completion"]["sample_reply"]},
+        notes={
+            "sample_chat_reply": load["chat"]["sample_reply"],
+            "sample_completion": load["completion"]["sample_reply"],
+        },
     )
 
 
-def serve_forever(params: Params, model_uri: str = f"models:/{MODEL_POLICY}@{ALIAS_CHAMPION}",
-                  ) -> int:
+def serve_forever(
+    params: Params,
+    model_uri: str = f"models:/{MODEL_POLICY}@{ALIAS_CHAMPION}",
+) -> int:
     """`llmops serve`: download `model_uri` and serve it in the foreground until Ctrl-C."""
     mlflow_env.configure()
     with tempfile.TemporaryDirectory(prefix="llmops-serve-") as tmp:

@@ -77,18 +77,33 @@ def on_cpu() -> bool:
     return shutil.which("nvidia-smi") is None and shutil.which("rocm-smi") is None
 
 
-def server_command(model_dir: str | Path, cfg: DeployParams, served_name: str, *,
-                   python: str | Path | None = None, cpu: bool | None = None) -> list[str]:
+def server_command(
+    model_dir: str | Path,
+    cfg: DeployParams,
+    served_name: str,
+    *,
+    python: str | Path | None = None,
+    cpu: bool | None = None,
+) -> list[str]:
     """The argv that serves `model_dir` under `served_name` on 127.0.0.1:cfg.port."""
     cmd = [
-        str(python or serve_python()), "-m", SERVER_MODULE,
-        "--model", str(model_dir),
-        "--served-model-name", served_name,
-        "--host", HOST,
-        "--port", str(cfg.port),
-        "--dtype", cfg.dtype,
-        "--max-model-len", str(cfg.max_model_len),
-        "--generation-config", "auto",  # stop tokens (EOS, <|im_end|>) from the model directory
+        str(python or serve_python()),
+        "-m",
+        SERVER_MODULE,
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        served_name,
+        "--host",
+        HOST,
+        "--port",
+        str(cfg.port),
+        "--dtype",
+        cfg.dtype,
+        "--max-model-len",
+        str(cfg.max_model_len),
+        "--generation-config",
+        "auto",  # stop tokens (EOS, <|im_end|>) from the model directory
     ]
     if cpu is None:
         cpu = on_cpu() if cfg.device == "auto" else cfg.device == "cpu"
@@ -202,34 +217,53 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Server:
-    base_url: str      # http://127.0.0.1:<port>/v1, for the openai client
-    served_name: str   # the `model` field of requests
+    base_url: str  # http://127.0.0.1:<port>/v1, for the openai client
+    served_name: str  # the `model` field of requests
     command: tuple[str, ...]
     log_path: Path
     startup_s: float
     pid: int
 
 
-def start(model_dir: str | Path, cfg: DeployParams, served_name: str, log_file: IO | None,
-          *, python: str | Path | None = None, cpu: bool | None = None,
-          ) -> tuple[subprocess.Popen, list[str]]:
+def start(
+    model_dir: str | Path,
+    cfg: DeployParams,
+    served_name: str,
+    log_file: IO | None,
+    *,
+    python: str | Path | None = None,
+    cpu: bool | None = None,
+) -> tuple[subprocess.Popen, list[str]]:
     """Spawn the server in its own session (process group), output to `log_file`."""
     if port_in_use(cfg.port):
-        raise ServerError(f"port {cfg.port} (deploy.port) is already in use on {HOST}; stop the "
-                          "process listening there or choose another deploy.port")
+        raise ServerError(
+            f"port {cfg.port} (deploy.port) is already in use on {HOST}; stop the "
+            "process listening there or choose another deploy.port"
+        )
     python = python or serve_python()
     cmd = server_command(model_dir, cfg, served_name, python=python, cpu=cpu)
     log.info("starting vLLM: %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=server_env(python),
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=server_env(python),
+        start_new_session=True,
+    )
     return proc, cmd
 
 
 @contextmanager
-def running_server(model_dir: str | Path, cfg: DeployParams, served_name: str, log_path: Path,
-                   *, python: str | Path | None = None, cpu: bool | None = None,
-                   ) -> Iterator[Server]:
+def running_server(
+    model_dir: str | Path,
+    cfg: DeployParams,
+    served_name: str,
+    log_path: Path,
+    *,
+    python: str | Path | None = None,
+    cpu: bool | None = None,
+) -> Iterator[Server]:
     """A ready vLLM server for the duration of the block; always stopped on exit."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,14 +272,26 @@ def running_server(model_dir: str | Path, cfg: DeployParams, served_name: str, l
         try:
             startup_s = wait_ready(proc, cfg, log_path)
             log.info("vLLM ready on port %d after %.1f s (log: %s)", cfg.port, startup_s, log_path)
-            yield Server(base_url=base_url(cfg), served_name=served_name, command=tuple(cmd),
-                         log_path=log_path, startup_s=startup_s, pid=proc.pid)
+            yield Server(
+                base_url=base_url(cfg),
+                served_name=served_name,
+                command=tuple(cmd),
+                log_path=log_path,
+                startup_s=startup_s,
+                pid=proc.pid,
+            )
         finally:
             stop(proc)
 
 
-def serve_foreground(model_dir: str | Path, cfg: DeployParams, served_name: str,
-                     *, python: str | Path | None = None, cpu: bool | None = None) -> int:
+def serve_foreground(
+    model_dir: str | Path,
+    cfg: DeployParams,
+    served_name: str,
+    *,
+    python: str | Path | None = None,
+    cpu: bool | None = None,
+) -> int:
     """Run the server with its output on this terminal until it exits, Ctrl-C or SIGTERM.
 
     Returns the server's exit code (130 after Ctrl-C).

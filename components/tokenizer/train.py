@@ -38,8 +38,8 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class Paths:
-    docs: Path      # mixed Parquet shards (column `text`)
-    out: Path       # HF tokenizer directory
+    docs: Path  # mixed Parquet shards (column `text`)
+    out: Path  # HF tokenizer directory
     metrics: Path
 
 
@@ -51,8 +51,9 @@ def iter_texts(docs_dir: Path, batch_size: int = 256) -> Iterator[list[str]]:
             yield texts[i : i + batch_size]
 
 
-def train_tokenizer(batches: Iterable[list[str]], vocab_size: int,
-                    min_frequency: int = 2) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    batches: Iterable[list[str]], vocab_size: int, min_frequency: int = 2
+) -> PreTrainedTokenizerFast:
     """Byte-level BPE (GPT-2 style: no unknown tokens) with ChatML special tokens."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -27,16 +27,19 @@ class HFTextModel(PythonModel):
         if self.model.config.architectures[0].endswith("ForSequenceClassification"):
             # Reward model: one scalar score per input text.
             with torch.no_grad():
-                return [float(self.model(**self.tokenizer(p, return_tensors="pt")).logits[0, 0])
-                        for p in prompts]
+                return [
+                    float(self.model(**self.tokenizer(p, return_tensors="pt")).logits[0, 0])
+                    for p in prompts
+                ]
         max_new_tokens = int((params or {}).get("max_new_tokens", 32))
         outputs = []
         for prompt in prompts:
             ids = self.tokenizer(prompt, return_tensors="pt")
             with torch.no_grad():
                 gen = self.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
-            outputs.append(self.tokenizer.decode(gen[0, ids["input_ids"].shape[1]:],
-                                                 skip_special_tokens=True))
+            outputs.append(
+                self.tokenizer.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+            )
         return outputs
 
 

@@ -75,8 +75,10 @@ def register_model_dir(
     )
     mv = mlflow.register_model(info.model_uri, name, tags=tags)
     record.write_text(
-        json.dumps({"name": name, "version": mv.version, "run_id": mv.run_id, "tags": tags},
-                   indent=2) + "\n"
+        json.dumps(
+            {"name": name, "version": mv.version, "run_id": mv.run_id, "tags": tags}, indent=2
+        )
+        + "\n"
     )
     log.info("registered %s version %s (%s)", name, mv.version, tags)
     return mv

@@ -50,10 +50,10 @@ LOSS_TYPES = {"dpo": "sigmoid"}
 
 @dataclass(frozen=True)
 class Paths:
-    sft: Path      # SFT model directory: the policy's start and the frozen reference
-    train: Path    # prefs_train.jsonl
-    test: Path     # prefs_test.jsonl (held out)
-    out: Path      # aligned policy directory
+    sft: Path  # SFT model directory: the policy's start and the frozen reference
+    train: Path  # prefs_train.jsonl
+    test: Path  # prefs_test.jsonl (held out)
+    out: Path  # aligned policy directory
     metrics: Path
 
 
@@ -76,10 +76,16 @@ def dpo_config(cfg: AlignParams, scratch: Path, seed: int) -> DPOConfig:
     )
 
 
-def build_trainer(policy: PreTrainedModel, reference: PreTrainedModel,
-                  tokenizer: PreTrainedTokenizerBase, pairs: list[dict[str, Any]],
-                  cfg: AlignParams, scratch: Path, seed: int,
-                  callbacks: list[TrainerCallback] | None = None) -> DPOTrainer:
+def build_trainer(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[dict[str, Any]],
+    cfg: AlignParams,
+    scratch: Path,
+    seed: int,
+    callbacks: list[TrainerCallback] | None = None,
+) -> DPOTrainer:
     return DPOTrainer(
         model=policy,
         ref_model=reference,
@@ -90,14 +96,19 @@ def build_trainer(policy: PreTrainedModel, reference: PreTrainedModel,
     )
 
 
-def split_completion(tokenizer: PreTrainedTokenizerBase, prompt: list[dict[str, str]],
-                     completion: list[dict[str, str]]) -> tuple[list[int], list[int]]:
+def split_completion(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: list[dict[str, str]],
+    completion: list[dict[str, str]],
+) -> tuple[list[int], list[int]]:
     """(prompt ids, completion ids) as DPOTrainer splits them: the completion starts where the
     prompt-with-generation-header and the full conversation stop sharing tokens."""
-    prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
-                                               return_dict=True)["input_ids"]
-    full = tokenizer.apply_chat_template(prompt + completion, tokenize=True,
-                                         return_dict=True)["input_ids"]
+    prompt_ids = tokenizer.apply_chat_template(
+        prompt, add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+    full = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
     n = 0
     while n < min(len(prompt_ids), len(full)) and prompt_ids[n] == full[n]:
         n += 1
@@ -105,38 +116,56 @@ def split_completion(tokenizer: PreTrainedTokenizerBase, prompt: list[dict[str, 
 
 
 @torch.no_grad()
-def completion_logp(model: PreTrainedModel, prompt_ids: list[int], completion_ids: list[int],
-                    max_length: int) -> float:
+def completion_logp(
+    model: PreTrainedModel, prompt_ids: list[int], completion_ids: list[int], max_length: int
+) -> float:
     """Sum of log p(completion token | prefix), on the sequence truncated to `max_length`."""
     ids = torch.tensor([(prompt_ids + completion_ids)[:max_length]])  # (1, T)
     if ids.shape[1] <= len(prompt_ids):
         return 0.0  # the completion was truncated away (TRL drops such training pairs)
-    logps = model(input_ids=ids).logits[0, :-1].log_softmax(-1)      # (T-1, V): predicts ids[1:]
-    token_logps = logps.gather(-1, ids[0, 1:, None])[:, 0]           # (T-1,)
-    return float(token_logps[len(prompt_ids) - 1:].sum())
+    logps = model(input_ids=ids).logits[0, :-1].log_softmax(-1)  # (T-1, V): predicts ids[1:]
+    token_logps = logps.gather(-1, ids[0, 1:, None])[:, 0]  # (T-1,)
+    return float(token_logps[len(prompt_ids) - 1 :].sum())
 
 
-def implicit_rewards(policy: PreTrainedModel, reference: PreTrainedModel,
-                     tokenizer: PreTrainedTokenizerBase, pairs: list[dict[str, Any]],
-                     beta: float, max_length: int) -> tuple[list[float], list[float]]:
+def implicit_rewards(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[dict[str, Any]],
+    beta: float,
+    max_length: int,
+) -> tuple[list[float], list[float]]:
     """beta * (log pi - log ref) of each pair's chosen and rejected completion."""
     policy.eval()
     rewards: dict[str, list[float]] = {"chosen": [], "rejected": []}
     for pair in pairs:
         for key, out in rewards.items():
             p, c = split_completion(tokenizer, pair["prompt"], pair[key])
-            out.append(beta * (completion_logp(policy, p, c, max_length)
-                               - completion_logp(reference, p, c, max_length)))
+            out.append(
+                beta
+                * (
+                    completion_logp(policy, p, c, max_length)
+                    - completion_logp(reference, p, c, max_length)
+                )
+            )
     return rewards["chosen"], rewards["rejected"]
 
 
-def evaluate_pairs(policy: PreTrainedModel, reference: PreTrainedModel,
-                   tokenizer: PreTrainedTokenizerBase, pairs: list[dict[str, Any]], beta: float,
-                   max_length: int) -> dict[str, float]:
+def evaluate_pairs(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[dict[str, Any]],
+    beta: float,
+    max_length: int,
+) -> dict[str, float]:
     chosen, rejected = implicit_rewards(policy, reference, tokenizer, pairs, beta, max_length)
     margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
-    return {"test_accuracy": round(pair_accuracy(chosen, rejected), 6),
-            "test_margin_mean": round(sum(margins) / len(margins), 6)}
+    return {
+        "test_accuracy": round(pair_accuracy(chosen, rejected), 6),
+        "test_margin_mean": round(sum(margins) / len(margins), 6),
+    }
 
 
 def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
@@ -147,23 +176,36 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     policy, reference = load_policy_and_reference(paths.sft)
 
     with scratch_dir("align") as scratch:
-        trainer = build_trainer(policy, reference, tokenizer, train_pairs, cfg, scratch,
-                                params.seed, callbacks=[TrackerCallback(tracker)])
+        trainer = build_trainer(
+            policy,
+            reference,
+            tokenizer,
+            train_pairs,
+            cfg,
+            scratch,
+            params.seed,
+            callbacks=[TrackerCallback(tracker)],
+        )
         n_fit = len(trainer.train_dataset)  # pairs whose prompt fits in max_length
         result = trainer.train()
     held_out = evaluate_pairs(policy, reference, tokenizer, test_pairs, cfg.beta, cfg.max_length)
-    log.info("align: held-out implicit-reward accuracy %.3f on %d pairs",
-             held_out["test_accuracy"], len(test_pairs))
+    log.info(
+        "align: held-out implicit-reward accuracy %.3f on %d pairs",
+        held_out["test_accuracy"],
+        len(test_pairs),
+    )
 
     with atomic_model_dir(paths.out) as tmp:
         policy.save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
     tracker.register_model(paths.out, MODEL_POLICY, data_path=paths.train, parent_dir=paths.sft)
-    return StageResult(metrics={
-        **loss_summary(trainer.state.log_history),
-        **held_out,
-        "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
-        "n_examples": len(train_pairs),
-        "n_train_pairs": n_fit,
-        "n_test_pairs": len(test_pairs),
-    })
+    return StageResult(
+        metrics={
+            **loss_summary(trainer.state.log_history),
+            **held_out,
+            "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
+            "n_examples": len(train_pairs),
+            "n_train_pairs": n_fit,
+            "n_test_pairs": len(test_pairs),
+        }
+    )

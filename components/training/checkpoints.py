@@ -26,8 +26,9 @@ def fingerprint(params: Params, data_dir: Path) -> str:
     """What makes two runs the same training setup (and their checkpoints interchangeable)."""
     ident = {
         "model": params.model.model_dump(mode="json"),
-        "pretrain": params.pretrain.model_dump(mode="json", exclude={"eval_every",
-                                                                     "checkpoint_every"}),
+        "pretrain": params.pretrain.model_dump(
+            mode="json", exclude={"eval_every", "checkpoint_every"}
+        ),
         "seed": params.seed,
         "data": json.loads((data_dir / "index.json").read_text()),
     }
@@ -48,18 +49,23 @@ def check_world_size(ckpt_dir: Path, world: int) -> None:
             f"run has {world}. Resume with cluster.nodes × cluster.ranks_per_node = "
             f"{saved.read_text()}, or convert the last checkpoint to DeepSpeed's universal "
             f"format (python -m deepspeed.checkpoint.ds_to_universal), or delete {ckpt_dir} "
-            f"to start over.")
+            f"to start over."
+        )
 
 
-def prepare_checkpoints(ckpt_dir: Path, fingerprint: str, rank: int, world: int,
-                        history: Path) -> None:
+def prepare_checkpoints(
+    ckpt_dir: Path, fingerprint: str, rank: int, world: int, history: Path
+) -> None:
     """Checkpoints (and step history) of a different setup must not be resumed: clear them."""
     if rank == 0:
         marker = ckpt_dir / FINGERPRINT_FILE
         resumable = (ckpt_dir / "latest").exists()
         if resumable and (not marker.exists() or marker.read_text() != fingerprint):
-            log.warning("checkpoints in %s belong to another setup (params or data changed); "
-                        "starting fresh", ckpt_dir)
+            log.warning(
+                "checkpoints in %s belong to another setup (params or data changed); "
+                "starting fresh",
+                ckpt_dir,
+            )
             for tag in ckpt_dir.glob("step*"):
                 shutil.rmtree(tag)
             (ckpt_dir / "latest").unlink()
@@ -85,9 +91,6 @@ def resume_step(engine, ckpt_dir: Path) -> int:
 
 
 def prune_checkpoints(ckpt_dir: Path, keep: int = 2) -> None:
-    tags = sorted((p for p in ckpt_dir.glob("step*") if p.is_dir()),
-                  key=lambda p: int(p.name[4:]))
+    tags = sorted((p for p in ckpt_dir.glob("step*") if p.is_dir()), key=lambda p: int(p.name[4:]))
     for old in tags[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-
-

@@ -21,12 +21,12 @@ DEEPSPEED_ENV = ".deepspeed_env"  # DeepSpeed's launcher exports these lines on 
 
 # NCCL defaults for InfiniBand/RoCE GPU nodes; each can be overridden in the node environment.
 NCCL_ENV: dict[str, str] = {
-    "NCCL_DEBUG": "WARN",                    # INFO when debugging hangs
-    "NCCL_IB_DISABLE": "0",                  # use InfiniBand / RoCE when present
-    "NCCL_SOCKET_IFNAME": "^lo,docker",      # bootstrap over any NIC but loopback/docker
-    "NCCL_NVLS_ENABLE": "1",                 # NVLink SHARP on H100 NVSwitch systems
+    "NCCL_DEBUG": "WARN",  # INFO when debugging hangs
+    "NCCL_IB_DISABLE": "0",  # use InfiniBand / RoCE when present
+    "NCCL_SOCKET_IFNAME": "^lo,docker",  # bootstrap over any NIC but loopback/docker
+    "NCCL_NVLS_ENABLE": "1",  # NVLink SHARP on H100 NVSwitch systems
     "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",  # a failed collective kills the job (no hang)
-    "CUDA_DEVICE_MAX_CONNECTIONS": "1",      # overlap of communication and compute
+    "CUDA_DEVICE_MAX_CONNECTIONS": "1",  # overlap of communication and compute
 }
 
 
@@ -46,7 +46,8 @@ def hostfile_text(cluster: ClusterParams) -> str:
     if len(cluster.hosts) != cluster.nodes:
         raise LaunchError(
             f"cluster.nodes is {cluster.nodes} but cluster.hosts lists {len(cluster.hosts)} "
-            "hosts: set cluster.hosts to the node names (the Terraform output `node_hostnames`)")
+            "hosts: set cluster.hosts to the node names (the Terraform output `node_hostnames`)"
+        )
     return "".join(f"{host} slots={cluster.ranks_per_node}\n" for host in cluster.hosts)
 
 
@@ -54,16 +55,44 @@ def deepspeed_env_text(extra: dict[str, str] | None = None) -> str:
     return "".join(f"{k}={v}\n" for k, v in {**NCCL_ENV, **(extra or {})}.items())
 
 
-def worker_args(params_file: Path, data: Path, tokenizer: Path, ds_config: Path,
-                checkpoints: Path, out: Path, history: Path, mlflow_run_id: str = "") -> list[str]:
+def worker_args(
+    params_file: Path,
+    data: Path,
+    tokenizer: Path,
+    ds_config: Path,
+    checkpoints: Path,
+    out: Path,
+    history: Path,
+    mlflow_run_id: str = "",
+) -> list[str]:
     """Arguments of components/training/pretrain_worker.py (see its --help)."""
-    return ["--params", str(params_file), "--data", str(data), "--tokenizer", str(tokenizer),
-            "--ds-config", str(ds_config), "--checkpoints", str(checkpoints), "--out", str(out),
-            "--history", str(history), "--mlflow-run-id", mlflow_run_id]
+    return [
+        "--params",
+        str(params_file),
+        "--data",
+        str(data),
+        "--tokenizer",
+        str(tokenizer),
+        "--ds-config",
+        str(ds_config),
+        "--checkpoints",
+        str(checkpoints),
+        "--out",
+        str(out),
+        "--history",
+        str(history),
+        "--mlflow-run-id",
+        mlflow_run_id,
+    ]
 
 
-def launch_command(cluster: ClusterParams, worker_args: list[str], master_port: int | None = None,
-                   hostfile: Path | None = None, python: str = sys.executable) -> list[str]:
+def launch_command(
+    cluster: ClusterParams,
+    worker_args: list[str],
+    master_port: int | None = None,
+    hostfile: Path | None = None,
+    python: str = sys.executable,
+) -> list[str]:
     """The launcher invocation: local ranks on one node, or every host in the hostfile."""
     port = str(master_port or cluster.master_port)
     cmd = [python, "-m", "deepspeed.launcher.runner"]
@@ -72,9 +101,16 @@ def launch_command(cluster: ClusterParams, worker_args: list[str], master_port: 
     else:
         if hostfile is None:
             raise LaunchError("a multi-node launch needs a hostfile (see hostfile_text)")
-        cmd += ["--hostfile", str(hostfile), "--num_nodes", str(cluster.nodes),
-                "--num_gpus", str(cluster.ranks_per_node),
-                "--master_addr", cluster.hosts[0]]
+        cmd += [
+            "--hostfile",
+            str(hostfile),
+            "--num_nodes",
+            str(cluster.nodes),
+            "--num_gpus",
+            str(cluster.ranks_per_node),
+            "--master_addr",
+            cluster.hosts[0],
+        ]
     return [*cmd, "--master_port", port, "--module", WORKER_MODULE, *worker_args]
 
 
@@ -86,17 +122,26 @@ def launch_env(cluster: ClusterParams, on_gpu: bool) -> dict[str, str]:
     else:
         env["DS_ACCELERATOR"] = "cpu"
         # One intra-op thread pool per rank, sized so ranks don't oversubscribe the cores.
-        env.setdefault("OMP_NUM_THREADS",
-                       str(max(1, (os.cpu_count() or 1) // cluster.ranks_per_node)))
+        env.setdefault(
+            "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cluster.ranks_per_node))
+        )
     return env
 
 
-def render(cluster: ClusterParams, ds_config_json: str, worker_args: list[str], out: Path,
-           python: str = "python") -> dict[str, Path]:
+def render(
+    cluster: ClusterParams,
+    ds_config_json: str,
+    worker_args: list[str],
+    out: Path,
+    python: str = "python",
+) -> dict[str, Path]:
     """Write what a multi-node run needs: hostfile, .deepspeed_env, ds_config.json, launch.sh."""
     out.mkdir(parents=True, exist_ok=True)
-    files = {"ds_config": out / "ds_config.json", "launch": out / "launch.sh",
-             "env": out / DEEPSPEED_ENV}
+    files = {
+        "ds_config": out / "ds_config.json",
+        "launch": out / "launch.sh",
+        "env": out / DEEPSPEED_ENV,
+    }
     files["ds_config"].write_text(ds_config_json)
     files["env"].write_text(deepspeed_env_text())
     hostfile = None
@@ -110,6 +155,7 @@ def render(cluster: ClusterParams, ds_config_json: str, worker_args: list[str], 
         "set -euo pipefail\n"
         "# DeepSpeed's launcher exports the variables in this file on every node.\n"
         f'export DS_ENV_FILE="$(cd "$(dirname "$0")" && pwd)/{DEEPSPEED_ENV}"\n'
-        f"exec {shlex.join(cmd)}\n")
+        f"exec {shlex.join(cmd)}\n"
+    )
     files["launch"].chmod(0o755)
     return files

@@ -37,7 +37,7 @@ class ModelShape:
     num_heads: int
     num_kv_heads: int
     tie_embeddings: bool = False
-    num_experts: int = 1           # Mixture of Experts: experts per layer (1 = dense)
+    num_experts: int = 1  # Mixture of Experts: experts per layer (1 = dense)
     experts_per_token: int = 1
 
     @property
@@ -50,9 +50,9 @@ class Cluster:
     nodes: int
     gpus_per_node: int
     gpu_memory_gb: float
-    cpu_memory_gb: float        # per node
-    peak_tflops: float          # per accelerator, dense, at the training precision
-    mfu: float                  # assumed model FLOPs utilisation for the GPU-hour estimate
+    cpu_memory_gb: float  # per node
+    peak_tflops: float  # per accelerator, dense, at the training precision
+    mfu: float  # assumed model FLOPs utilisation for the GPU-hour estimate
 
     @property
     def gpus(self) -> int:
@@ -62,22 +62,22 @@ class Cluster:
 @dataclass(frozen=True)
 class ParamCount:
     total: int
-    active: int          # per token (differs from total for MoE)
+    active: int  # per token (differs from total for MoE)
     embedding: int
-    largest_layer: int   # biggest single weight; ZeRO-3 gathers one at a time
+    largest_layer: int  # biggest single weight; ZeRO-3 gathers one at a time
 
 
 def count_parameters(m: ModelShape) -> ParamCount:
     h, kv = m.hidden_size, m.num_kv_heads * m.head_dim
-    attention = h * h * 2 + h * kv * 2            # q, o: h×h; k, v: h×kv (GQA shrinks kv)
-    expert = 3 * h * m.intermediate_size          # SwiGLU: gate, up, down
+    attention = h * h * 2 + h * kv * 2  # q, o: h×h; k, v: h×kv (GQA shrinks kv)
+    expert = 3 * h * m.intermediate_size  # SwiGLU: gate, up, down
     router = h * m.num_experts if m.num_experts > 1 else 0
     norms = 2 * h
     embedding = m.vocab_size * h
     head = 0 if m.tie_embeddings else embedding
     per_layer_total = attention + m.num_experts * expert + router + norms
     per_layer_active = attention + m.experts_per_token * expert + router + norms
-    extra = embedding + head + h                  # + final norm
+    extra = embedding + head + h  # + final norm
     return ParamCount(
         total=m.num_layers * per_layer_total + extra,
         active=m.num_layers * per_layer_active + extra,
@@ -91,12 +91,14 @@ def flops_per_token(m: ModelShape, active_params: int, seq_len: int) -> float:
     return 6 * active_params + 12 * m.num_layers * m.hidden_size * seq_len
 
 
-def model_state_bytes(n_params: float, stage: int, dp: int, offload: Offload,
-                      precision: Precision) -> tuple[float, float]:
+def model_state_bytes(
+    n_params: float, stage: int, dp: int, offload: Offload, precision: Precision
+) -> tuple[float, float]:
     """(GPU bytes, CPU bytes) of weights + gradients + optimizer states on one rank."""
     p, g, k = (b * n_params for b in STATE_BYTES[precision])
-    shard = {0: (p, g, k), 1: (p, g, k / dp), 2: (p, g / dp, k / dp),
-             3: (p / dp, g / dp, k / dp)}[stage]
+    shard = {0: (p, g, k), 1: (p, g, k / dp), 2: (p, g / dp, k / dp), 3: (p / dp, g / dp, k / dp)}[
+        stage
+    ]
     weights, grads, optim = shard
     cpu = 0.0
     if offload in ("optimizer", "optimizer_and_params"):
@@ -109,16 +111,25 @@ def model_state_bytes(n_params: float, stage: int, dp: int, offload: Offload,
     return weights + grads + optim, cpu
 
 
-def activation_bytes(m: ModelShape, seq_len: int, micro_batch: int, checkpointing: bool,
-                     precision: Precision, flash_attention: bool = True) -> float:
+def activation_bytes(
+    m: ModelShape,
+    seq_len: int,
+    micro_batch: int,
+    checkpointing: bool,
+    precision: Precision,
+    flash_attention: bool = True,
+) -> float:
     s, b, h, a = seq_len, micro_batch, m.hidden_size, m.num_heads
-    scale = 2.0 if precision == "fp32" else 1.0   # the formula counts 16-bit activations
+    scale = 2.0 if precision == "fp32" else 1.0  # the formula counts 16-bit activations
     scores = 0.0 if flash_attention else 5 * a * s / h
     full_layer = s * b * h * (34 + scores) * scale
     # Recomputation keeps each layer's input and rebuilds one layer at a time in backward.
-    per_model = (m.num_layers * 2 * s * b * h * scale + full_layer if checkpointing
-                 else m.num_layers * full_layer)
-    logits = 4 * s * b * m.vocab_size * 2          # fp32 logits and their gradient
+    per_model = (
+        m.num_layers * 2 * s * b * h * scale + full_layer
+        if checkpointing
+        else m.num_layers * full_layer
+    )
+    logits = 4 * s * b * m.vocab_size * 2  # fp32 logits and their gradient
     return per_model + logits
 
 
@@ -127,38 +138,59 @@ class MemoryOption:
     zero_stage: int
     offload: Offload
     activation_checkpointing: bool
-    micro_batch: int | None        # largest power of two that fits, None if none does
-    gpu_gb: float                  # per GPU at micro-batch 1
+    micro_batch: int | None  # largest power of two that fits, None if none does
+    gpu_gb: float  # per GPU at micro-batch 1
     cpu_gb_per_node: float
     fits: bool
 
 
 # Cheapest first: less communication, then no CPU round trips, then no recomputation.
 OPTION_ORDER: tuple[tuple[int, Offload, bool], ...] = (
-    (0, "none", False), (1, "none", False), (2, "none", False), (3, "none", False),
-    (3, "none", True), (3, "optimizer", True), (3, "optimizer_and_params", True),
+    (0, "none", False),
+    (1, "none", False),
+    (2, "none", False),
+    (3, "none", False),
+    (3, "none", True),
+    (3, "optimizer", True),
+    (3, "optimizer_and_params", True),
 )
 
 
-def memory_option(m: ModelShape, n_params: float, cluster: Cluster, seq_len: int, stage: int,
-                  offload: Offload, checkpointing: bool, precision: Precision,
-                  max_micro_batch: int, flash_attention: bool = True) -> MemoryOption:
+def memory_option(
+    m: ModelShape,
+    n_params: float,
+    cluster: Cluster,
+    seq_len: int,
+    stage: int,
+    offload: Offload,
+    checkpointing: bool,
+    precision: Precision,
+    max_micro_batch: int,
+    flash_attention: bool = True,
+) -> MemoryOption:
     budget = cluster.gpu_memory_gb * GB * (1 - MEMORY_HEADROOM)
     gpu_states, cpu_states = model_state_bytes(n_params, stage, cluster.gpus, offload, precision)
     cpu_gb_node = cpu_states * cluster.gpus_per_node / GB
     cpu_ok = cpu_gb_node <= cluster.cpu_memory_gb * (1 - MEMORY_HEADROOM)
     best, micro = None, 1
     while micro <= max_micro_batch:
-        need = gpu_states + activation_bytes(m, seq_len, micro, checkpointing, precision,
-                                                flash_attention)
+        need = gpu_states + activation_bytes(
+            m, seq_len, micro, checkpointing, precision, flash_attention
+        )
         if need > budget:
             break
         best = micro
         micro *= 2
-    gpu = gpu_states + activation_bytes(m, seq_len, 1, checkpointing, precision,
-                                          flash_attention)
-    return MemoryOption(stage, offload, checkpointing, best, round(gpu / GB, 2),
-                        round(cpu_gb_node, 2), fits=best is not None and cpu_ok)
+    gpu = gpu_states + activation_bytes(m, seq_len, 1, checkpointing, precision, flash_attention)
+    return MemoryOption(
+        stage,
+        offload,
+        checkpointing,
+        best,
+        round(gpu / GB, 2),
+        round(cpu_gb_node, 2),
+        fits=best is not None and cpu_ok,
+    )
 
 
 @dataclass
@@ -181,9 +213,16 @@ class Plan:
         return asdict(self)
 
 
-def make_plan(m: ModelShape, cluster: Cluster, tokens: float, seq_len: int,
-              precision: Precision = "mixed", max_micro_batch: int = 64,
-              n_params: float | None = None, flash_attention: bool = True) -> Plan:
+def make_plan(
+    m: ModelShape,
+    cluster: Cluster,
+    tokens: float,
+    seq_len: int,
+    precision: Precision = "mixed",
+    max_micro_batch: int = 64,
+    n_params: float | None = None,
+    flash_attention: bool = True,
+) -> Plan:
     """Size a run and pick the cheapest ZeRO stage / offload / checkpointing that fits.
 
     n_params overrides the count from the shape (e.g. "a 7B model" as 7e9 exactly).
@@ -194,35 +233,49 @@ def make_plan(m: ModelShape, cluster: Cluster, tokens: float, seq_len: int,
     fpt = flops_per_token(m, active, seq_len)
     train_flops = 6 * active * tokens
     achieved = cluster.peak_tflops * 1e12 * cluster.mfu
-    options = [memory_option(m, total, cluster, seq_len, st, off, ck, precision, max_micro_batch,
-                             flash_attention)
-               for st, off, ck in OPTION_ORDER]
+    options = [
+        memory_option(
+            m, total, cluster, seq_len, st, off, ck, precision, max_micro_batch, flash_attention
+        )
+        for st, off, ck in OPTION_ORDER
+    ]
     reasons, choice = [], None
     budget = cluster.gpu_memory_gb * (1 - MEMORY_HEADROOM)
     for opt in options:
         label = describe(opt)
         if opt.fits:
             choice = opt
-            reasons.append(f"chose {label}, the cheapest option that fits: {opt.gpu_gb} GB per "
-                           f"GPU at micro-batch 1 of {budget:.1f} GB usable, up to micro-batch "
-                           f"{opt.micro_batch}"
-                           + (f"; {opt.cpu_gb_per_node} GB CPU per node" if opt.cpu_gb_per_node
-                              else ""))
+            reasons.append(
+                f"chose {label}, the cheapest option that fits: {opt.gpu_gb} GB per "
+                f"GPU at micro-batch 1 of {budget:.1f} GB usable, up to micro-batch "
+                f"{opt.micro_batch}"
+                + (f"; {opt.cpu_gb_per_node} GB CPU per node" if opt.cpu_gb_per_node else "")
+            )
             break
-        reasons.append(f"rejected {label}: needs {opt.gpu_gb} GB per GPU at micro-batch 1 "
-                       f"and {opt.cpu_gb_per_node} GB CPU per node (usable: {budget:.1f} GB "
-                       f"and {cluster.cpu_memory_gb * (1 - MEMORY_HEADROOM):.1f} GB)")
+        reasons.append(
+            f"rejected {label}: needs {opt.gpu_gb} GB per GPU at micro-batch 1 "
+            f"and {opt.cpu_gb_per_node} GB CPU per node (usable: {budget:.1f} GB "
+            f"and {cluster.cpu_memory_gb * (1 - MEMORY_HEADROOM):.1f} GB)"
+        )
     if choice is None:
-        reasons.append("nothing fits: add GPUs/nodes, shorten sequences or use tensor/pipeline "
-                       "parallelism")
+        reasons.append(
+            "nothing fits: add GPUs/nodes, shorten sequences or use tensor/pipeline parallelism"
+        )
     chinchilla = CHINCHILLA_TOKENS_PER_PARAM * total
     return Plan(
-        parameters=int(total), active_parameters=int(active), tokens=float(tokens),
-        chinchilla_tokens=float(chinchilla), tokens_per_parameter=round(tokens / total, 3),
-        training_flops=train_flops, flops_per_token=fpt,
+        parameters=int(total),
+        active_parameters=int(active),
+        tokens=float(tokens),
+        chinchilla_tokens=float(chinchilla),
+        tokens_per_parameter=round(tokens / total, 3),
+        training_flops=train_flops,
+        flops_per_token=fpt,
         gpu_hours=round(train_flops / achieved / 3600, 3) if achieved else float("inf"),
         model_states_total_gb=round(sum(b * total for b in STATE_BYTES[precision]) / GB, 3),
-        cluster=cluster, options=options, choice=choice, reasons=reasons,
+        cluster=cluster,
+        options=options,
+        choice=choice,
+        reasons=reasons,
     )
 
 
@@ -232,15 +285,20 @@ def describe(opt: MemoryOption) -> str:
     return f"ZeRO-{opt.zero_stage}{off}{ck}"
 
 
-def deepspeed_estimate_gb(n_params: float, largest_layer: int, cluster: Cluster,
-                          offload: Offload) -> float:
+def deepspeed_estimate_gb(
+    n_params: float, largest_layer: int, cluster: Cluster, offload: Offload
+) -> float:
     """DeepSpeed's own ZeRO-3 model-state estimate per GPU, for cross-checking ours."""
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
     _, gpu, _ = estimate_zero3_model_states_mem_needs(
-        int(n_params), largest_layer, num_gpus_per_node=cluster.gpus_per_node,
-        num_nodes=cluster.nodes, cpu_offload=offload != "none",
-        cpu_offload_params=offload == "optimizer_and_params")
+        int(n_params),
+        largest_layer,
+        num_gpus_per_node=cluster.gpus_per_node,
+        num_nodes=cluster.nodes,
+        cpu_offload=offload != "none",
+        cpu_offload_params=offload == "optimizer_and_params",
+    )
     return gpu / GB
 
 
@@ -248,8 +306,11 @@ def format_plan(plan: Plan) -> str:
     """The plan as a short human-readable report."""
     lines = [
         f"parameters            {plan.parameters / 1e9:,.3f} B"
-        + (f" ({plan.active_parameters / 1e9:,.3f} B active per token)"
-           if plan.active_parameters != plan.parameters else ""),
+        + (
+            f" ({plan.active_parameters / 1e9:,.3f} B active per token)"
+            if plan.active_parameters != plan.parameters
+            else ""
+        ),
         f"training tokens       {plan.tokens / 1e9:,.3f} B = {plan.tokens_per_parameter:g} per "
         f"parameter (Chinchilla-optimal ≈ {plan.chinchilla_tokens / 1e9:,.3f} B)",
         f"training FLOPs (6ND)  {plan.training_flops:.3e}",
@@ -262,6 +323,8 @@ def format_plan(plan: Plan) -> str:
         f"{'ZeRO option':<66} {'GPU GB@mb1':>10} {'CPU GB/node':>11} {'max micro':>9}",
     ]
     for o in plan.options:
-        lines.append(f"{describe(o):<66} {o.gpu_gb:>10.1f} {o.cpu_gb_per_node:>11.1f} "
-                     f"{o.micro_batch if o.fits else '-':>9}")
+        lines.append(
+            f"{describe(o):<66} {o.gpu_gb:>10.1f} {o.cpu_gb_per_node:>11.1f} "
+            f"{o.micro_batch if o.fits else '-':>9}"
+        )
     return "\n".join([*lines, "", *plan.reasons])

@@ -30,13 +30,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Paths:
-    data: Path         # packed directory
+    data: Path  # packed directory
     tokenizer: Path
     params_file: Path  # the params.yaml the ranks read
     checkpoints: Path  # persistent across runs: resume point
-    out: Path          # consolidated HF model directory
-    history: Path      # per-step CSV (DVC plots)
-    plot: Path         # loss curve PNG
+    out: Path  # consolidated HF model directory
+    history: Path  # per-step CSV (DVC plots)
+    plot: Path  # loss curve PNG
     metrics: Path
 
 
@@ -95,10 +95,16 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     history = paths.checkpoints / "history.jsonl"
     if history.exists() and not (paths.checkpoints / "latest").exists():
         history.unlink()  # a run that never checkpointed restarts from step 0
-    args = launch.worker_args(params_file=paths.params_file, data=paths.data,
-                              tokenizer=paths.tokenizer, ds_config=ds_config_path,
-                              checkpoints=paths.checkpoints, out=tmp_out, history=history,
-                              mlflow_run_id=tracker.run_id)
+    args = launch.worker_args(
+        params_file=paths.params_file,
+        data=paths.data,
+        tokenizer=paths.tokenizer,
+        ds_config=ds_config_path,
+        checkpoints=paths.checkpoints,
+        out=tmp_out,
+        history=history,
+        mlflow_run_id=tracker.run_id,
+    )
     hostfile = None
     if cluster.nodes > 1:
         hostfile = paths.checkpoints / launch.HOSTFILE
@@ -116,8 +122,7 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
         )
 
     # Keep the last record per step: a resumed run re-logs the steps after its checkpoint.
-    rows = sorted({r["step"]: r for r in read_history(history)}.values(),
-                  key=lambda r: r["step"])
+    rows = sorted({r["step"]: r for r in read_history(history)}.values(), key=lambda r: r["step"])
     write_history_csv(rows, paths.history)
     plot_losses(rows, paths.plot)
     tracker.log_artifact(paths.plot, "plots")
@@ -127,21 +132,23 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     first, last = rows[0], rows[-1]
     vals = [r for r in rows if "val_loss" in r]
     n_params = count_parameters(paths.out)
-    return StageResult(metrics={
-        "steps": last["step"],
-        "train_loss_first": round(first["train_loss"], 4),
-        "train_loss_last": round(last["train_loss"], 4),
-        "val_loss": round(vals[-1]["val_loss"], 4),
-        "val_perplexity": round(vals[-1]["val_perplexity"], 3),
-        "tokens_per_s_mean": round(sum(r["tokens_per_s"] for r in rows) / len(rows), 1),
-        "mfu_mean": round(sum(r.get("mfu", 0.0) for r in rows) / len(rows), 5),
-        "world_size": world,
-        "zero_stage": cfg.zero_stage,
-        "parameters": n_params,
-        "tokens_per_parameter": plan.tokens_per_parameter,
-        "chinchilla_fraction": round(plan.tokens / plan.chinchilla_tokens, 4),
-        "training_flops": plan.training_flops,
-    })
+    return StageResult(
+        metrics={
+            "steps": last["step"],
+            "train_loss_first": round(first["train_loss"], 4),
+            "train_loss_last": round(last["train_loss"], 4),
+            "val_loss": round(vals[-1]["val_loss"], 4),
+            "val_perplexity": round(vals[-1]["val_perplexity"], 3),
+            "tokens_per_s_mean": round(sum(r["tokens_per_s"] for r in rows) / len(rows), 1),
+            "mfu_mean": round(sum(r.get("mfu", 0.0) for r in rows) / len(rows), 5),
+            "world_size": world,
+            "zero_stage": cfg.zero_stage,
+            "parameters": n_params,
+            "tokens_per_parameter": plan.tokens_per_parameter,
+            "chinchilla_fraction": round(plan.tokens / plan.chinchilla_tokens, 4),
+            "training_flops": plan.training_flops,
+        }
+    )
 
 
 def count_parameters(model_dir: Path) -> int:

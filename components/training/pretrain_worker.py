@@ -75,8 +75,9 @@ def rank_slice(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def validation_loss(engine, val: np.ndarray, micro: int, batches: int, rank: int, world: int,
-                    device: torch.device) -> float:
+def validation_loss(
+    engine, val: np.ndarray, micro: int, batches: int, rank: int, world: int, device: torch.device
+) -> float:
     engine.eval()
     total = torch.zeros(2, device=device)  # (sum of losses, count)
     for b in range(batches):
@@ -84,8 +85,9 @@ def validation_loss(engine, val: np.ndarray, micro: int, batches: int, rank: int
         if start + micro > len(val):
             break
         x = torch.as_tensor(val[start : start + micro].astype(np.int64), device=device)
-        total += torch.stack([engine(input_ids=x, labels=x).loss.float(),
-                              torch.ones((), device=device)])
+        total += torch.stack(
+            [engine(input_ids=x, labels=x).loss.float(), torch.ones((), device=device)]
+        )
     # Every rank must run the same number of forwards under ZeRO-3 (parameter all-gathers).
     dist.all_reduce(total)
     engine.train()
@@ -116,26 +118,34 @@ def consolidate(engine, model, tokenizer, out: Path, rank: int, probe: torch.Ten
             diff = (reloaded(input_ids=probe.cpu()).logits.float() - live).abs().max().item()
         (out / CONSOLIDATION_FILE).write_text(json.dumps({"max_abs_logit_diff": diff}))
         if diff > LOGIT_TOLERANCE:
-            raise RuntimeError(f"consolidated model differs from the trained one: max |logit "
-                               f"difference| {diff:.2e} > {LOGIT_TOLERANCE}")
+            raise RuntimeError(
+                f"consolidated model differs from the trained one: max |logit "
+                f"difference| {diff:.2e} > {LOGIT_TOLERANCE}"
+            )
         log.info("consolidated %s; max |logit difference| vs live model %.2e", out, diff)
     dist.barrier()
 
 
 def partition_report(model, rank: int, world: int) -> dict | None:
     """Elements of every parameter this rank holds (ZeRO-3 keeps a 1/world shard of each)."""
-    local = torch.tensor([getattr(p, "ds_tensor", p).numel() for p in model.parameters()],
-                         dtype=torch.int64)
+    local = torch.tensor(
+        [getattr(p, "ds_tensor", p).numel() for p in model.parameters()], dtype=torch.int64
+    )
     full = [getattr(p, "ds_numel", p.numel()) for p in model.parameters()]
     gathered = [torch.zeros_like(local) for _ in range(world)]
     dist.all_gather(gathered, local)
     if rank:
         return None
     names = [n for n, _ in model.named_parameters()]
-    return {"world_size": world, "total_elements": sum(full),
-            "per_rank_elements": [int(g.sum()) for g in gathered],
-            "parameters": {n: {"full": f, "per_rank": [int(g[i]) for g in gathered]}
-                           for i, (n, f) in enumerate(zip(names, full, strict=True))}}
+    return {
+        "world_size": world,
+        "total_elements": sum(full),
+        "per_rank_elements": [int(g.sum()) for g in gathered],
+        "parameters": {
+            n: {"full": f, "per_rank": [int(g[i]) for g in gathered]}
+            for i, (n, f) in enumerate(zip(names, full, strict=True))
+        },
+    }
 
 
 class MlflowStepLogger:
@@ -201,12 +211,17 @@ def write_memory_report(engine, path: Path, rank: int, world: int) -> None:
     dist.all_gather_object(everyone, mine)
     if rank == 0:
         params = list(engine.module.parameters())
-        path.write_text(json.dumps({
-            "world_size": world,
-            "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in params),
-            "param_bytes_per_element": params[0].element_size(),
-            "per_rank": everyone,
-        }, indent=1))
+        path.write_text(
+            json.dumps(
+                {
+                    "world_size": world,
+                    "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in params),
+                    "param_bytes_per_element": params[0].element_size(),
+                    "per_rank": everyone,
+                },
+                indent=1,
+            )
+        )
 
 
 def train(params: Params, args: argparse.Namespace) -> None:
@@ -224,8 +239,7 @@ def train(params: Params, args: argparse.Namespace) -> None:
         model=model, optimizer=client_opt, model_parameters=model.parameters(), config=ds_config
     )
 
-    prepare_checkpoints(args.checkpoints, fingerprint(params, args.data), rank, world,
-                        args.history)
+    prepare_checkpoints(args.checkpoints, fingerprint(params, args.data), rank, world, args.history)
     report = partition_report(engine.module, rank, world)
     if report:
         (args.checkpoints / PARTITION_FILE).write_text(json.dumps(report, indent=1))
@@ -233,30 +247,38 @@ def train(params: Params, args: argparse.Namespace) -> None:
 
     train_arr = np.load(args.data / "train.npy", mmap_mode="r")
     val_arr = np.load(args.data / "val.npy", mmap_mode="r")
-    n_train = len(train_arr) if cfg.max_train_sequences is None else min(
-        len(train_arr), cfg.max_train_sequences)
+    n_train = (
+        len(train_arr)
+        if cfg.max_train_sequences is None
+        else min(len(train_arr), cfg.max_train_sequences)
+    )
     micro, accum = cfg.micro_batch_size, cfg.grad_accum_steps
     global_batch = micro * accum * world
     tokens_per_step = global_batch * train_arr.shape[1]
     # Model FLOPs utilisation: achieved model FLOPs over the ranks' peak (PaLM's definition).
     shape = model_shape(params.model, len(tokenizer))
     peak_flops = params.cluster.peak_tflops * 1e12 * world
-    step_flops = flops_per_token(shape, count_parameters(shape).active,
-                                 train_arr.shape[1]) * tokens_per_step
+    step_flops = (
+        flops_per_token(shape, count_parameters(shape).active, train_arr.shape[1]) * tokens_per_step
+    )
     # Rank 0 reports: MLflow metrics, the history file and the progress bar.
     logger = MlflowStepLogger(args.mlflow_run_id, args.history) if rank == 0 else None
-    progress = tqdm(total=cfg.max_steps, initial=start, desc="pretrain", unit="step",
-                    disable=rank != 0)
+    progress = tqdm(
+        total=cfg.max_steps, initial=start, desc="pretrain", unit="step", disable=rank != 0
+    )
     engine.train()
     for step in range(start, cfg.max_steps):
         t0 = time.perf_counter()
         torch.manual_seed(params.seed + step * world + rank)
-        mine = rank_slice(global_batch_indices(step, global_batch, n_train, params.seed),
-                          rank, world)
+        mine = rank_slice(
+            global_batch_indices(step, global_batch, n_train, params.seed), rank, world
+        )
         losses = []
         for m in range(accum):
-            x = torch.as_tensor(train_arr[np.sort(mine[m * micro : (m + 1) * micro])]
-                                .astype(np.int64), device=device)
+            x = torch.as_tensor(
+                train_arr[np.sort(mine[m * micro : (m + 1) * micro])].astype(np.int64),
+                device=device,
+            )
             loss = engine(input_ids=x, labels=x).loss  # x: (micro, seq_len)
             engine.backward(loss)
             engine.step()  # DeepSpeed applies the update at the accumulation boundary
@@ -279,8 +301,9 @@ def train(params: Params, args: argparse.Namespace) -> None:
             vl = validation_loss(engine, val_arr, micro, cfg.eval_batches, rank, world, device)
             values.update(val_loss=vl, val_perplexity=math.exp(min(vl, 50)))
         if done % cfg.checkpoint_every == 0 and done < cfg.max_steps:
-            engine.save_checkpoint(str(args.checkpoints), tag=f"step{done}",
-                                   client_state={"step": done})
+            engine.save_checkpoint(
+                str(args.checkpoints), tag=f"step{done}", client_state={"step": done}
+            )
             if rank == 0:
                 prune_checkpoints(args.checkpoints)
         if logger:
@@ -291,8 +314,9 @@ def train(params: Params, args: argparse.Namespace) -> None:
     if logger:
         logger.flush()
     # A final checkpoint makes a re-run after a crash during consolidation instant.
-    engine.save_checkpoint(str(args.checkpoints), tag=f"step{cfg.max_steps}",
-                           client_state={"step": cfg.max_steps})
+    engine.save_checkpoint(
+        str(args.checkpoints), tag=f"step{cfg.max_steps}", client_state={"step": cfg.max_steps}
+    )
     probe = torch.as_tensor(val_arr[:2].astype(np.int64), device=device)
     consolidate(engine, engine.module, tokenizer, args.out, rank, probe)
 

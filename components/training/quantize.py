@@ -48,14 +48,24 @@ EXCLUDE = ("lm_head",)
 # Fixed probe for the logit error: seeded random token ids, shape (sequences, tokens).
 PROBE_SHAPE = (4, 32)
 
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-                "U8": 1, "BOOL": 1}
+_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
 
 
 @dataclass(frozen=True)
 class Paths:
-    policy: Path   # aligned policy (HF directory)
-    out: Path      # quantized model directory
+    policy: Path  # aligned policy (HF directory)
+    out: Path  # quantized model directory
     metrics: Path
 
 
@@ -70,15 +80,20 @@ def quantize_model(model: PreTrainedModel, method: str) -> dict[str, dict[str, s
     return qmap
 
 
-def save_quantized(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, qmap: dict,
-                   method: str, out: Path) -> None:
+def save_quantized(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, qmap: dict, method: str, out: Path
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)  # safetensors; QTensors are flattened to `_data` / `_scale`
     tokenizer.save_pretrained(out)
     (out / QUANTO_QMAP).write_text(json.dumps(qmap, indent=2) + "\n")
-    record = {"method": method, "library": "optimum-quanto",
-              "library_version": version("optimum-quanto"), "excluded": list(EXCLUDE),
-              "quantized_modules": len(qmap)}
+    record = {
+        "method": method,
+        "library": "optimum-quanto",
+        "library_version": version("optimum-quanto"),
+        "excluded": list(EXCLUDE),
+        "quantized_modules": len(qmap),
+    }
     (out / QUANTIZATION_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -102,8 +117,7 @@ def size_report(original: Path, quantized: Path, qmap: dict) -> dict[str, float 
     orig_files = sum(f.stat().st_size for f in original.glob("*.safetensors"))
     quant_files = sum(f.stat().st_size for f in quantized.glob("*.safetensors"))
     lin_orig = sum(orig[f"{m}.weight"] for m in qmap)
-    lin_quant = sum(v for k, v in quant.items()
-                    for m in qmap if k.startswith(f"{m}.weight."))
+    lin_quant = sum(v for k, v in quant.items() for m in qmap if k.startswith(f"{m}.weight."))
     return {
         "original_bytes": orig_files,
         "quantized_bytes": quant_files,
@@ -113,13 +127,14 @@ def size_report(original: Path, quantized: Path, qmap: dict) -> dict[str, float 
 
 
 @torch.no_grad()
-def logit_error(reference: PreTrainedModel, candidate: PreTrainedModel, vocab_size: int,
-                seed: int) -> dict[str, float]:
+def logit_error(
+    reference: PreTrainedModel, candidate: PreTrainedModel, vocab_size: int, seed: int
+) -> dict[str, float]:
     """Max |logit difference| and top-1 agreement on a fixed probe of random token ids."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab_size, PROBE_SHAPE, generator=g)  # (B, T)
-    ref = reference(input_ids=ids).logits      # (B, T, V)
-    cand = candidate(input_ids=ids).logits     # (B, T, V)
+    ref = reference(input_ids=ids).logits  # (B, T, V)
+    cand = candidate(input_ids=ids).logits  # (B, T, V)
     return {
         "logit_max_abs_diff": float((ref - cand).abs().max()),
         "logit_ref_max_abs": float(ref.abs().max()),
@@ -138,9 +153,14 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
         reloaded = load_quantized_causal_lm(tmp).eval()
         error = logit_error(reference, reloaded, len(tokenizer), params.seed)
         sizes = size_report(paths.policy, tmp, qmap)
-    log.info("quantized %d modules: size ratio %.3f (linear %.3f), max |dlogit| %.4g",
-             len(qmap), sizes["size_ratio"], sizes["linear_size_ratio"],
-             error["logit_max_abs_diff"])
-    tracker.register_model(paths.out, MODEL_POLICY_INT8, data_path=paths.policy,
-                           parent_dir=paths.policy)
+    log.info(
+        "quantized %d modules: size ratio %.3f (linear %.3f), max |dlogit| %.4g",
+        len(qmap),
+        sizes["size_ratio"],
+        sizes["linear_size_ratio"],
+        error["logit_max_abs_diff"],
+    )
+    tracker.register_model(
+        paths.out, MODEL_POLICY_INT8, data_path=paths.policy, parent_dir=paths.policy
+    )
     return StageResult(metrics={"quantized_modules": len(qmap), **sizes, **error})

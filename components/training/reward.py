@@ -45,21 +45,22 @@ from components.training.trainer_common import (
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Paths:
-    base: Path     # pretrained model directory (HF format, tokenizer inside)
-    train: Path    # prefs_train.jsonl
-    test: Path     # prefs_test.jsonl (held out)
-    out: Path      # reward model directory
+    base: Path  # pretrained model directory (HF format, tokenizer inside)
+    train: Path  # prefs_train.jsonl
+    test: Path  # prefs_test.jsonl (held out)
+    out: Path  # reward model directory
     metrics: Path
 
 
-def load_reward_model(base: Path, tokenizer: PreTrainedTokenizerBase,
-                      seed: int) -> PreTrainedModel:
+def load_reward_model(base: Path, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
     """The base LM with a fresh scalar head; `pad_token_id` tells it where sequences end."""
     set_seed(seed)  # the head is randomly initialised
     return AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=1, pad_token_id=tokenizer.pad_token_id, dtype=torch.float32)
+        base, num_labels=1, pad_token_id=tokenizer.pad_token_id, dtype=torch.float32
+    )
 
 
 def reward_config(cfg: RewardParams, scratch: Path, seed: int) -> RewardConfig:
@@ -72,9 +73,15 @@ def reward_config(cfg: RewardParams, scratch: Path, seed: int) -> RewardConfig:
     )
 
 
-def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                  pairs: list[dict[str, Any]], cfg: RewardParams, scratch: Path, seed: int,
-                  callbacks: list[TrainerCallback] | None = None) -> RewardTrainer:
+def build_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[dict[str, Any]],
+    cfg: RewardParams,
+    scratch: Path,
+    seed: int,
+    callbacks: list[TrainerCallback] | None = None,
+) -> RewardTrainer:
     return RewardTrainer(
         model=model,
         args=reward_config(cfg, scratch, seed),
@@ -85,9 +92,13 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 
 
 @torch.no_grad()
-def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-          conversations: list[list[dict[str, str]]], max_length: int,
-          batch_size: int) -> list[float]:
+def score(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: list[list[dict[str, str]]],
+    max_length: int,
+    batch_size: int,
+) -> list[float]:
     """Reward of each full conversation, tokenized with the chat template as in training.
 
     A conversation longer than `max_length` keeps its last `max_length` tokens (the response
@@ -96,27 +107,43 @@ def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     model.eval()
     rewards: list[float] = []
     for i in range(0, len(conversations), batch_size):
-        seqs = [torch.tensor(tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)
-                             ["input_ids"][-max_length:]) for c in conversations[i:i + batch_size]]
-        ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True,
-                                              padding_value=tokenizer.pad_token_id)  # (B, T)
-        mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(s) for s in seqs],
-                                               batch_first=True)                    # (B, T)
-        logits = model(input_ids=ids, attention_mask=mask).logits                  # (B, 1)
+        seqs = [
+            torch.tensor(
+                tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"][
+                    -max_length:
+                ]
+            )
+            for c in conversations[i : i + batch_size]
+        ]
+        ids = torch.nn.utils.rnn.pad_sequence(
+            seqs, batch_first=True, padding_value=tokenizer.pad_token_id
+        )  # (B, T)
+        mask = torch.nn.utils.rnn.pad_sequence(
+            [torch.ones_like(s) for s in seqs], batch_first=True
+        )  # (B, T)
+        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, 1)
         rewards.extend(logits[:, 0].tolist())
     return rewards
 
 
-def evaluate_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                   pairs: list[dict[str, Any]], max_length: int,
-                   batch_size: int) -> dict[str, float]:
-    chosen = score(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], max_length,
-                   batch_size)
-    rejected = score(model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], max_length,
-                     batch_size)
+def evaluate_pairs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[dict[str, Any]],
+    max_length: int,
+    batch_size: int,
+) -> dict[str, float]:
+    chosen = score(
+        model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], max_length, batch_size
+    )
+    rejected = score(
+        model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], max_length, batch_size
+    )
     margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
-    return {"test_accuracy": round(pair_accuracy(chosen, rejected), 6),
-            "test_margin_mean": round(sum(margins) / len(margins), 6)}
+    return {
+        "test_accuracy": round(pair_accuracy(chosen, rejected), 6),
+        "test_margin_mean": round(sum(margins) / len(margins), 6),
+    }
 
 
 def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
@@ -127,24 +154,35 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     model = load_reward_model(paths.base, tokenizer, params.seed)
 
     with scratch_dir("reward") as scratch:
-        trainer = build_trainer(model, tokenizer, train_pairs, cfg, scratch, params.seed,
-                                callbacks=[TrackerCallback(tracker)])
+        trainer = build_trainer(
+            model,
+            tokenizer,
+            train_pairs,
+            cfg,
+            scratch,
+            params.seed,
+            callbacks=[TrackerCallback(tracker)],
+        )
         n_fit = len(trainer.train_dataset)  # pairs within max_length
         result = trainer.train()
     held_out = evaluate_pairs(model, tokenizer, test_pairs, cfg.max_length, cfg.batch_size)
-    log.info("reward: held-out pair accuracy %.3f on %d pairs", held_out["test_accuracy"],
-             len(test_pairs))
+    log.info(
+        "reward: held-out pair accuracy %.3f on %d pairs",
+        held_out["test_accuracy"],
+        len(test_pairs),
+    )
 
     with atomic_model_dir(paths.out) as tmp:
         model.save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
-    tracker.register_model(paths.out, MODEL_REWARD, data_path=paths.train,
-                           parent_dir=paths.base)
-    return StageResult(metrics={
-        **loss_summary(trainer.state.log_history),
-        **held_out,
-        "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
-        "n_examples": len(train_pairs),
-        "n_train_pairs": n_fit,
-        "n_test_pairs": len(test_pairs),
-    })
+    tracker.register_model(paths.out, MODEL_REWARD, data_path=paths.train, parent_dir=paths.base)
+    return StageResult(
+        metrics={
+            **loss_summary(trainer.state.log_history),
+            **held_out,
+            "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
+            "n_examples": len(train_pairs),
+            "n_train_pairs": n_fit,
+            "n_test_pairs": len(test_pairs),
+        }
+    )

@@ -49,9 +49,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Paths:
-    base: Path     # pretrained model directory (HF format, tokenizer inside)
-    data: Path     # sft_train.jsonl
-    out: Path      # fine-tuned model directory
+    base: Path  # pretrained model directory (HF format, tokenizer inside)
+    data: Path  # sft_train.jsonl
+    out: Path  # fine-tuned model directory
     metrics: Path
 
 
@@ -61,16 +61,23 @@ def load_examples(path: Path, max_examples: int | None, seed: int) -> Dataset:
     require_keys(rows, ("messages",), path)
     for n, row in enumerate(rows, 1):
         if not row["messages"] or row["messages"][-1].get("role") != "assistant":
-            raise ValueError(f"{path}: example {n} (id {row.get('id')!r}) must end with an "
-                             "assistant message: that is the response SFT learns")
+            raise ValueError(
+                f"{path}: example {n} (id {row.get('id')!r}) must end with an "
+                "assistant message: that is the response SFT learns"
+            )
     return Dataset.from_list([{"messages": row["messages"]} for row in rows])
 
 
 def lora_config(cfg: LoraParams) -> LoraConfig | None:
     if not cfg.enabled:
         return None
-    return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
 
 
 def sft_config(cfg: SftParams, scratch: Path, seed: int) -> SFTConfig:
@@ -85,9 +92,15 @@ def sft_config(cfg: SftParams, scratch: Path, seed: int) -> SFTConfig:
     )
 
 
-def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
-                  cfg: SftParams, scratch: Path, seed: int,
-                  callbacks: list[TrainerCallback] | None = None) -> SFTTrainer:
+def build_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    cfg: SftParams,
+    scratch: Path,
+    seed: int,
+    callbacks: list[TrainerCallback] | None = None,
+) -> SFTTrainer:
     """The trainer with its dataset already tokenized (`trainer.train_dataset` has `labels`)."""
     return SFTTrainer(
         model=model,
@@ -113,8 +126,15 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     model = AutoModelForCausalLM.from_pretrained(paths.base, dtype=torch.float32)
 
     with scratch_dir("sft") as scratch:
-        trainer = build_trainer(model, tokenizer, dataset, cfg, scratch, params.seed,
-                                callbacks=[TrackerCallback(tracker)])
+        trainer = build_trainer(
+            model,
+            tokenizer,
+            dataset,
+            cfg,
+            scratch,
+            params.seed,
+            callbacks=[TrackerCallback(tracker)],
+        )
         fraction = trainable_fraction(trainer.model)
         n_sequences = len(trainer.train_dataset)  # after TRL drops fully-truncated examples
         result = trainer.train()
@@ -127,11 +147,13 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     log.info("sft: %d examples, loss %s, saved %s", len(dataset), losses, paths.out)
 
     tracker.register_model(paths.out, MODEL_SFT, data_path=paths.data, parent_dir=paths.base)
-    return StageResult(metrics={
-        **losses,
-        "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
-        "n_examples": len(dataset),
-        "n_train_sequences": n_sequences,
-        "trainable_fraction": round(fraction, 6),
-        "lora": int(cfg.lora.enabled),
-    })
+    return StageResult(
+        metrics={
+            **losses,
+            "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
+            "n_examples": len(dataset),
+            "n_train_sequences": n_sequences,
+            "trainable_fraction": round(fraction, 6),
+            "lora": int(cfg.lora.enabled),
+        }
+    )

@@ -9,22 +9,44 @@ from components.training.planner import Cluster, ModelShape, Plan, Precision, ma
 
 # Published shapes, for sizing runs bigger than this project's own model.
 PRESETS: dict[str, ModelShape] = {
-    "llama2-7b": ModelShape(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
-                            num_layers=32, num_heads=32, num_kv_heads=32),
-    "llama2-70b": ModelShape(vocab_size=32000, hidden_size=8192, intermediate_size=28672,
-                             num_layers=80, num_heads=64, num_kv_heads=8),
-    "mixtral-8x7b": ModelShape(vocab_size=32000, hidden_size=4096, intermediate_size=14336,
-                               num_layers=32, num_heads=32, num_kv_heads=8, num_experts=8,
-                               experts_per_token=2),
+    "llama2-7b": ModelShape(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=32,
+    ),
+    "llama2-70b": ModelShape(
+        vocab_size=32000,
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_layers=80,
+        num_heads=64,
+        num_kv_heads=8,
+    ),
+    "mixtral-8x7b": ModelShape(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=8,
+        num_experts=8,
+        experts_per_token=2,
+    ),
 }
 
 
 def model_shape(cfg: ModelParams, vocab_size: int) -> ModelShape:
     moe = cfg.architecture == "mixtral"
     return ModelShape(
-        vocab_size=vocab_size, hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size, num_layers=cfg.num_hidden_layers,
-        num_heads=cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads,
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_layers=cfg.num_hidden_layers,
+        num_heads=cfg.num_attention_heads,
+        num_kv_heads=cfg.num_key_value_heads,
         tie_embeddings=cfg.tie_word_embeddings,
         num_experts=cfg.num_experts if moe else 1,
         experts_per_token=cfg.experts_per_token if moe else 1,
@@ -32,9 +54,14 @@ def model_shape(cfg: ModelParams, vocab_size: int) -> ModelShape:
 
 
 def cluster_of(cfg: ClusterParams) -> Cluster:
-    return Cluster(nodes=cfg.nodes, gpus_per_node=cfg.ranks_per_node,
-                   gpu_memory_gb=cfg.accelerator_memory_gb, cpu_memory_gb=cfg.cpu_memory_gb,
-                   peak_tflops=cfg.peak_tflops, mfu=cfg.assumed_mfu)
+    return Cluster(
+        nodes=cfg.nodes,
+        gpus_per_node=cfg.ranks_per_node,
+        gpu_memory_gb=cfg.accelerator_memory_gb,
+        cpu_memory_gb=cfg.cpu_memory_gb,
+        peak_tflops=cfg.peak_tflops,
+        mfu=cfg.assumed_mfu,
+    )
 
 
 def token_budget(params: Params) -> int:
@@ -53,16 +80,24 @@ def vocab_size(params: Params, tokenizer_dir: Path | None) -> int:
     return params.tokenizer.vocab_size
 
 
-def plan_for(params: Params, tokenizer_dir: Path | None = None, precision: Precision = "mixed",
-             n_params: float | None = None, tokens: float | None = None,
-             preset: str | None = None) -> Plan:
+def plan_for(
+    params: Params,
+    tokenizer_dir: Path | None = None,
+    precision: Precision = "mixed",
+    n_params: float | None = None,
+    tokens: float | None = None,
+    preset: str | None = None,
+) -> Plan:
     """Plan the configured run; `preset`, `n_params` and `tokens` size a hypothetical one."""
-    shape = PRESETS[preset] if preset else model_shape(params.model,
-                                                        vocab_size(params, tokenizer_dir))
+    shape = (
+        PRESETS[preset] if preset else model_shape(params.model, vocab_size(params, tokenizer_dir))
+    )
     return make_plan(
         shape,
         cluster_of(params.cluster),
         tokens=tokens if tokens is not None else token_budget(params),
-        seq_len=params.pack.seq_len, precision=precision,
-        max_micro_batch=max(64, params.pretrain.micro_batch_size), n_params=n_params,
+        seq_len=params.pack.seq_len,
+        precision=precision,
+        max_micro_batch=max(64, params.pretrain.micro_batch_size),
+        n_params=n_params,
     )

@@ -72,15 +72,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not valid JSON ({err.msg}); "
-                                 "re-run the stage that wrote it") from None
+                raise ValueError(
+                    f"{path}:{n}: not valid JSON ({err.msg}); re-run the stage that wrote it"
+                ) from None
     if not rows:
         raise ValueError(f"{path} has no examples; re-run the stage that wrote it")
     return rows
 
 
-def subsample(rows: list[dict[str, Any]], max_examples: int | None,
-              seed: int) -> list[dict[str, Any]]:
+def subsample(
+    rows: list[dict[str, Any]], max_examples: int | None, seed: int
+) -> list[dict[str, Any]]:
     """At most `max_examples` rows, chosen by `seed`, in file order (None keeps them all)."""
     if max_examples is None or max_examples >= len(rows):
         return list(rows)
@@ -98,8 +100,7 @@ def require_keys(rows: list[dict[str, Any]], keys: tuple[str, ...], path: Path) 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
 
 
-def load_preference_pairs(path: Path, max_examples: int | None,
-                          seed: int) -> list[dict[str, Any]]:
+def load_preference_pairs(path: Path, max_examples: int | None, seed: int) -> list[dict[str, Any]]:
     """Rows in TRL's conversational preference format: `prompt` (messages), `chosen` and
     `rejected` (one assistant message each); other keys (id, task) are dropped."""
     rows = subsample(read_jsonl(path), max_examples, seed)
@@ -107,17 +108,20 @@ def load_preference_pairs(path: Path, max_examples: int | None,
     for n, row in enumerate(rows, 1):
         for key in ("chosen", "rejected"):
             if [m.get("role") for m in row[key]] != ["assistant"]:
-                raise ValueError(f"{path}: example {n} (id {row.get('id')!r}): `{key}` must be "
-                                 "a list with exactly one assistant message (TRL's "
-                                 "conversational preference format)")
+                raise ValueError(
+                    f"{path}: example {n} (id {row.get('id')!r}): `{key}` must be "
+                    "a list with exactly one assistant message (TRL's "
+                    "conversational preference format)"
+                )
     return [{k: row[k] for k in PAIR_KEYS} for row in rows]
 
 
 def pair_accuracy(chosen: Sequence[float], rejected: Sequence[float]) -> float:
     """Fraction of pairs whose chosen reward is strictly higher (a tie is not a win)."""
     if len(chosen) != len(rejected) or not chosen:
-        raise ValueError(f"need equally many chosen and rejected rewards, got "
-                         f"{len(chosen)} and {len(rejected)}")
+        raise ValueError(
+            f"need equally many chosen and rejected rewards, got {len(chosen)} and {len(rejected)}"
+        )
     return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(chosen)
 
 
@@ -125,10 +129,14 @@ def loss_summary(log_history: list[dict[str, Any]]) -> dict[str, float]:
     """First and last logged training loss (Trainer's per-step logs carry `loss`)."""
     losses = [entry["loss"] for entry in log_history if "loss" in entry]
     if not losses:
-        raise RuntimeError("the trainer logged no loss: no optimizer step ran "
-                           "(check the dataset size against batch_size and max_length)")
-    return {"train_loss_first": round(float(losses[0]), 6),
-            "train_loss_last": round(float(losses[-1]), 6)}
+        raise RuntimeError(
+            "the trainer logged no loss: no optimizer step ran "
+            "(check the dataset size against batch_size and max_length)"
+        )
+    return {
+        "train_loss_first": round(float(losses[0]), 6),
+        "train_loss_last": round(float(losses[-1]), 6),
+    }
 
 
 def trainable_fraction(model: nn.Module) -> float:

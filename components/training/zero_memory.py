@@ -30,5 +30,10 @@ def zero3_model_state_bytes(engine) -> dict[str, int]:
     master = _unique_bytes(opt.fp32_partitioned_groups_flat)
     grads = _unique_bytes([opt.grad_partitions_flat_buffer])
     moments = _unique_bytes(v for state in opt.optimizer.state.values() for v in state.values())
-    return {"weights": weights, "gradients": grads, "master_weights": master,
-            "optimizer_moments": moments, "total": weights + grads + master + moments}
+    return {
+        "weights": weights,
+        "gradients": grads,
+        "master_weights": master,
+        "optimizer_moments": moments,
+        "total": weights + grads + master + moments,
+    }

@@ -7,20 +7,36 @@ def test_dvc_dag_declares_every_stage_of_the_package_in_a_valid_order():
     order = stage_order(ROOT)
     assert sorted(order) == sorted(STAGE_NAMES)
     pos = {s: i for i, s in enumerate(order)}
-    for before, after in [("ingest", "validate_raw"), ("validate_raw", "curate"),
-                          ("curate", "validate_curated"), ("validate_curated", "mix"),
-                          ("mix", "tokenizer"), ("tokenizer", "pack"),
-                          ("pack", "validate_packed"), ("validate_packed", "pretrain"),
-                          ("pretrain", "sft"),
-                          ("sft", "align"), ("align", "quantize"), ("quantize", "evaluate"),
-                          ("evaluate", "promote"), ("promote", "deploy")]:
+    for before, after in [
+        ("ingest", "validate_raw"),
+        ("validate_raw", "curate"),
+        ("curate", "validate_curated"),
+        ("validate_curated", "mix"),
+        ("mix", "tokenizer"),
+        ("tokenizer", "pack"),
+        ("pack", "validate_packed"),
+        ("validate_packed", "pretrain"),
+        ("pretrain", "sft"),
+        ("sft", "align"),
+        ("align", "quantize"),
+        ("quantize", "evaluate"),
+        ("evaluate", "promote"),
+        ("promote", "deploy"),
+    ]:
         assert pos[before] < pos[after]
 
 
 def test_upstream_closure_includes_dependencies_only():
     closure = upstream_closure(ROOT, ["pack"])
-    assert closure == {"ingest", "validate_raw", "curate", "validate_curated", "mix",
-                       "tokenizer", "pack"}
+    assert closure == {
+        "ingest",
+        "validate_raw",
+        "curate",
+        "validate_curated",
+        "mix",
+        "tokenizer",
+        "pack",
+    }
 
 
 def test_transient_failures_are_recognised():

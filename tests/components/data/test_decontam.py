@@ -7,8 +7,10 @@ from components.data.decontam import (
 )
 from components.data.documents import Doc
 
-LONG_Q = ("Who says the following line in the play about the two lovers from Verona who "
-          "quarrel at the feast")
+LONG_Q = (
+    "Who says the following line in the play about the two lovers from Verona who "
+    "quarrel at the feast"
+)
 SHORT_Q = "Compute the sum of twenty two and forty please"  # 9 words
 FILLER = " ".join(f"filler{i}" for i in range(50))
 
@@ -29,16 +31,21 @@ def test_partial_overlap_below_n_is_kept():
 
 def test_short_items_match_whole_and_tiny_items_are_ignored():
     f = DecontaminationFilter({"eval.jsonl": [SHORT_Q, "What is 2 + 2?"]})
-    assert f.filter(Doc("a", f"{FILLER} {SHORT_Q} {FILLER}", "web")) == (
-        False, EVAL_CONTAMINATION)
+    assert f.filter(Doc("a", f"{FILLER} {SHORT_Q} {FILLER}", "web")) == (False, EVAL_CONTAMINATION)
     assert f.filter(Doc("b", f"{FILLER} what is 2 2 {FILLER}", "web")) is True
 
 
 def test_overlaps_reported_per_eval_set(tmp_path):
     (tmp_path / "eval.jsonl").write_text(json.dumps({"prompt": LONG_Q, "answer": "x"}) + "\n")
-    (tmp_path / "prefs_test.jsonl").write_text(json.dumps({
-        "prompt": [{"role": "user", "content": SHORT_Q}],
-        "chosen": [{"role": "assistant", "content": "sixty two"}]}) + "\n")
+    (tmp_path / "prefs_test.jsonl").write_text(
+        json.dumps(
+            {
+                "prompt": [{"role": "user", "content": SHORT_Q}],
+                "chosen": [{"role": "assistant", "content": "sixty two"}],
+            }
+        )
+        + "\n"
+    )
     sets = load_eval_sets([tmp_path / "eval.jsonl", tmp_path / "prefs_test.jsonl"])
     f = DecontaminationFilter(sets)
     f.filter(Doc("a", f"{LONG_Q} {FILLER}", "web"))

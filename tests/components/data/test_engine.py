@@ -51,7 +51,12 @@ def test_refinery_on_two_dask_workers_matches_the_in_process_run(corpus):
     assert [asdict(r) for r in d_rejected] == [asdict(r) for r in rejected]
     assert d_stats == stats
     # The comparison means something only if every kind of block acted on this corpus.
-    for reason in ("exact_duplicate", "near_duplicate", "language_score_too_low",
-                   "quality_model_low_score", "eval_contamination"):
+    for reason in (
+        "exact_duplicate",
+        "near_duplicate",
+        "language_score_too_low",
+        "quality_model_low_score",
+        "eval_contamination",
+    ):
         assert stats.get(f"dropped.{reason}", 0) > 0, reason
     assert stats["pii.EMAIL"] > 0 and len(kept) > 100

@@ -23,8 +23,7 @@ def test_quality_keeps_prose():
 
 
 def test_quality_reasons():
-    f = GopherQualityFilter(min_words=10, max_words=50, min_alpha_ratio=0.8,
-                            max_symbol_ratio=0.1)
+    f = GopherQualityFilter(min_words=10, max_words=50, min_alpha_ratio=0.8, max_symbol_ratio=0.1)
     assert f.filter(doc("too short")) == (False, TOO_FEW_WORDS)
     assert f.filter(doc(PROSE * 2)) == (False, TOO_MANY_WORDS)
     assert f.filter(doc("1234 5678 " * 10)) == (False, LOW_ALPHA_RATIO)
@@ -32,8 +31,12 @@ def test_quality_reasons():
 
 
 def test_none_disables_a_check():
-    assert GopherQualityFilter(min_words=None, max_words=None, min_alpha_ratio=None,
-                               max_symbol_ratio=None).filter(doc("1 #")) is True
+    assert (
+        GopherQualityFilter(
+            min_words=None, max_words=None, min_alpha_ratio=None, max_symbol_ratio=None
+        ).filter(doc("1 #"))
+        is True
+    )
 
 
 def test_repetition():

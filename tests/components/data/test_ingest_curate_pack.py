@@ -19,8 +19,11 @@ from components.data.pack import is_validation, pack_tokens
 from components.data.refinery import apply_filters, build_filters
 from tests.helpers import TOY_CURATE, project_params
 
-ARTICLE = "<html><body><nav>Home | About</nav><article><h1>Title</h1><p>" + (
-    "Real paragraph text about interesting things. " * 20) + "</p></article></body></html>"
+ARTICLE = (
+    "<html><body><nav>Home | About</nav><article><h1>Title</h1><p>"
+    + ("Real paragraph text about interesting things. " * 20)
+    + "</p></article></body></html>"
+)
 
 
 def make_raw(tmp_path):
@@ -32,8 +35,12 @@ def make_raw(tmp_path):
     (raw / "books" / "empty.html").write_text("<html><body><script>x()</script></body></html>")
     (raw / "other").mkdir()
     (raw / "other" / "x.txt").write_text("not an allowed source")
-    lines = [json.dumps({"id": "p1", "text": "a record"}), '{"id": "p2", "text": "trunc',
-             json.dumps({"id": "p3"}), json.dumps({"id": "p4", "text": "   "})]
+    lines = [
+        json.dumps({"id": "p1", "text": "a record"}),
+        '{"id": "p2", "text": "trunc',
+        json.dumps({"id": "p3"}),
+        json.dumps({"id": "p4", "text": "   "}),
+    ]
     (raw / "feed.jsonl").write_text("\n".join(lines) + "\n")
     return raw
 
@@ -41,8 +48,9 @@ def make_raw(tmp_path):
 def test_ingest_quarantines_every_bad_record_with_a_reason(tmp_path):
     docs, rejected = ingest(make_raw(tmp_path), ("books", "feed"), "NFC")
     reasons = sorted(r.reason for r in rejected)
-    assert reasons == sorted([BAD_ENCODING, NO_HTML_TEXT, UNKNOWN_SOURCE, BAD_JSON,
-                              MISSING_TEXT, EMPTY_TEXT])
+    assert reasons == sorted(
+        [BAD_ENCODING, NO_HTML_TEXT, UNKNOWN_SOURCE, BAD_JSON, MISSING_TEXT, EMPTY_TEXT]
+    )
     texts = {d.source: [] for d in docs}
     for d in docs:
         texts[d.source].append(d.text)
@@ -69,8 +77,8 @@ def test_split_long_keeps_all_text():
 
 
 def test_split_long_cuts_huge_paragraphs_and_lines_within_the_limit():
-    lines = "\n".join(f"line {i} " * 30 for i in range(40))    # one paragraph, 40 lines
-    text = f"intro\n\n{lines}\n\n{'x' * 2500}"               # and one 2,500-char line
+    lines = "\n".join(f"line {i} " * 30 for i in range(40))  # one paragraph, 40 lines
+    text = f"intro\n\n{lines}\n\n{'x' * 2500}"  # and one 2,500-char line
     parts = split_long(Doc("x", text, "s"), max_chars=1000)
     assert max(len(p.text) for p in parts) <= 1000
     # Nothing lost or reordered: the pieces' characters are the original's, minus separators.
@@ -123,14 +131,16 @@ def test_quarantine_written_by_ingest_run(tmp_path, monkeypatch):
 def test_html_extraction_drops_navigation_and_footer_keeps_code_blocks_as_text():
     from components.data.ingest import extract_html
 
-    html = ("<html><body><nav><a href='/'>Home</a> | <a href='/docs'>Docs</a></nav>"
-            "<header>Site header</header><article><h1>Lists</h1><p>Lists are mutable "
-            "sequences, typically used to store collections of items, built in several "
-            "ways.</p><pre><code>squares = []\nfor x in range(10):\n    squares.append(x**2)"
-            "</code></pre><p>The example above builds a list of squares with a loop.</p>"
-            "</article><footer>Copyright 2026. Privacy policy.</footer></body></html>")
+    html = (
+        "<html><body><nav><a href='/'>Home</a> | <a href='/docs'>Docs</a></nav>"
+        "<header>Site header</header><article><h1>Lists</h1><p>Lists are mutable "
+        "sequences, typically used to store collections of items, built in several "
+        "ways.</p><pre><code>squares = []\nfor x in range(10):\n    squares.append(x**2)"
+        "</code></pre><p>The example above builds a list of squares with a loop.</p>"
+        "</article><footer>Copyright 2026. Privacy policy.</footer></body></html>"
+    )
     text = extract_html(html)
-    assert "for x in range(10):\n    squares.append(x**2)" in text   # indentation kept
-    assert "```" not in text                                        # no markdown fences
+    assert "for x in range(10):\n    squares.append(x**2)" in text  # indentation kept
+    assert "```" not in text  # no markdown fences
     for boilerplate in ("Home", "Site header", "Copyright"):
         assert boilerplate not in text

@@ -40,5 +40,7 @@ def test_toxicity_drops_mostly_abusive_text_keeps_an_occasional_insult():
     assert "50.0% of lines" in f.detail(Doc("a", "", "s"))
     assert f.filter(Doc("b", "\n".join(one_insult), "s")) is True
     assert f.filter(Doc("c", "\n".join(clean), "s")) is True
-    assert ToxicityFilter(max_toxic_line_fraction=None).filter(Doc("a", "\n".join(abusive),
-                                                                   "s")) is True
+    assert (
+        ToxicityFilter(max_toxic_line_fraction=None).filter(Doc("a", "\n".join(abusive), "s"))
+        is True
+    )

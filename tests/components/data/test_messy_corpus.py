@@ -14,35 +14,78 @@ from components.data.pii import find_pii
 from components.tracking.stage_run import stage_run
 from tests.helpers import ROOT, project_params
 
-SUBJECTS = ["The committee", "Our neighbour", "A young engineer", "The old farmer",
-            "The museum guide", "My sister", "The harbour master", "A travelling musician"]
-VERBS = ["described", "repaired", "painted", "measured", "visited", "explained", "carried",
-         "photographed"]
-OBJECTS = ["the wooden bridge", "a quiet garden", "the northern lighthouse", "an empty barn",
-           "the village library", "a broken clock", "the river crossing", "a stone wall"]
-TAILS = ["before the winter storms arrived.", "with great care and patience.",
-         "while the children watched from the hill.", "during the long summer evenings.",
-         "as the town prepared for the festival.", "after the council approved the plan."]
-FRENCH = ("Le comité publiera son rapport annuel sur l'état des rivières au printemps "
-          "prochain, après une longue enquête menée dans tous les villages de la région. ")
-ABUSE = ("fuck you, you stupid worthless piece of shit", "shut up you fucking idiot",
-         "what a stupid bitch, go to hell", "you are a dumb shit and a fucking loser",
-         "fuck off, nobody wants your crap here", "this asshole is a total fucking moron")
-PII_LINE = ("You can reach Jane at jane.doe@example.org or on +44 20 7946 0958; pay to IBAN "
-            "GB82 WEST 1234 5698 7654 32 or card 4111 1111 1111 1111; the server is 192.0.2.44.")
+SUBJECTS = [
+    "The committee",
+    "Our neighbour",
+    "A young engineer",
+    "The old farmer",
+    "The museum guide",
+    "My sister",
+    "The harbour master",
+    "A travelling musician",
+]
+VERBS = [
+    "described",
+    "repaired",
+    "painted",
+    "measured",
+    "visited",
+    "explained",
+    "carried",
+    "photographed",
+]
+OBJECTS = [
+    "the wooden bridge",
+    "a quiet garden",
+    "the northern lighthouse",
+    "an empty barn",
+    "the village library",
+    "a broken clock",
+    "the river crossing",
+    "a stone wall",
+]
+TAILS = [
+    "before the winter storms arrived.",
+    "with great care and patience.",
+    "while the children watched from the hill.",
+    "during the long summer evenings.",
+    "as the town prepared for the festival.",
+    "after the council approved the plan.",
+]
+FRENCH = (
+    "Le comité publiera son rapport annuel sur l'état des rivières au printemps "
+    "prochain, après une longue enquête menée dans tous les villages de la région. "
+)
+ABUSE = (
+    "fuck you, you stupid worthless piece of shit",
+    "shut up you fucking idiot",
+    "what a stupid bitch, go to hell",
+    "you are a dumb shit and a fucking loser",
+    "fuck off, nobody wants your crap here",
+    "this asshole is a total fucking moron",
+)
+PII_LINE = (
+    "You can reach Jane at jane.doe@example.org or on +44 20 7946 0958; pay to IBAN "
+    "GB82 WEST 1234 5698 7654 32 or card 4111 1111 1111 1111; the server is 192.0.2.44."
+)
 
 
 def prose(seed: int, paragraphs: int = 6) -> str:
     rng = random.Random(seed)
     return "\n\n".join(
-        " ".join(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} "
-                 f"{rng.choice(TAILS)}" for _ in range(6))
-        for _ in range(paragraphs))
+        " ".join(
+            f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(TAILS)}"
+            for _ in range(6)
+        )
+        for _ in range(paragraphs)
+    )
 
 
 def leaked_item() -> str:
-    rows = [json.loads(line) for line in
-            (ROOT / "data" / "tasks" / EVAL_SET_FILES[0]).read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (ROOT / "data" / "tasks" / EVAL_SET_FILES[0]).read_text().splitlines()
+    ]
     return max((item_text(r) for r in rows), key=lambda t: len(t.split()))
 
 
@@ -61,19 +104,25 @@ def plant(raw):
     lines = [f"{p}\n{a}" for p, a in zip(toxic, ABUSE, strict=True)]
     (web / "toxic.txt").write_text("\n".join(lines))
     (web / "french.html").write_text(
-        f"<html><body><article><p>{FRENCH * 4}</p><p>{FRENCH * 3}</p></article></body></html>")
+        f"<html><body><article><p>{FRENCH * 4}</p><p>{FRENCH * 3}</p></article></body></html>"
+    )
     (web / "leak.txt").write_text(prose(102) + "\n\n" + leaked_item())
     (web / "empty.txt").write_text("  \n\t ")
     (web / "huge.txt").write_text(prose(103, paragraphs=2000))
     (web / "script_only.html").write_text(
-        "<html><head><style>p {}</style></head><body><script>track()</script></body></html>")
+        "<html><head><style>p {}</style></head><body><script>track()</script></body></html>"
+    )
     # Navigation only: trafilatura (favouring recall) keeps the link text; curation drops it.
     (web / "nav_only.html").write_text(
-        "<html><body><nav><a href='/'>Home</a></nav><script>track()</script></body></html>")
+        "<html><body><nav><a href='/'>Home</a></nav><script>track()</script></body></html>"
+    )
     (web / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe broken")
-    lines = [json.dumps({"id": "r1", "text": prose(104)}).encode(), b'{"id": "r2", "text": "cut',
-             json.dumps({"id": "r3", "body": "no text field"}).encode(),
-             b'{"id": "r4", "text": "caf\xe9"}']
+    lines = [
+        json.dumps({"id": "r1", "text": prose(104)}).encode(),
+        b'{"id": "r2", "text": "cut',
+        json.dumps({"id": "r3", "body": "no text field"}).encode(),
+        b'{"id": "r4", "text": "caf\xe9"}',
+    ]
     (raw / "feed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
 
@@ -81,22 +130,30 @@ def plant(raw):
 def outcome(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("messy")
     plant(tmp / "raw")
-    params = project_params(ingest={"sources": ("web", "feed"), "max_doc_chars": 200_000},
-                            curate={"quality_model_min_score": None})
+    params = project_params(
+        ingest={"sources": ("web", "feed"), "max_doc_chars": 200_000},
+        curate={"quality_model_min_score": None},
+    )
     ingested, curated = tmp / "ingested", tmp / "curated"
     with stage_run("ingest", params) as tracker:
-        ingest_metrics = ingest.run(params, ingest.Paths(tmp / "raw", ingested, tmp / "i.json"),
-                                    tracker).metrics
+        ingest_metrics = ingest.run(
+            params, ingest.Paths(tmp / "raw", ingested, tmp / "i.json"), tracker
+        ).metrics
     with stage_run("curate", params) as tracker:
-        curate_metrics = curate.run(params, curate.Paths(ingested, ROOT / "data" / "tasks",
-                                                         curated, tmp / "c.json"),
-                                    tracker).metrics
+        curate_metrics = curate.run(
+            params,
+            curate.Paths(ingested, ROOT / "data" / "tasks", curated, tmp / "c.json"),
+            tracker,
+        ).metrics
     read = lambda path: pq.read_table(path).to_pylist()  # noqa: E731
-    return {"ingested": read(ingested / "docs.parquet"),
-            "ingest_q": read(ingested / "quarantine.parquet"),
-            "kept": read(curated / "docs.parquet"),
-            "curate_q": read(curated / "quarantine.parquet"),
-            "ingest_metrics": ingest_metrics, "curate_metrics": curate_metrics}
+    return {
+        "ingested": read(ingested / "docs.parquet"),
+        "ingest_q": read(ingested / "quarantine.parquet"),
+        "kept": read(curated / "docs.parquet"),
+        "curate_q": read(curated / "quarantine.parquet"),
+        "ingest_metrics": ingest_metrics,
+        "curate_metrics": curate_metrics,
+    }
 
 
 def by_origin(rows):
@@ -105,18 +162,25 @@ def by_origin(rows):
 
 def test_broken_records_are_quarantined_at_ingest_with_reasons(outcome):
     q = by_origin(outcome["ingest_q"])
-    assert q == {"web/empty.txt": ingest.EMPTY_TEXT, "web/huge.txt": ingest.TOO_LARGE,
-                 "web/script_only.html": ingest.NO_HTML_TEXT, "web/binary.txt": ingest.BAD_ENCODING,
-                 "feed.jsonl:2": ingest.BAD_JSON, "feed.jsonl:3": ingest.MISSING_TEXT,
-                 "feed.jsonl:4": ingest.BAD_ENCODING}
+    assert q == {
+        "web/empty.txt": ingest.EMPTY_TEXT,
+        "web/huge.txt": ingest.TOO_LARGE,
+        "web/script_only.html": ingest.NO_HTML_TEXT,
+        "web/binary.txt": ingest.BAD_ENCODING,
+        "feed.jsonl:2": ingest.BAD_JSON,
+        "feed.jsonl:3": ingest.MISSING_TEXT,
+        "feed.jsonl:4": ingest.BAD_ENCODING,
+    }
     assert outcome["ingest_metrics"]["quarantined"] == 7
     assert outcome["ingest_metrics"][f"quarantined.{ingest.TOO_LARGE}"] == 1
 
 
 def test_every_ingested_document_is_kept_or_quarantined_by_curation(outcome):
     ingested = {d["id"] for d in outcome["ingested"]}
-    seen = [d["id"].rsplit("-", 1)[0] if d["id"] not in ingested else d["id"]
-            for d in outcome["kept"] + outcome["curate_q"]]
+    seen = [
+        d["id"].rsplit("-", 1)[0] if d["id"] not in ingested else d["id"]
+        for d in outcome["kept"] + outcome["curate_q"]
+    ]
     assert set(seen) == ingested
     m = outcome["curate_metrics"]
     assert m["docs_kept"] + m["docs_dropped"] == m["docs_in"]
@@ -135,7 +199,7 @@ def test_planted_faults_are_dropped_for_their_own_reason(outcome):
     assert "Le comité" in reasons["language_not_kept"][0]
     assert len(reasons["eval_contamination"]) == 1
     assert leaked_item() in reasons["eval_contamination"][0]
-    assert reasons["language_score_too_low"] == ["Home"]   # the first block it meets
+    assert reasons["language_score_too_low"] == ["Home"]  # the first block it meets
 
 
 def test_pii_is_replaced_by_typed_placeholders_in_what_is_kept(outcome):

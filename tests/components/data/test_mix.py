@@ -13,8 +13,8 @@ from tests.helpers import project_params
 
 
 def corpus() -> list[Doc]:
-    books = [Doc(f"b{i}", "x" * 1000, "books", "en") for i in range(30)]   # 30 kB
-    code = [Doc(f"c{i}", "y" * 500, "code", "en") for i in range(10)]       # 5 kB
+    books = [Doc(f"b{i}", "x" * 1000, "books", "en") for i in range(30)]  # 30 kB
+    code = [Doc(f"c{i}", "y" * 500, "code", "en") for i in range(10)]  # 5 kB
     return books + code
 
 
@@ -29,13 +29,13 @@ def byte_shares(docs: list[Doc]) -> dict[str, float]:
 def test_weights_up_and_down_sample_to_the_requested_shares():
     cfg = MixParams(weights={"books": 0.5, "code": 0.5})
     mixed, plans = mix(corpus(), cfg, seed=0)
-    assert plans["books"].epochs == pytest.approx(35 / 60)     # 17.5 kB of 30
-    assert plans["code"].epochs == pytest.approx(35 / 10)      # 17.5 kB of 5: 3.5 epochs
+    assert plans["books"].epochs == pytest.approx(35 / 60)  # 17.5 kB of 30
+    assert plans["code"].epochs == pytest.approx(35 / 10)  # 17.5 kB of 5: 3.5 epochs
     shares = byte_shares(mixed)
     assert shares["books"] == pytest.approx(0.5, abs=0.03)
     assert shares["code"] == pytest.approx(0.5, abs=0.03)
     code_ids = [d.id for d in mixed if d.source == "code"]
-    assert len(code_ids) == len(set(code_ids)) == 35            # 3 full passes + 5 sampled
+    assert len(code_ids) == len(set(code_ids)) == 35  # 3 full passes + 5 sampled
     assert {base_id(i) for i in code_ids} == {f"c{i}" for i in range(10)}
 
 
@@ -47,8 +47,11 @@ def test_empty_weights_keep_the_corpus_as_it_is():
 
 def test_mixture_refuses_too_many_epochs_and_unknown_groups():
     with pytest.raises(ValueError, match="repeated .* times"):
-        plan_mixture({"a": 100, "b": 1}, {"a": 1, "b": 1},
-                     MixParams(weights={"a": 0.5, "b": 0.5}, max_epochs=4))
+        plan_mixture(
+            {"a": 100, "b": 1},
+            {"a": 1, "b": 1},
+            MixParams(weights={"a": 0.5, "b": 0.5}, max_epochs=4),
+        )
     with pytest.raises(ValueError, match="missing \\['b'\\]"):
         plan_mixture({"a": 1, "b": 1}, {"a": 1, "b": 1}, MixParams(weights={"a": 1.0}))
 
@@ -70,8 +73,7 @@ def test_mix_stage_writes_docs_and_the_mixture_report(tmp_path):
     write_docs(corpus(), curated / "docs.parquet")
     params = project_params(mix={"weights": {"books": 0.75, "code": 0.25}})
     with stage_run("mix", params) as tracker:
-        result = mix_stage.run(params, mix_stage.Paths(curated, out, tmp_path / "m.json"),
-                               tracker)
+        result = mix_stage.run(params, mix_stage.Paths(curated, out, tmp_path / "m.json"), tracker)
     report = json.loads((out / "mixture.json").read_text())
     assert report["groups"]["code"]["requested_share"] == 0.25
     assert result.metrics["byte_share.code"] == pytest.approx(0.25, abs=0.03)

@@ -26,7 +26,7 @@ def test_shingles_ignore_case_and_punctuation():
 
 def test_near_copy_dropped_with_cluster_id_different_doc_kept():
     f = NearDedupFilter(NearDedupConfig())
-    edited = TEXT.replace("item7 ", "item7x ", 1)             # one edited word
+    edited = TEXT.replace("item7 ", "item7x ", 1)  # one edited word
     other = " ".join(f"other{i} thing{i % 7}" for i in range(200))
     assert f.filter(Doc("a", TEXT, "s")) is True
     assert f.filter(Doc("b", edited, "s")) == (False, NEAR_DUPLICATE)
@@ -48,11 +48,14 @@ def test_lsh_recall_and_precision_on_planted_duplicates():
     docs = planted_corpus(40, variants_per_base=2, seed=3)
     cfg = NearDedupConfig()
     sets = [shingles(d.text, cfg.ngram) for d in docs]
-    truth = {(i, j) for i, j in combinations(range(len(docs)), 2)
-             if jaccard(sets[i], sets[j]) >= cfg.threshold}
+    truth = {
+        (i, j)
+        for i, j in combinations(range(len(docs)), 2)
+        if jaccard(sets[i], sets[j]) >= cfg.threshold
+    }
     found = candidate_pairs(docs, cfg)
     assert len(truth) > 30  # the corpus really has near-duplicates around the threshold
-    assert found <= truth   # confirmed on exact Jaccard: no false positives
+    assert found <= truth  # confirmed on exact Jaccard: no false positives
     assert len(found) / len(truth) >= 0.95
 
 
@@ -62,13 +65,15 @@ def test_curate_chain_counts_near_duplicates_and_can_disable_them():
     kept, rejected, counts = apply_filters(docs, build_filters(cfg))
     assert [d.id for d in kept] == ["a"] and counts[NEAR_DUPLICATE] == 1
     assert rejected[0].detail.startswith("cluster a")
-    off = cfg.model_copy(update={"near_dedup": cfg.near_dedup.model_copy(
-        update={"enabled": False})})
+    off = cfg.model_copy(
+        update={"near_dedup": cfg.near_dedup.model_copy(update={"enabled": False})}
+    )
     kept, _, counts = apply_filters(docs, build_filters(off))
     assert len(kept) == 2 and NEAR_DUPLICATE not in counts
 
 
 def test_bad_near_dedup_params_rejected():
     with pytest.raises(ValueError, match="threshold"):
-        CurateParams.model_validate({**project_params().curate.model_dump(),
-                                     "near_dedup": {"threshold": 1.5}})
+        CurateParams.model_validate(
+            {**project_params().curate.model_dump(), "near_dedup": {"threshold": 1.5}}
+        )

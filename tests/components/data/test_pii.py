@@ -14,31 +14,37 @@ from components.data.pii import (
 )
 
 
-@pytest.mark.parametrize("text, kind", [
-    ("write to jane.doe+news@example.co.uk today", EMAIL),
-    ("call +44 20 7946 0958 now", PHONE),
-    ("call (555) 123-4567 now", PHONE),
-    ("server 192.168.10.254 is down", IP),
-    ("server 2001:db8:85a3::8a2e:370:7334 is down", IP),
-    ("card 4111 1111 1111 1111 expired", CREDIT_CARD),
-    ("card 5500-0000-0000-0004 expired", CREDIT_CARD),
-    ("pay to GB82 WEST 1234 5698 7654 32 please", IBAN),
-    ("pay to DE89370400440532013000 please", IBAN),
-])
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        ("write to jane.doe+news@example.co.uk today", EMAIL),
+        ("call +44 20 7946 0958 now", PHONE),
+        ("call (555) 123-4567 now", PHONE),
+        ("server 192.168.10.254 is down", IP),
+        ("server 2001:db8:85a3::8a2e:370:7334 is down", IP),
+        ("card 4111 1111 1111 1111 expired", CREDIT_CARD),
+        ("card 5500-0000-0000-0004 expired", CREDIT_CARD),
+        ("pay to GB82 WEST 1234 5698 7654 32 please", IBAN),
+        ("pay to DE89370400440532013000 please", IBAN),
+    ],
+)
 def test_each_kind_is_replaced_by_its_placeholder(text, kind):
     out, counts = redact(text)
     assert counts == {kind: 1}, (out, counts)
     assert f"<{kind}>" in out
 
 
-@pytest.mark.parametrize("text", [
-    "In 1599 the play was performed 1234 times.",       # years and counts
-    "version 3.11.7 released",                          # not an IP (3 dots, but 4 parts?)
-    "card 4111 1111 1111 1112 is not valid",            # fails Luhn
-    "IBAN-like GB00 WEST 1234 5698 7654 32",            # fails mod-97
-    "999.999.999.999 is not an address",
-    "Act 3, Scene 2, line 45",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "In 1599 the play was performed 1234 times.",  # years and counts
+        "version 3.11.7 released",  # not an IP (3 dots, but 4 parts?)
+        "card 4111 1111 1111 1112 is not valid",  # fails Luhn
+        "IBAN-like GB00 WEST 1234 5698 7654 32",  # fails mod-97
+        "999.999.999.999 is not an address",
+        "Act 3, Scene 2, line 45",
+    ],
+)
 def test_ordinary_numbers_survive(text):
     assert redact(text) == (text, {})
 
@@ -58,11 +64,14 @@ def test_redactor_counts_and_keeps_clean_docs_identical():
     assert r.counts == {EMAIL: 2} and r.docs_changed == 1
 
 
-@pytest.mark.parametrize("text", [
-    ">>> 17 / 3\n5.666666666666667\n",                 # decimal digits pass Luhn by chance
-    "4.8.3.1. Keyword-Only Arguments",                 # section number at a line start
-    'sign ::= "+" | "-"',                              # grammar, not an IPv6 address
-    "on Mon, 02 Jun 2008 14:52:46 +0000.",             # time-zone offset, not a phone
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        ">>> 17 / 3\n5.666666666666667\n",  # decimal digits pass Luhn by chance
+        "4.8.3.1. Keyword-Only Arguments",  # section number at a line start
+        'sign ::= "+" | "-"',  # grammar, not an IPv6 address
+        "on Mon, 02 Jun 2008 14:52:46 +0000.",  # time-zone offset, not a phone
+    ],
+)
 def test_false_positives_seen_in_the_bundled_corpus(text):
     assert redact(text) == (text, {})

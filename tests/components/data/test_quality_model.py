@@ -7,7 +7,8 @@ def prose(i: int) -> str:
     return "\n".join(
         f"The survey team measured the river at station {i + k} and wrote down the results. "
         f"They compared the water levels with last year's records before going home."
-        for k in range(6))
+        for k in range(6)
+    )
 
 
 def test_corrupt_keeps_words_but_not_order():
@@ -19,8 +20,9 @@ def test_corrupt_keeps_words_but_not_order():
 
 def test_cross_fit_separates_real_text_from_word_salad_held_out():
     high = [(f"h{i}", prose(i)) for i in range(60)]
-    rejected = [(f"r{i}", t) for i, t in enumerate(["buy now " * 40, "click here " * 40,
-                                                       "x y z " * 40] * 4)]
+    rejected = [
+        (f"r{i}", t) for i, t in enumerate(["buy now " * 40, "click here " * 40, "x y z " * 40] * 4)
+    ]
     result = fit(high, rejected, folds=2, seed=0)
     assert result.n_high == 60 and result.n_low == 60 + 12
     assert result.heldout_accuracy > 0.9
@@ -35,4 +37,4 @@ def test_each_document_is_scored_by_the_model_that_did_not_train_on_it():
     doc_id, text = high[0]
     own = model.models[fold_of(doc_id, 2)].predict_proba(_vectorizer().transform([text]))[0, 1]
     assert model.score([doc_id], [text])[0] == own
-    assert {fold_of(i, 2) for i, _ in high} == {0, 1}   # both folds are used
+    assert {fold_of(i, 2) for i, _ in high} == {0, 1}  # both folds are used

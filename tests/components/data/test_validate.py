@@ -9,8 +9,11 @@ from tests.helpers import project_params
 
 
 def frame(**overrides):
-    data = {"id": ["a", "b"], "text": ["some text", "more text"],
-            "source": ["shakespeare", "pydocs"]}
+    data = {
+        "id": ["a", "b"],
+        "text": ["some text", "more text"],
+        "source": ["shakespeare", "pydocs"],
+    }
     data.update(overrides)
     return pd.DataFrame(data)
 
@@ -20,11 +23,14 @@ def test_suite_passes_good_docs():
     assert result["success"]
 
 
-@pytest.mark.parametrize("bad, expected", [
-    ({"id": ["a", "a"]}, "expect_column_values_to_be_unique(id)"),
-    ({"source": ["shakespeare", "spam"]}, "expect_column_values_to_be_in_set(source)"),
-    ({"text": ["", "ok"]}, "expect_column_value_lengths_to_be_between(text)"),
-])
+@pytest.mark.parametrize(
+    "bad, expected",
+    [
+        ({"id": ["a", "a"]}, "expect_column_values_to_be_unique(id)"),
+        ({"source": ["shakespeare", "spam"]}, "expect_column_values_to_be_in_set(source)"),
+        ({"text": ["", "ok"]}, "expect_column_value_lengths_to_be_between(text)"),
+    ],
+)
 def test_suite_names_the_failed_expectation(bad, expected):
     result = validate.validate_frame(frame(**bad), validate.raw_docs_suite(project_params()))
     assert not result["success"]
@@ -36,11 +42,17 @@ def test_failing_gate_raises_after_saving_the_report(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     (tmp_path / "docs").mkdir()
     frame(id=["a", "a"]).to_parquet(tmp_path / "docs" / "docs.parquet")
-    paths = validate.Paths(docs=tmp_path / "docs", report=tmp_path / "report.json",
-                           docs_site=tmp_path / "site", metrics=tmp_path / "m.json")
+    paths = validate.Paths(
+        docs=tmp_path / "docs",
+        report=tmp_path / "report.json",
+        docs_site=tmp_path / "site",
+        metrics=tmp_path / "m.json",
+    )
     params = project_params()
-    with pytest.raises(validate.ValidationFailed, match="unique"), \
-            stage_run("validate_raw", params) as tracker:
+    with (
+        pytest.raises(validate.ValidationFailed, match="unique"),
+        stage_run("validate_raw", params) as tracker,
+    ):
         validate.run(params, paths, tracker)
     assert json.loads(paths.report.read_text())["success"] is False
     # Data Docs HTML for people to read, next to the JSON result.

@@ -9,8 +9,10 @@ from components.data.validate_curated import Paths, run
 from components.tracking.stage_run import stage_run
 from tests.helpers import project_params
 
-LEAK = ("who says the following line in the play about the two lovers from verona who quarrel "
-        "at the feast")
+LEAK = (
+    "who says the following line in the play about the two lovers from verona who quarrel "
+    "at the feast"
+)
 CLEAN = "The committee will publish its annual report on the state of the rivers next spring."
 
 
@@ -25,8 +27,14 @@ def setup(tmp_path):
 
     def write(rows):
         pd.DataFrame(rows).to_parquet(docs / DOCS_FILE)
-        return Paths(docs=docs, tasks=tasks, report=tmp_path / "report.json",
-                     docs_site=tmp_path / "site", metrics=tmp_path / "m.json")
+        return Paths(
+            docs=docs,
+            tasks=tasks,
+            report=tmp_path / "report.json",
+            docs_site=tmp_path / "site",
+            metrics=tmp_path / "m.json",
+        )
+
     return write
 
 
@@ -47,12 +55,15 @@ def test_clean_table_passes_and_writes_data_docs(setup):
     assert list(paths.docs_site.glob("validations/**/*.html"))
 
 
-@pytest.mark.parametrize("bad, failing", [
-    (row(3, CLEAN + " Mail me at someone@example.org."), "pii_left"),
-    (row(3, f"{CLEAN} {LEAK}"), "eval_ngrams_left"),
-    (row(3, CLEAN, lang="fr"), "lang"),
-    (row(1, CLEAN), r"unique\(id\)"),   # duplicate id
-])
+@pytest.mark.parametrize(
+    "bad, failing",
+    [
+        (row(3, CLEAN + " Mail me at someone@example.org."), "pii_left"),
+        (row(3, f"{CLEAN} {LEAK}"), "eval_ngrams_left"),
+        (row(3, CLEAN, lang="fr"), "lang"),
+        (row(1, CLEAN), r"unique\(id\)"),  # duplicate id
+    ],
+)
 def test_each_leak_fails_the_gate_and_saves_the_result(setup, bad, failing):
     paths = setup([row(1, CLEAN), row(2, CLEAN + " Again."), bad])
     with pytest.raises(ValidationFailed, match=failing):

@@ -17,15 +17,19 @@ def packed(tmp_path, vocab=100, realised=None, train_rows=40):
     rng = np.random.default_rng(0)
     np.save(data / "train.npy", rng.integers(0, vocab, (train_rows, SEQ)).astype(np.uint16))
     np.save(data / "val.npy", rng.integers(0, vocab, (3, SEQ)).astype(np.uint16))
-    index = {"vocab_size": 100, "requested_share": {"books": 0.6, "code": 0.4},
-             "train_token_share": realised or {"books": 0.62, "code": 0.38}}
+    index = {
+        "vocab_size": 100,
+        "requested_share": {"books": 0.6, "code": 0.4},
+        "train_token_share": realised or {"books": 0.62, "code": 0.38},
+    }
     (data / "index.json").write_text(json.dumps(index))
     return stage.Paths(data, tmp_path / "report.json", tmp_path / "docs", tmp_path / "m.json")
 
 
 def run(paths, **gate):
-    params = project_params(pack={"seq_len": SEQ},
-                            validate_packed={"min_train_tokens": 100, **gate})
+    params = project_params(
+        pack={"seq_len": SEQ}, validate_packed={"min_train_tokens": 100, **gate}
+    )
     with stage_run("validate_packed", params) as tracker:
         return stage.run(params, paths, tracker)
 

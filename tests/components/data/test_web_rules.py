@@ -18,7 +18,9 @@ from components.data.web_rules import (
 
 PROSE = "\n".join(
     f"Paragraph {i} explains how the river survey was planned and carried out in detail. "
-    f"It also lists the people who helped with sample number {i}." for i in range(8))
+    f"It also lists the people who helped with sample number {i}."
+    for i in range(8)
+)
 
 
 def doc(text):
@@ -30,53 +32,77 @@ def test_good_prose_passes_both():
     assert FineWebQualityFilter().filter(doc(PROSE)) is True
 
 
-@pytest.mark.parametrize("text, reason", [
-    (PROSE + "\nLorem ipsum dolor sit amet.", C4_LOREM_IPSUM),
-    (PROSE + "\nfunction f() { return 1; }", C4_CURLY_BRACKET),
-    (PROSE + " " + "x" * 1001, C4_LONG_WORD),
-    ("One sentence. Two sentences. Three.", C4_FEW_SENTENCES),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        (PROSE + "\nLorem ipsum dolor sit amet.", C4_LOREM_IPSUM),
+        (PROSE + "\nfunction f() { return 1; }", C4_CURLY_BRACKET),
+        (PROSE + " " + "x" * 1001, C4_LONG_WORD),
+        ("One sentence. Two sentences. Three.", C4_FEW_SENTENCES),
+    ],
+)
 def test_c4_rules(text, reason):
     assert C4QualityFilter().filter(doc(text)) == (False, reason)
 
 
 def test_c4_rules_switch_off():
-    f = C4QualityFilter(filter_lorem_ipsum=False, filter_curly_bracket=False,
-                        max_word_length=None, min_sentences=None)
+    f = C4QualityFilter(
+        filter_lorem_ipsum=False,
+        filter_curly_bracket=False,
+        max_word_length=None,
+        min_sentences=None,
+    )
     assert f.filter(doc("lorem ipsum { " + "x" * 2000)) is True
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("\n".join(f"a long line number {i} of a menu without punctuation at the end" * 2
-               for i in range(20)), FW_LINE_PUNCT),
-    ("\n".join([*(f"Menu item {i}." for i in range(20)), PROSE]), FW_SHORT_LINES),
-    (PROSE + "\n" + PROSE.split("\n")[0], FW_CHAR_DUPLICATES),
-    ("\n".join(f"Incomprehensibilities{i} antidisestablishmentarianism." for i in range(10)),
-     FW_NEWLINES),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        (
+            "\n".join(
+                f"a long line number {i} of a menu without punctuation at the end" * 2
+                for i in range(20)
+            ),
+            FW_LINE_PUNCT,
+        ),
+        ("\n".join([*(f"Menu item {i}." for i in range(20)), PROSE]), FW_SHORT_LINES),
+        (PROSE + "\n" + PROSE.split("\n")[0], FW_CHAR_DUPLICATES),
+        (
+            "\n".join(f"Incomprehensibilities{i} antidisestablishmentarianism." for i in range(10)),
+            FW_NEWLINES,
+        ),
+    ],
+)
 def test_fineweb_rules(text, reason):
     assert FineWebQualityFilter().filter(doc(text)) == (False, reason)
 
 
 def test_fineweb_rules_switch_off():
-    f = FineWebQualityFilter(line_punct_min=None, short_line_max=None,
-                             char_duplicates_max=None, newline_ratio_max=None)
+    f = FineWebQualityFilter(
+        line_punct_min=None, short_line_max=None, char_duplicates_max=None, newline_ratio_max=None
+    )
     assert f.filter(doc("a\nb\na\nb")) is True
 
 
 def test_c4_line_cleaner_removes_lines_per_rule_and_counts_them():
-    page = "\n".join([
-        "Home",                                                   # no terminal punctuation
-        "Please enable JavaScript to view this page.",            # javascript
-        "This site uses cookies. Read our privacy policy.",       # policy
-        "Hi there.",                                              # fewer than 3 words
-        "The river survey started in May.[1] It ended in June.[citation needed]",
-    ])
+    page = "\n".join(
+        [
+            "Home",  # no terminal punctuation
+            "Please enable JavaScript to view this page.",  # javascript
+            "This site uses cookies. Read our privacy policy.",  # policy
+            "Hi there.",  # fewer than 3 words
+            "The river survey started in May.[1] It ended in June.[citation needed]",
+        ]
+    )
     cleaner = C4LineCleaner()
     out = cleaner.apply(Doc("a", page, "s"))
     assert out.text == "The river survey started in May. It ended in June."
-    assert cleaner.counts == {"no_terminal_punct": 1, "javascript": 1, "policy": 1,
-                              "too_few_words": 1}
+    assert cleaner.counts == {
+        "no_terminal_punct": 1,
+        "javascript": 1,
+        "policy": 1,
+        "too_few_words": 1,
+    }
     assert out.id == "a"
 
 

@@ -15,9 +15,15 @@ from components.tracking.stage_run import stage_run
 from components.training import quantize
 from tests.helpers import project_params
 
-TINY = ModelParams(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                   num_attention_heads=2, num_key_value_heads=1, rope_theta=10000,
-                   max_position_embeddings=128)
+TINY = ModelParams(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    rope_theta=10000,
+    max_position_embeddings=128,
+)
 EXAMPLES = [
     {"id": "a1", "task": "add", "prompt": "What is 2 + 3?", "answer": "5"},
     {"id": "a2", "task": "add", "prompt": "What is 4 + 4?", "answer": "8"},
@@ -49,8 +55,9 @@ def loaded(model_dir):
 
 def test_perplexity_is_exp_of_mean_token_nll(loaded):
     model, _ = loaded
-    tokens = np.array([[3, 17, 40, 5, 99, 7], [8, 8, 200, 31, 4, 6], [1, 2, 3, 4, 5, 6]],
-                      dtype=np.uint16)
+    tokens = np.array(
+        [[3, 17, 40, 5, 99, 7], [8, 8, 200, 31, 4, 6], [1, 2, 3, 4, 5, 6]], dtype=np.uint16
+    )
     nlls = []
     with torch.no_grad():
         for row in tokens.astype(np.int64):
@@ -60,8 +67,9 @@ def test_perplexity_is_exp_of_mean_token_nll(loaded):
     # Uneven last batch (2 + 1 rows) must weigh tokens, not batches.
     assert evaluate.perplexity(model, tokens, batch_size=2) == pytest.approx(expected, rel=1e-5)
     first_two = math.exp(sum(nlls[:10]) / 10)
-    assert evaluate.perplexity(model, tokens, batch_size=2, max_batches=1) == \
-        pytest.approx(first_two, rel=1e-5)
+    assert evaluate.perplexity(model, tokens, batch_size=2, max_batches=1) == pytest.approx(
+        first_two, rel=1e-5
+    )
 
 
 def test_accuracy_counts_overall_and_per_task_with_a_fake_generator():
@@ -86,16 +94,17 @@ def test_generation_uses_chat_template_and_left_padding_matches_single_prompts(l
     assert formatted == "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
     prompts = ["What is 2 + 3?", "Reverse: a much longer prompt than the first one", "It is"]
     batched = evaluate.generate_greedy(model, tokenizer, prompts, max_new_tokens=5)
-    single = [evaluate.generate_greedy(model, tokenizer, [p], max_new_tokens=5)[0]
-              for p in prompts]
+    single = [evaluate.generate_greedy(model, tokenizer, [p], max_new_tokens=5)[0] for p in prompts]
     assert batched == single
     assert all(batched)  # not a degenerate comparison of empty strings
     assert not any("<|" in out for out in batched)  # special tokens are not decoded
 
 
 def test_render_plot_writes_a_png(tmp_path):
-    rows = [{"model": m, "eval_accuracy": a, "perplexity": p}
-            for m, a, p in (("base", 0.0, 300.0), ("policy", 0.4, 40.0))]
+    rows = [
+        {"model": m, "eval_accuracy": a, "perplexity": p}
+        for m, a, p in (("base", 0.0, 300.0), ("policy", 0.4, 40.0))
+    ]
     evaluate.render_plot(rows, tmp_path / "plots" / "evaluation.png")
     assert (tmp_path / "plots" / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -118,23 +127,36 @@ def test_run_compares_four_models_and_logs_artifacts(model_dir, loaded, tmp_path
     np.save(tmp_path / "packed" / "val.npy", rng.integers(0, 400, (20, 16), dtype=np.uint16))
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
     paths = evaluate.Paths(
-        base=model_dir, sft=model_dir, policy=model_dir, policy_int8=tmp_path / "int8",
-        val=tmp_path / "packed", eval_set=tmp_path / "eval.jsonl",
-        table=tmp_path / "reports" / "evaluation.json", plot=tmp_path / "plots" / "eval.png",
-        predictions=tmp_path / "reports" / "predictions.jsonl", metrics=tmp_path / "m.json")
+        base=model_dir,
+        sft=model_dir,
+        policy=model_dir,
+        policy_int8=tmp_path / "int8",
+        val=tmp_path / "packed",
+        eval_set=tmp_path / "eval.jsonl",
+        table=tmp_path / "reports" / "evaluation.json",
+        plot=tmp_path / "plots" / "eval.png",
+        predictions=tmp_path / "reports" / "predictions.jsonl",
+        metrics=tmp_path / "m.json",
+    )
     params = project_params(evaluate={"max_examples": 3, "ppl_batches": 2, "max_new_tokens": 4})
     with stage_run("evaluate", params) as tracker:
         result = evaluate.run(params, paths, tracker)
         run_id = tracker.run_id
 
     m = result.metrics
-    fp32_ppl = evaluate.perplexity(loaded[0], np.load(tmp_path / "packed" / "val.npy")[:16],
-                                   batch_size=8)
+    fp32_ppl = evaluate.perplexity(
+        loaded[0], np.load(tmp_path / "packed" / "val.npy")[:16], batch_size=8
+    )
     assert m["perplexity"] == m["policy.perplexity"] == pytest.approx(fp32_ppl, rel=1e-3)
     assert m["policy_int8.perplexity"] == pytest.approx(fp32_ppl, rel=0.05)
     assert m["eval_accuracy"] == m["policy.eval_accuracy"]
-    assert {"base.eval_accuracy", "sft.perplexity", "policy.accuracy.add",
-            "policy.accuracy.reverse", "policy_int8.n_examples"} <= set(m)
+    assert {
+        "base.eval_accuracy",
+        "sft.perplexity",
+        "policy.accuracy.add",
+        "policy.accuracy.reverse",
+        "policy_int8.n_examples",
+    } <= set(m)
     rows = json.loads(paths.table.read_text())
     assert [r["model"] for r in rows] == ["base", "sft", "policy", "policy_int8"]
     assert all(r["n_examples"] == 3 for r in rows)
@@ -143,5 +165,8 @@ def test_run_compares_four_models_and_logs_artifacts(model_dir, loaded, tmp_path
     assert set(preds[0]) == {"model", "id", "task", "prompt", "answer", "generated", "correct"}
     assert paths.plot.read_bytes()[:4] == b"\x89PNG"
     logged = {a.path for a in MlflowClient().list_artifacts(run_id, "evaluation")}
-    assert logged == {"evaluation/evaluation.json", "evaluation/eval.png",
-                      "evaluation/predictions.jsonl"}
+    assert logged == {
+        "evaluation/evaluation.json",
+        "evaluation/eval.png",
+        "evaluation/predictions.jsonl",
+    }

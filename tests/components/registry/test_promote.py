@@ -23,8 +23,9 @@ def test_perplexity_gate_blocks():
 
 
 def test_worse_accuracy_keeps_champion_and_says_why():
-    d = promote.decide(CFG, {"eval_accuracy": 0.4, "perplexity": 10},
-                       {"eval_accuracy": 0.5, "perplexity": 10})
+    d = promote.decide(
+        CFG, {"eval_accuracy": 0.4, "perplexity": 10}, {"eval_accuracy": 0.5, "perplexity": 10}
+    )
     assert not d.promote
     assert "0.4000 fails the gate >= 0.5000" in d.reason
 
@@ -48,8 +49,9 @@ def _register_version(tmp_path, n: int) -> str:
         client.create_registered_model(MODEL_POLICY)
     with mlflow.start_run() as run:
         mlflow.log_dict({"n": n}, "model/info.json")
-    version = client.create_model_version(MODEL_POLICY, f"{run.info.artifact_uri}/model",
-                                          run_id=run.info.run_id).version
+    version = client.create_model_version(
+        MODEL_POLICY, f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+    ).version
     policy = tmp_path / f"policy{n}"
     policy.mkdir()
     (policy / REGISTRY_RECORD).write_text(json.dumps({"name": MODEL_POLICY, "version": version}))
@@ -59,10 +61,12 @@ def _register_version(tmp_path, n: int) -> str:
 def _promote(tmp_path, n: int, accuracy: float) -> dict:
     params = project_params(promote={"max_perplexity": 100.0})
     evaluation = tmp_path / f"eval{n}.json"
-    evaluation.write_text(json.dumps({"eval_accuracy": accuracy, "perplexity": 20.0,
-                                      "base.eval_accuracy": 0.0}))
-    paths = promote.Paths(policy=tmp_path / f"policy{n}", evaluation=evaluation,
-                          metrics=tmp_path / "m.json")
+    evaluation.write_text(
+        json.dumps({"eval_accuracy": accuracy, "perplexity": 20.0, "base.eval_accuracy": 0.0})
+    )
+    paths = promote.Paths(
+        policy=tmp_path / f"policy{n}", evaluation=evaluation, metrics=tmp_path / "m.json"
+    )
     with stage_run("promote", params) as tracker:
         return promote.run(params, paths, tracker).metrics
 

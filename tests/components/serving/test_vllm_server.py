@@ -26,9 +26,11 @@ def _flag(cmd: list[str], name: str) -> str:
 
 # --- server_command ------------------------------------------------------------------------
 
+
 def test_server_command_serves_model_dir_on_localhost_port():
-    cmd = vllm_server.server_command("/models/policy", DEPLOY, "llmops-policy",
-                                     python="/env/bin/python", cpu=True)
+    cmd = vllm_server.server_command(
+        "/models/policy", DEPLOY, "llmops-policy", python="/env/bin/python", cpu=True
+    )
     assert cmd[:3] == ["/env/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     assert _flag(cmd, "--model") == "/models/policy"
     assert _flag(cmd, "--served-model-name") == "llmops-policy"
@@ -69,13 +71,21 @@ def test_a_separate_serving_env_does_not_inherit_our_pythonpath():
 
 def test_a_server_that_dies_raises_with_its_log(tmp_path):
     # This interpreter has no vllm: the server exits at once, and the error quotes why.
-    with pytest.raises(vllm_server.ServerError, match="No module named 'vllm'"), \
-            vllm_server.running_server(tmp_path, DEPLOY.model_copy(update={"port": _free_port()}),
-                                       "x", tmp_path / "server.log", python=sys.executable):
+    with (
+        pytest.raises(vllm_server.ServerError, match="No module named 'vllm'"),
+        vllm_server.running_server(
+            tmp_path,
+            DEPLOY.model_copy(update={"port": _free_port()}),
+            "x",
+            tmp_path / "server.log",
+            python=sys.executable,
+        ),
+    ):
         pass
 
 
 # --- load summary and deploy helpers ---------------------------------------------------------
+
 
 def test_percentile_interpolates():
     assert client.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
@@ -99,7 +109,8 @@ def test_hf_dir_is_found_through_the_mlmodel_file(tmp_path):
     (tmp_path / "artifacts" / "policy" / "config.json").write_text("{}")
     (tmp_path / "MLmodel").write_text(
         "flavors:\n  python_function:\n    artifacts:\n      hf_model:\n"
-        "        path: artifacts/policy\n")
+        "        path: artifacts/policy\n"
+    )
     assert deploy.hf_model_dir(tmp_path) == tmp_path / "artifacts" / "policy"
 
 
@@ -109,12 +120,15 @@ def test_no_champion_fails_with_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     mlflow_client = MlflowClient()
     mlflow_client.create_registered_model(MODEL_POLICY)
-    with pytest.raises(deploy.NoChampionError,
-                       match=f"no model holds the {ALIAS_CHAMPION} alias.*run the promote stage"):
+    with pytest.raises(
+        deploy.NoChampionError,
+        match=f"no model holds the {ALIAS_CHAMPION} alias.*run the promote stage",
+    ):
         deploy.champion_version(mlflow_client)
 
 
 # --- the real server -------------------------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -153,9 +167,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     words = words.split(" ")
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))) for _ in range(400)]
     tokenizer = train_tokenizer([texts], vocab_size=400, min_frequency=1)
-    model = build_model(ModelParams(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                    num_attention_heads=2, num_key_value_heads=1,
-                                    rope_theta=10000, max_position_embeddings=256), tokenizer)
+    model = build_model(
+        ModelParams(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            rope_theta=10000,
+            max_position_embeddings=256,
+        ),
+        tokenizer,
+    )
     out = tmp_path_factory.mktemp("tiny_llama")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -167,14 +190,16 @@ def test_vllm_serves_a_chat_reply_through_the_openai_client(tiny_model_dir, tmp_
     python = _serving_python()
     cfg = DEPLOY.model_copy(update={"port": _free_port(), "max_tokens": 8, "n_requests": 2})
     start = time.monotonic()
-    with vllm_server.running_server(tiny_model_dir, cfg, "tiny", tmp_path / "server.log",
-                                    python=python) as server:
+    with vllm_server.running_server(
+        tiny_model_dir, cfg, "tiny", tmp_path / "server.log", python=python
+    ) as server:
         print(f"vLLM ready after {server.startup_s:.1f} s")
-        load = client.run_load(server.base_url, server.served_name, cfg.n_requests,
-                               cfg.max_tokens)
+        load = client.run_load(server.base_url, server.served_name, cfg.n_requests, cfg.max_tokens)
         pid = server.pid
-    print(f"start + requests + stop: {time.monotonic() - start:.1f} s; "
-          f"chat p50 {load['chat']['latency_p50_s']} s")
+    print(
+        f"start + requests + stop: {time.monotonic() - start:.1f} s; "
+        f"chat p50 {load['chat']['latency_p50_s']} s"
+    )
     assert load["chat"]["n_ok"] == 2, load["chat"]["first_error"]
     assert load["chat"]["completion_tokens"] > 0
     assert load["completion"]["n_ok"] == 2 and load["completion"]["completion_tokens"] > 0
@@ -203,8 +228,11 @@ def test_deploy_stage_serves_the_registry_champion(tiny_model_dir, tmp_path, mon
     MlflowClient().set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, mv.version)
     (tmp_path / "promote.json").write_text(json.dumps({"champion_version": int(mv.version)}))
 
-    paths = deploy.Paths(promotion=tmp_path / "promote.json", out=tmp_path / "deploy.json",
-                         metrics=tmp_path / "metrics.json")
+    paths = deploy.Paths(
+        promotion=tmp_path / "promote.json",
+        out=tmp_path / "deploy.json",
+        metrics=tmp_path / "metrics.json",
+    )
     with stage_run("deploy", params) as tracker:
         result = deploy.run(params, paths, tracker)
     print(result.metrics)

@@ -10,8 +10,12 @@ from components.tracking import lineage
 
 def test_data_hash_reads_dvc_lock_for_stage_outputs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    lock = {"schema": "2.0", "stages": {"pack": {"cmd": "x", "outs": [
-        {"path": "data/packed", "md5": "abc.dir", "size": 1}]}}}
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "pack": {"cmd": "x", "outs": [{"path": "data/packed", "md5": "abc.dir", "size": 1}]}
+        },
+    }
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
     assert lineage.data_hash("data/packed") == "abc.dir"
 

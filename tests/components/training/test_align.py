@@ -30,8 +30,10 @@ def sft_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory):
     d = tmp_path_factory.mktemp("tasks")
-    return (write_jsonl(d / "prefs_train.jsonl", pref_rows(48)),
-            write_jsonl(d / "prefs_test.jsonl", pref_rows(16, offset=100)))
+    return (
+        write_jsonl(d / "prefs_train.jsonl", pref_rows(48)),
+        write_jsonl(d / "prefs_test.jsonl", pref_rows(16, offset=100)),
+    )
 
 
 def _setup(sft_dir, tasks, scratch):
@@ -39,8 +41,9 @@ def _setup(sft_dir, tasks, scratch):
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
     policy, reference = align.load_policy_and_reference(sft_dir)
     pairs = load_preference_pairs(tasks[0], params.align.max_examples, params.seed)
-    trainer = align.build_trainer(policy, reference, tokenizer, pairs, params.align, scratch,
-                                  params.seed)
+    trainer = align.build_trainer(
+        policy, reference, tokenizer, pairs, params.align, scratch, params.seed
+    )
     return params, tokenizer, policy, reference, pairs, trainer
 
 
@@ -57,20 +60,24 @@ def test_completion_split_matches_trl(sft_dir, tasks, tmp_path):
 
 def test_implicit_reward_is_zero_before_training(sft_dir, tasks, tmp_path):
     params, tokenizer, policy, reference, pairs, _ = _setup(sft_dir, tasks, tmp_path)
-    chosen, rejected = align.implicit_rewards(policy, reference, tokenizer, pairs[:4],
-                                              beta=0.1, max_length=48)
+    chosen, rejected = align.implicit_rewards(
+        policy, reference, tokenizer, pairs[:4], beta=0.1, max_length=48
+    )
     assert chosen == [0.0] * 4 and rejected == [0.0] * 4
     # A tie is not a preference: the untrained policy scores 0, not 0.5 or 1.
-    assert align.evaluate_pairs(policy, reference, tokenizer, pairs[:4], 0.1, 48) == \
-        {"test_accuracy": 0.0, "test_margin_mean": 0.0}
+    assert align.evaluate_pairs(policy, reference, tokenizer, pairs[:4], 0.1, 48) == {
+        "test_accuracy": 0.0,
+        "test_margin_mean": 0.0,
+    }
 
 
 def test_held_out_accuracy_agrees_with_trl_eval(sft_dir, tasks, tmp_path):
     params, tokenizer, policy, reference, pairs, trainer = _setup(sft_dir, tasks, tmp_path)
     trainer.train()
     test = load_preference_pairs(tasks[1], None, 0)
-    ours = align.evaluate_pairs(policy, reference, tokenizer, test, params.align.beta,
-                                params.align.max_length)
+    ours = align.evaluate_pairs(
+        policy, reference, tokenizer, test, params.align.beta, params.align.max_length
+    )
     trl = trainer.evaluate(eval_dataset=Dataset.from_list(test))  # 16 pairs, 2 full batches of 8
     assert ours["test_accuracy"] > 0.5  # a real comparison, not two zeros
     assert ours["test_accuracy"] == pytest.approx(trl["eval_rewards/accuracies"])
@@ -81,8 +88,9 @@ def test_run_aligns_saves_and_registers(sft_dir, tasks, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     out = tmp_path / "models" / "policy"
-    paths = align.Paths(sft=sft_dir, train=tasks[0], test=tasks[1], out=out,
-                        metrics=tmp_path / "align.json")
+    paths = align.Paths(
+        sft=sft_dir, train=tasks[0], test=tasks[1], out=out, metrics=tmp_path / "align.json"
+    )
     params = tiny_params(align={"epochs": 2, "max_examples": None})
     with stage_run("align", params) as tracker:
         result = align.run(params, paths, tracker)
@@ -99,9 +107,12 @@ def test_run_aligns_saves_and_registers(sft_dir, tasks, tmp_path, monkeypatch):
     sft = AutoModelForCausalLM.from_pretrained(sft_dir)
     name = "model.layers.0.mlp.up_proj.weight"
     assert not torch.equal(policy.state_dict()[name], sft.state_dict()[name])
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "what is 1 + 2?"}],
-                                           add_generation_prompt=True, return_tensors="pt",
-                                           return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "what is 1 + 2?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     gen = policy.generate(**prompt, max_new_tokens=4, do_sample=False)
     assert gen.shape[1] > prompt["input_ids"].shape[1]
 

@@ -11,8 +11,9 @@ from components.training.checkpoints import (
 
 @pytest.fixture(autouse=True)
 def one_rank_group(tmp_path):
-    dist.init_process_group("gloo", rank=0, world_size=1,
-                            init_method=f"file://{tmp_path / 'rendezvous'}")
+    dist.init_process_group(
+        "gloo", rank=0, world_size=1, init_method=f"file://{tmp_path / 'rendezvous'}"
+    )
     yield
     dist.destroy_process_group()
 

@@ -18,15 +18,21 @@ HOSTS = ("gpu-node-0", "gpu-node-1")
 @pytest.fixture
 def cluster_params():
     """The `cluster` profile (2 nodes × 8 GPUs) with its hosts filled in, as Terraform would."""
-    return preview_params(ROOT / "params.yaml", "cluster",
-                          {"cluster.hosts": json.dumps(list(HOSTS))})
+    return preview_params(
+        ROOT / "params.yaml", "cluster", {"cluster.hosts": json.dumps(list(HOSTS))}
+    )
 
 
 def worker(tmp_path: Path) -> list[str]:
-    return launch.worker_args(params_file=Path("params.yaml"), data=Path("data/packed"),
-                              tokenizer=Path("models/tokenizer"), ds_config=tmp_path / "ds.json",
-                              checkpoints=Path("checkpoints/pretrain"), out=Path("models/base"),
-                              history=Path("checkpoints/pretrain/history.jsonl"))
+    return launch.worker_args(
+        params_file=Path("params.yaml"),
+        data=Path("data/packed"),
+        tokenizer=Path("models/tokenizer"),
+        ds_config=tmp_path / "ds.json",
+        checkpoints=Path("checkpoints/pretrain"),
+        out=Path("models/base"),
+        history=Path("checkpoints/pretrain/history.jsonl"),
+    )
 
 
 def test_render_2x8_hostfile_command_and_batch_arithmetic(cluster_params, tmp_path):
@@ -50,8 +56,11 @@ def test_render_2x8_hostfile_command_and_batch_arithmetic(cluster_params, tmp_pa
     assert any("DS_ENV_FILE" in line for line in script)
 
     rendered = json.loads(files["ds_config"].read_text())
-    assert rendered["train_batch_size"] == (
-        pre.micro_batch_size * pre.grad_accum_steps * cluster.world_size) == 4 * 8 * 16
+    assert (
+        rendered["train_batch_size"]
+        == (pre.micro_batch_size * pre.grad_accum_steps * cluster.world_size)
+        == 4 * 8 * 16
+    )
     assert rendered["bf16"]["enabled"] is True
     assert rendered["zero_optimization"]["stage"] == 3
 
@@ -67,8 +76,15 @@ def test_multi_node_without_hosts_is_a_clear_error(tmp_path):
 
 def test_hosts_must_match_nodes():
     with pytest.raises(ValueError, match="lists 1 hosts but cluster.nodes is 2"):
-        ClusterParams(nodes=2, ranks_per_node=8, hosts=("a",), accelerator_memory_gb=80,
-                      cpu_memory_gb=100, peak_tflops=1, assumed_mfu=0.4)
+        ClusterParams(
+            nodes=2,
+            ranks_per_node=8,
+            hosts=("a",),
+            accelerator_memory_gb=80,
+            cpu_memory_gb=100,
+            peak_tflops=1,
+            assumed_mfu=0.4,
+        )
 
 
 def test_single_node_uses_local_ranks_and_cpu_env(tmp_path):
@@ -82,8 +98,9 @@ def test_single_node_uses_local_ranks_and_cpu_env(tmp_path):
 
 
 def test_offload_sections_only_on_gpus():
-    params = preview_params(ROOT / "params.yaml", overrides={
-        "pretrain.offload": "optimizer_and_params"})
+    params = preview_params(
+        ROOT / "params.yaml", overrides={"pretrain.offload": "optimizer_and_params"}
+    )
     gpu = deepspeed_config(params.pretrain, 8, "cuda")["zero_optimization"]
     cpu = deepspeed_config(params.pretrain, 2, "cpu")["zero_optimization"]
     assert gpu["offload_optimizer"]["device"] == "cpu" and gpu["offload_param"]["device"] == "cpu"
@@ -94,5 +111,7 @@ def test_param_offload_needs_zero3():
     from components.config import ParamsError
 
     with pytest.raises(ParamsError, match="needs pretrain.zero_stage 3"):
-        preview_params(ROOT / "params.yaml", overrides={
-            "pretrain.offload": "optimizer_and_params", "pretrain.zero_stage": "2"})
+        preview_params(
+            ROOT / "params.yaml",
+            overrides={"pretrain.offload": "optimizer_and_params", "pretrain.zero_stage": "2"},
+        )

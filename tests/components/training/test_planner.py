@@ -11,34 +11,65 @@ from components.training.planner import (
     model_state_bytes,
 )
 
-LLAMA2_7B = ModelShape(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_layers=32,
-                       num_heads=32, num_kv_heads=32)
-A100_8 = Cluster(nodes=1, gpus_per_node=8, gpu_memory_gb=80, cpu_memory_gb=1000,
-                 peak_tflops=312, mfu=0.4)
+LLAMA2_7B = ModelShape(
+    vocab_size=32000,
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_layers=32,
+    num_heads=32,
+    num_kv_heads=32,
+)
+A100_8 = Cluster(
+    nodes=1, gpus_per_node=8, gpu_memory_gb=80, cpu_memory_gb=1000, peak_tflops=312, mfu=0.4
+)
 
 
 def tiny(**kw) -> ModelShape:
-    base = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
-                num_kv_heads=2, tie_embeddings=False)
+    base = dict(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        tie_embeddings=False,
+    )
     return ModelShape(**(base | kw))
 
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_dense_count_matches_transformers(tied):
     shape = tiny(tie_embeddings=tied)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=97,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=tied,
+        )
+    )
     counted = count_parameters(shape)
     assert counted.total == counted.active == sum(p.numel() for p in model.parameters())
 
 
 def test_moe_count_matches_transformers_and_active_is_top_k():
     shape = tiny(num_experts=4, experts_per_token=2)
-    model = MixtralForCausalLM(MixtralConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
-        num_experts_per_tok=2, tie_word_embeddings=False))
+    model = MixtralForCausalLM(
+        MixtralConfig(
+            vocab_size=97,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            tie_word_embeddings=False,
+        )
+    )
     counted = count_parameters(shape)
     assert counted.total == sum(p.numel() for p in model.parameters())
     assert counted.active == counted.total - 2 * 2 * 3 * 32 * 48  # 2 idle experts × 2 layers
@@ -56,10 +87,8 @@ def test_7b_model_states_match_the_zero_paper():
     gpu3, _ = model_state_bytes(7e9, 3, 8, "none", "mixed")
     assert gpu3 / 1e9 == pytest.approx(14.0)
     assert model_state_bytes(7e9, 0, 8, "none", "mixed")[0] / 1e9 == pytest.approx(112.0)
-    assert model_state_bytes(7e9, 1, 8, "none", "mixed")[0] / 1e9 == pytest.approx(
-        28 + 84 / 8)
-    assert model_state_bytes(7e9, 2, 8, "none", "mixed")[0] / 1e9 == pytest.approx(
-        14 + 98 / 8)
+    assert model_state_bytes(7e9, 1, 8, "none", "mixed")[0] / 1e9 == pytest.approx(28 + 84 / 8)
+    assert model_state_bytes(7e9, 2, 8, "none", "mixed")[0] / 1e9 == pytest.approx(14 + 98 / 8)
     # Stage 0 cannot hold 112 GB on an 80 GB GPU; stage 1 (38.5 GB) can.
     assert not by_stage[(0, "none")].fits
     assert plan.choice is not None and plan.choice.zero_stage == 1
@@ -71,10 +100,17 @@ def test_7b_model_states_match_the_zero_paper():
 
 
 def test_70b_on_two_nodes_needs_zero3():
-    shape = ModelShape(vocab_size=32000, hidden_size=8192, intermediate_size=28672,
-                       num_layers=80, num_heads=64, num_kv_heads=8)
-    cluster = Cluster(nodes=2, gpus_per_node=8, gpu_memory_gb=80, cpu_memory_gb=1000,
-                      peak_tflops=989, mfu=0.4)
+    shape = ModelShape(
+        vocab_size=32000,
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_layers=80,
+        num_heads=64,
+        num_kv_heads=8,
+    )
+    cluster = Cluster(
+        nodes=2, gpus_per_node=8, gpu_memory_gb=80, cpu_memory_gb=1000, peak_tflops=989, mfu=0.4
+    )
     plan = make_plan(shape, cluster, tokens=2e12, seq_len=4096, n_params=70e9)
     assert plan.model_states_total_gb == pytest.approx(1120.0)
     assert plan.choice is not None and plan.choice.zero_stage == 3
@@ -93,16 +129,18 @@ def test_offload_moves_optimizer_states_to_cpu():
 def test_checkpointing_shrinks_activations():
     full = activation_bytes(LLAMA2_7B, 4096, 1, checkpointing=False, precision="mixed")
     ckpt = activation_bytes(LLAMA2_7B, 4096, 1, checkpointing=True, precision="mixed")
-    eager = activation_bytes(LLAMA2_7B, 4096, 1, checkpointing=False, precision="mixed",
-                             flash_attention=False)
+    eager = activation_bytes(
+        LLAMA2_7B, 4096, 1, checkpointing=False, precision="mixed", flash_attention=False
+    )
     assert ckpt < full / 5
     # Korthikanti et al.: 34·s·h + 5·a·s²  bytes per layer and sample.
     assert eager - full == pytest.approx(32 * 5 * 32 * 4096 * 4096)
 
 
 def test_nothing_fits_says_so():
-    cluster = Cluster(nodes=1, gpus_per_node=1, gpu_memory_gb=1, cpu_memory_gb=1,
-                      peak_tflops=1, mfu=0.5)
+    cluster = Cluster(
+        nodes=1, gpus_per_node=1, gpu_memory_gb=1, cpu_memory_gb=1, peak_tflops=1, mfu=0.5
+    )
     plan = make_plan(LLAMA2_7B, cluster, tokens=1e9, seq_len=4096)
     assert plan.choice is None and "nothing fits" in plan.reasons[-1]
 

@@ -57,16 +57,32 @@ def data(tmp_path_factory):
 class Run:
     """One launch of the worker with `world` ranks and `accum` micro-batches per step."""
 
-    def __init__(self, data: Path, work: Path, world: int, accum: int, steps: int = STEPS,
-                 model: dict | None = None, pretrain: dict | None = None):
+    def __init__(
+        self,
+        data: Path,
+        work: Path,
+        world: int,
+        accum: int,
+        steps: int = STEPS,
+        model: dict | None = None,
+        pretrain: dict | None = None,
+    ):
         self.work, self.world = work, world
         params = tiny_params(
             model=TINY.model_dump(mode="json") | (model or {}),
             cluster={"nodes": 1, "ranks_per_node": world},
-            pretrain={"micro_batch_size": MICRO, "grad_accum_steps": accum,
-                      "max_steps": steps, "warmup_steps": 2, "lr": 3e-3, "eval_every": steps,
-                      "eval_batches": 1, "checkpoint_every": CKPT_EVERY,
-                      "max_train_sequences": None} | (pretrain or {}),
+            pretrain={
+                "micro_batch_size": MICRO,
+                "grad_accum_steps": accum,
+                "max_steps": steps,
+                "warmup_steps": 2,
+                "lr": 3e-3,
+                "eval_every": steps,
+                "eval_batches": 1,
+                "checkpoint_every": CKPT_EVERY,
+                "max_train_sequences": None,
+            }
+            | (pretrain or {}),
         )
         work.mkdir(parents=True, exist_ok=True)
         (work / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
@@ -75,17 +91,23 @@ class Run:
         self.ckpt, self.out = work / "ckpt", work / "model"
         self.history = self.ckpt / "history.jsonl"
         self.args = launch.worker_args(
-            params_file=work / "params.yaml", data=data / "packed",
-            tokenizer=data / "tokenizer", ds_config=work / "ds.json", checkpoints=self.ckpt,
-            out=self.out, history=self.history)
+            params_file=work / "params.yaml",
+            data=data / "packed",
+            tokenizer=data / "tokenizer",
+            ds_config=work / "ds.json",
+            checkpoints=self.ckpt,
+            out=self.out,
+            history=self.history,
+        )
 
     def start(self) -> subprocess.Popen:
         cmd = launch.launch_command(self.cluster, self.args, master_port=launch.free_port())
         env = launch.launch_env(self.cluster, on_gpu=False) | {"TQDM_DISABLE": "1"}
         self.log = (self.work / "log.txt").open("a")
         # Own process group: kill -9 takes the launcher and every rank down together.
-        return subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def run(self) -> int:
         code = self.start().wait(timeout=400)
@@ -146,8 +168,7 @@ def test_two_ranks_train_like_one_rank(one_rank, two_ranks):
 
 
 def test_consolidated_safetensors_reproduce_live_logits(two_ranks):
-    assert json.loads((two_ranks.out / CONSOLIDATION_FILE).read_text())[
-        "max_abs_logit_diff"] < 1e-4
+    assert json.loads((two_ranks.out / CONSOLIDATION_FILE).read_text())["max_abs_logit_diff"] < 1e-4
     weights = load_file(two_ranks.out / "model.safetensors")
     assert weights["model.embed_tokens.weight"].shape[1] == TINY.hidden_size  # whole, not a shard
 
@@ -188,9 +209,15 @@ def test_changed_rank_count_is_refused_clearly(data, two_ranks, tmp_path):
 
 
 def test_mixture_of_experts_with_activation_checkpointing_on_two_ranks(data, tmp_path):
-    run = Run(data, tmp_path / "moe", world=2, accum=1, steps=30,
-              model={"architecture": "mixtral", "num_experts": 4, "experts_per_token": 2},
-              pretrain={"activation_checkpointing": True})
+    run = Run(
+        data,
+        tmp_path / "moe",
+        world=2,
+        accum=1,
+        steps=30,
+        model={"architecture": "mixtral", "num_experts": 4, "experts_per_token": 2},
+        pretrain={"activation_checkpointing": True},
+    )
     assert run.run() == 0, run.output()[-3000:]
     losses = run.losses()
     assert losses[30] < losses[1]

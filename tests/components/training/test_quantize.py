@@ -15,9 +15,15 @@ from components.tracking.stage_run import stage_run
 from components.training import quantize
 from tests.helpers import project_params
 
-TINY = ModelParams(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                   num_attention_heads=2, num_key_value_heads=1, rope_theta=10000,
-                   max_position_embeddings=128)
+TINY = ModelParams(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    rope_theta=10000,
+    max_position_embeddings=128,
+)
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -44,8 +50,11 @@ def test_linear_weights_become_int8_and_reload_matches_fp32(policy_dir, tmp_path
     fp32, tokenizer = load_for_inference(policy_dir)
     model, _ = load_for_inference(policy_dir)
     qmap = quantize.quantize_model(model, "int8_weight_only")
-    assert set(qmap) == {f"model.layers.0.{grp}.{n}" for grp, names in
-                         (("self_attn", LINEARS[:4]), ("mlp", LINEARS[4:])) for n in names}
+    assert set(qmap) == {
+        f"model.layers.0.{grp}.{n}"
+        for grp, names in (("self_attn", LINEARS[:4]), ("mlp", LINEARS[4:]))
+        for n in names
+    }
     assert "lm_head" not in qmap  # tied to the fp32 embeddings, kept as is
     quantize.save_quantized(model, tokenizer, qmap, "int8_weight_only", tmp_path)
 
@@ -108,8 +117,9 @@ def test_run_writes_dir_atomically_and_registers(policy_dir, tmp_path, monkeypat
     assert m["top1_agreement"] > 0.9
     assert not (out / "stale.txt").exists()
     assert sorted(p.name for p in out.parent.iterdir()) == ["policy-int8"]  # no temp dirs left
-    assert json.loads((out / "llmops_quantization.json").read_text())["method"] == \
-        "int8_weight_only"
+    assert (
+        json.loads((out / "llmops_quantization.json").read_text())["method"] == "int8_weight_only"
+    )
     record = json.loads((out / REGISTRY_RECORD).read_text())
     assert record["name"] == MODEL_POLICY_INT8
     mv = MlflowClient().get_model_version(MODEL_POLICY_INT8, record["version"])

@@ -25,8 +25,10 @@ def base_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory):
     d = tmp_path_factory.mktemp("tasks")
-    return (write_jsonl(d / "prefs_train.jsonl", pref_rows(48)),
-            write_jsonl(d / "prefs_test.jsonl", pref_rows(16, offset=100)))
+    return (
+        write_jsonl(d / "prefs_train.jsonl", pref_rows(48)),
+        write_jsonl(d / "prefs_test.jsonl", pref_rows(16, offset=100)),
+    )
 
 
 def test_pair_accuracy_counts_strict_wins_only():
@@ -55,8 +57,9 @@ def test_scoring_matches_trl_tokenization_and_ignores_padding(base_dir, tasks, t
     pairs = load_preference_pairs(tasks[0], params.reward.max_examples, params.seed)
     trainer = reward.build_trainer(model, tokenizer, pairs, params.reward, tmp_path, params.seed)
     # What TRL trains on is what `score` reads: the chat template of prompt + response.
-    ours = tokenizer.apply_chat_template(pairs[0]["prompt"] + pairs[0]["chosen"], tokenize=True,
-                                         return_dict=True)["input_ids"]
+    ours = tokenizer.apply_chat_template(
+        pairs[0]["prompt"] + pairs[0]["chosen"], tokenize=True, return_dict=True
+    )["input_ids"]
     assert trainer.train_dataset[0]["chosen_ids"] == ours
 
     convs = [p["prompt"] + p[k] for p in pairs[:6] for k in ("chosen", "rejected")]
@@ -70,8 +73,9 @@ def test_run_learns_preferences_and_registers(base_dir, tasks, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     out = tmp_path / "models" / "reward"
-    paths = reward.Paths(base=base_dir, train=tasks[0], test=tasks[1], out=out,
-                         metrics=tmp_path / "reward.json")
+    paths = reward.Paths(
+        base=base_dir, train=tasks[0], test=tasks[1], out=out, metrics=tmp_path / "reward.json"
+    )
     params = tiny_params(reward={"epochs": 2, "max_examples": None})
     with stage_run("reward", params) as tracker:
         result = reward.run(params, paths, tracker)

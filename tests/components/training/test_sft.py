@@ -64,16 +64,27 @@ def test_subsample_is_seeded_and_keeps_file_order():
 
 
 def test_example_without_assistant_answer_is_refused(tmp_path):
-    bad = write_jsonl(tmp_path / "bad.jsonl",
-                      [{"id": "x", "task": "t", "messages": [{"role": "user", "content": "hi"}]}])
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [{"id": "x", "task": "t", "messages": [{"role": "user", "content": "hi"}]}],
+    )
     with pytest.raises(ValueError, match="must end with an assistant message"):
         sft.load_examples(bad, None, 0)
 
 
 def test_lora_adapters_are_merged_into_a_plain_model(base_dir, data, tmp_path):
-    trainer, tokenizer = _trainer(base_dir, data, tmp_path / "scratch",
-                                  lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0,
-                                        "target_modules": ("q_proj", "v_proj", "down_proj")})
+    trainer, tokenizer = _trainer(
+        base_dir,
+        data,
+        tmp_path / "scratch",
+        lora={
+            "enabled": True,
+            "r": 4,
+            "alpha": 8,
+            "dropout": 0.0,
+            "target_modules": ("q_proj", "v_proj", "down_proj"),
+        },
+    )
     assert 0 < sft.trainable_fraction(trainer.model) < 0.5
     trainer.train()
     model = sft.merged(trainer.model)
@@ -91,7 +102,7 @@ def test_lora_adapters_are_merged_into_a_plain_model(base_dir, data, tmp_path):
     k = "model.layers.0.self_attn.k_proj.weight"
     state, base_state = reloaded.state_dict(), base.state_dict()
     assert not torch.equal(state[q], base_state[q])  # the adapter's update is in the weights
-    assert torch.equal(state[k], base_state[k])      # untargeted layers are untouched
+    assert torch.equal(state[k], base_state[k])  # untargeted layers are untouched
 
 
 def test_run_trains_saves_atomically_and_registers(base_dir, data, tmp_path, monkeypatch):
@@ -113,8 +124,7 @@ def test_run_trains_saves_atomically_and_registers(base_dir, data, tmp_path, mon
     assert m["train_runtime_s"] > 0
     assert not (out / "stale.txt").exists()
     assert sorted(p.name for p in out.parent.iterdir()) == ["sft"]  # no temp dirs left
-    assert {"model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in
-                                                                      out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     # Per-step losses reached the stage's MLflow run through the callback.
     history = MlflowClient().get_metric_history(run_id, "loss")
     assert len(history) >= 2 and history[0].step == 1
@@ -126,9 +136,12 @@ def test_run_trains_saves_atomically_and_registers(base_dir, data, tmp_path, mon
 
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "what is 1 + 2?"}],
-                                           add_generation_prompt=True, return_tensors="pt",
-                                           return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "what is 1 + 2?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     gen = model.generate(**prompt, max_new_tokens=4, do_sample=False)
     assert gen.shape[1] > prompt["input_ids"].shape[1]
 

@@ -17,9 +17,15 @@ from components.modeling.llama import build_model
 from components.tokenizer.train import train_tokenizer
 from tests.helpers import project_params
 
-TINY = ModelParams(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                   num_attention_heads=2, num_key_value_heads=1, rope_theta=10000,
-                   max_position_embeddings=128)
+TINY = ModelParams(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    rope_theta=10000,
+    max_position_embeddings=128,
+)
 # Short sequences, few steps: every post-training section shrunk to test size.
 SMALL = {
     "sft": {"epochs": 1, "batch_size": 4, "max_length": 48, "max_examples": 24, "lr": 1e-3},
@@ -31,8 +37,9 @@ SMALL = {
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
-            else v
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
@@ -77,9 +84,16 @@ def sft_rows(n: int, offset: int = 0) -> list[dict[str, Any]]:
     rows = []
     for i in range(offset, offset + n):
         q, good, _ = _question(i)
-        rows.append({"id": f"sft-{i}", "task": "arith",
-                     "messages": [{"role": "user", "content": q},
-                                  {"role": "assistant", "content": f"the answer is {good}"}]})
+        rows.append(
+            {
+                "id": f"sft-{i}",
+                "task": "arith",
+                "messages": [
+                    {"role": "user", "content": q},
+                    {"role": "assistant", "content": f"the answer is {good}"},
+                ],
+            }
+        )
     return rows
 
 
@@ -88,8 +102,13 @@ def pref_rows(n: int, offset: int = 0) -> list[dict[str, Any]]:
     rows = []
     for i in range(offset, offset + n):
         q, good, bad = _question(i)
-        rows.append({"id": f"pref-{i}", "task": "arith",
-                     "prompt": [{"role": "user", "content": q}],
-                     "chosen": [{"role": "assistant", "content": f"the answer is {good}"}],
-                     "rejected": [{"role": "assistant", "content": f"dogs dogs {bad} fox"}]})
+        rows.append(
+            {
+                "id": f"pref-{i}",
+                "task": "arith",
+                "prompt": [{"role": "user", "content": q}],
+                "chosen": [{"role": "assistant", "content": f"the answer is {good}"}],
+                "rejected": [{"role": "assistant", "content": f"dogs dogs {bad} fox"}],
+            }
+        )
     return rows
