@@ -37,7 +37,8 @@ demo: setup
 	$(BIN)/dvc push --quiet
 	$(BIN)/dvc metrics show
 
-test: setup
+# Lint and format are part of the test command, so CI fails on them too.
+test: setup lint
 	$(BIN)/python -m pytest
 
 test-slow: setup
@@ -51,7 +52,8 @@ bench-curation: setup
 	$(BIN)/python bench/curation.py
 
 lint: setup
-	$(BIN)/ruff check components flows tests scripts bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ui: setup
 	$(BIN)/llmops ui
