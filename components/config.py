@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -17,6 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TasksParams(_Section):
+    """Rows per generated task file (components/data/tasks.py); the split rule is fixed."""
+
+    sft_train: int = Field(default=4000, ge=1)
+    prefs_train: int = Field(default=2000, ge=1)
+    prefs_test: int = Field(default=200, ge=1)
+    eval: int = Field(default=300, ge=1)
 
 
 class IngestParams(_Section):
@@ -266,6 +276,7 @@ class DeployParams(_Section):
 class Params(_Section):
     profile: Literal["smoke", "demo", "cluster"] = "demo"
     seed: int = 0
+    tasks: TasksParams = TasksParams()
     ingest: IngestParams
     validate_raw: ValidateRawParams
     curate: CurateParams
@@ -293,6 +304,45 @@ class Params(_Section):
         if self.pretrain.offload == "optimizer_and_params" and self.pretrain.zero_stage != 3:
             raise ValueError("pretrain.offload 'optimizer_and_params' needs pretrain.zero_stage 3")
         return self
+
+
+class StageParams(BaseModel):
+    """What one stage reads: a subclass lists the top-level sections of `Params` it needs,
+    with the same names and types, e.g. `class Reads(StageParams): seed: int; curate: ...`.
+
+    The stage gets only that frozen view (`narrow`), so reading an undeclared section fails;
+    `dvc.yaml`'s `params:` are generated from the same fields (`llmops dag`), and the lineage
+    tag `params_hash` covers only them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for name, field in cls.model_fields.items():
+            declared = Params.model_fields.get(name)
+            if declared is None or declared.annotation != field.annotation:
+                raise TypeError(
+                    f"{cls.__module__}.{cls.__qualname__}.{name}: not a section of params.yaml "
+                    f"with that type; sections: {', '.join(Params.model_fields)}"
+                )
+
+    def __getattr__(self, name: str) -> Any:
+        if name in Params.model_fields:
+            raise AttributeError(
+                f"{type(self).__module__} reads params section {name!r} without declaring it: "
+                f"add `{name}` to its {type(self).__qualname__} (then run `llmops dag --write`)"
+            )
+        return super().__getattr__(name)
+
+    @classmethod
+    def sections(cls) -> tuple[str, ...]:
+        return tuple(cls.model_fields)
+
+    @classmethod
+    def narrow(cls, params: Params) -> Self:
+        return cls.model_validate({name: getattr(params, name) for name in cls.sections()})
 
 
 class ParamsError(ValueError):
@@ -324,7 +374,19 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(yaml.safe_load(path.read_text()) or {}, source=str(path))
 
 
-def params_hash(params: Params) -> str:
-    """Stable short hash of the effective parameters (a lineage tag on every model)."""
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys for nested params (`curate.near_dedup.bands`), as MLflow params and
+    `--set` overrides spell them. An empty mapping is a value (`mix.weights: {}`), not nothing."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def params_hash(params: BaseModel) -> str:
+    """Stable short hash of the parameters a stage read (a lineage tag on every model)."""
     blob = json.dumps(params.model_dump(mode="json"), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,24 +1,28 @@
 """The stage contract.
 
 A stage is one module in `components/` with:
-- a frozen dataclass of the paths it reads and writes (filled from `dvc.yaml`, where paths live),
-  always including `metrics` (the DVC metrics JSON);
-- a pure-ish entry point `run(params, paths, tracker) -> StageResult`.
+- `Reads`, a `StageParams` listing the params.yaml sections it reads (its only view of them);
+- `Paths`, a frozen dataclass of the paths it reads and writes (filled from `dvc.yaml`, where
+  paths live), always including `metrics` (the DVC metrics JSON);
+- a pure-ish entry point `run(params: Reads, paths: Paths, tracker) -> StageResult`.
 
-`llmops stage NAME key=path ...` builds the paths, opens the stage's MLflow run, calls `run`, and
-writes `StageResult.metrics` through the one metrics interface (DVC JSON + MLflow, same keys).
+`llmops stage NAME key=path ...` builds the paths, narrows the params to `Reads`, opens the
+stage's MLflow run, calls `run`, and writes `StageResult.metrics` through the one metrics
+interface (DVC JSON + MLflow, same keys). `llmops dag` keeps dvc.yaml's `params:` and code
+`deps:` equal to `Reads` and the stage's import closure.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType, ModuleType
+from typing import Any, Final
 
-from components.config import Params
+from components.config import Params, StageParams
 
 Metrics = dict[str, float | int | str]
 
@@ -31,43 +35,41 @@ class StageResult:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    module: str  # "components.data.ingest": defines `Paths` and `run`
-
-    def load(self) -> tuple[type, Callable[..., StageResult]]:
-        mod = importlib.import_module(self.module)
-        return mod.Paths, mod.run
-
-
-# The DAG order; dvc.yaml declares the same stages with their deps and outs.
-STAGES: tuple[StageSpec, ...] = (
-    StageSpec("ingest", "components.data.ingest"),
-    StageSpec("validate_raw", "components.data.validate"),
-    StageSpec("curate", "components.data.curate"),
-    StageSpec("validate_curated", "components.data.validate_curated"),
-    StageSpec("mix", "components.data.mix"),
-    StageSpec("tokenizer", "components.tokenizer.train"),
-    StageSpec("pack", "components.data.pack"),
-    StageSpec("validate_packed", "components.data.validate_packed"),
-    StageSpec("pretrain", "components.training.pretrain"),
-    StageSpec("sft", "components.training.sft"),
-    StageSpec("reward", "components.training.reward"),
-    StageSpec("align", "components.training.align"),
-    StageSpec("quantize", "components.training.quantize"),
-    StageSpec("evaluate", "components.evaluation.evaluate"),
-    StageSpec("promote", "components.registry.promote"),
-    StageSpec("deploy", "components.serving.deploy"),
+# Stage name -> the module that defines its `Reads`, `Paths` and `run`. Not the DAG: the order
+# and the edges come from dvc.yaml's deps and outs (flows/dvc_stage.py reads them from DVC).
+STAGE_MODULES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "align": "components.training.align",
+        "curate": "components.data.curate",
+        "deploy": "components.serving.deploy",
+        "evaluate": "components.evaluation.evaluate",
+        "ingest": "components.data.ingest",
+        "mix": "components.data.mix",
+        "pack": "components.data.pack",
+        "pretrain": "components.training.pretrain",
+        "promote": "components.registry.promote",
+        "quantize": "components.training.quantize",
+        "reward": "components.training.reward",
+        "sft": "components.training.sft",
+        "tasks": "components.data.tasks",
+        "tokenizer": "components.tokenizer.train",
+        "validate_curated": "components.data.validate_curated",
+        "validate_packed": "components.data.validate_packed",
+        "validate_raw": "components.data.validate",
+    }
 )
-STAGE_NAMES = tuple(s.name for s in STAGES)
+STAGE_NAMES: Final = tuple(STAGE_MODULES)
 
 
-def get_stage(name: str) -> StageSpec:
-    for spec in STAGES:
-        if spec.name == name:
-            return spec
-    raise KeyError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+def stage_module(name: str) -> ModuleType:
+    """The stage's module: `Reads` (params sections), `Paths` (from dvc.yaml) and `run`."""
+    if name not in STAGE_MODULES:
+        raise KeyError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+    return importlib.import_module(STAGE_MODULES[name])
+
+
+def stage_reads(name: str) -> type[StageParams]:
+    return stage_module(name).Reads
 
 
 def build_paths(paths_cls: type, given: Mapping[str, str]) -> Any:
@@ -86,13 +88,15 @@ def build_paths(paths_cls: type, given: Mapping[str, str]) -> Any:
 
 
 def run_stage(name: str, params: Params, path_args: Mapping[str, str]) -> StageResult:
-    """Run one stage inside its MLflow run and write its metrics (DVC + MLflow)."""
+    """Run one stage on its declared params inside its MLflow run; write its metrics (DVC +
+    MLflow)."""
     from components.tracking.stage_run import stage_run
 
-    paths_cls, run = get_stage(name).load()
-    paths = build_paths(paths_cls, path_args)
-    with stage_run(name, params) as tracker:
-        result = run(params, paths, tracker)
+    module = stage_module(name)
+    paths = build_paths(module.Paths, path_args)
+    reads = module.Reads.narrow(params)
+    with stage_run(name, reads, profile=params.profile) as tracker:
+        result = module.run(reads, paths, tracker)
         tracker.write_metrics(paths.metrics, result.metrics)
         if result.notes:
             tracker.log_dict(result.notes, "notes.json")

@@ -54,9 +54,9 @@ def cmd_params(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from components.config import load_params
-    from components.serving.deploy import serve_forever
+    from components.serving.deploy import Reads, serve_forever
 
-    sys.exit(serve_forever(load_params(args.params), args.model_uri))
+    sys.exit(serve_forever(Reads.narrow(load_params(args.params)), args.model_uri))
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -111,6 +111,22 @@ def cmd_launch(args: argparse.Namespace) -> None:
     files = launch.render(params.cluster, json.dumps(ds_config, indent=2), worker, out)
     for name, path in files.items():
         print(f"{name:<10} {path}")
+
+
+def cmd_dag(args: argparse.Namespace) -> None:
+    from flows.dag import drift
+
+    dvc_yaml = Path(args.root).resolve() / "dvc.yaml"
+    found = drift(dvc_yaml.parent)
+    for line in found.errors + found.differences:
+        print(line)
+    if args.write and found.differences:
+        dvc_yaml.write_text(found.text)
+        print(f"rewrote {dvc_yaml} from the declarations ({len(found.differences)} differences)")
+    elif not found.differences and not found.errors:
+        print("dvc.yaml matches what the stages declare")
+    if found.errors or (args.check and found.differences):
+        sys.exit(1)
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
@@ -211,6 +227,19 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--hosts", help="comma-separated node names (else cluster.hosts)")
     lr.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     la.set_defaults(func=cmd_launch)
+
+    dg = sub.add_parser(
+        "dag",
+        help="check or rewrite dvc.yaml's params and code deps from the stages' declarations",
+        description="Each stage's `Reads` (params sections) and the project files its module "
+        "imports decide its `params:` and code `deps:` in dvc.yaml. Without a flag: show the "
+        "differences. Example: llmops dag --write",
+    )
+    mode = dg.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml differs")
+    mode.add_argument("--write", action="store_true", help="rewrite dvc.yaml in place")
+    dg.add_argument("--root", default=".", help="project root (default: %(default)s)")
+    dg.set_defaults(func=cmd_dag)
 
     ui = sub.add_parser("ui", help="start local Prefect and MLflow UI servers")
     ui.add_argument("--prefect-port", type=int, default=4200)

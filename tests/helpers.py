@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from components.config import Params, load_params
+from components.config import Params, StageParams, load_params
+from components.stage import stage_reads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,3 +29,8 @@ TOY_CURATE: dict[str, Any] = {
     "fineweb_short_line_max": None,
     "fineweb_newline_ratio_max": None,
 }
+
+
+def stage_view(name: str, params: Params) -> StageParams:
+    """The narrowed params a stage's `run` gets (what `llmops stage` passes)."""
+    return stage_reads(name).narrow(params)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.atomic import atomic_dir
-from components.config import Params
+from components.config import CurateParams, StageParams
 from components.constants import EVAL_SET_FILES
 from components.data.decontam import load_eval_sets
 from components.data.documents import (
@@ -27,6 +27,11 @@ from components.data.engine import open_engine
 from components.data.refinery import refine
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
+
+
+class Reads(StageParams):
+    seed: int
+    curate: CurateParams
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def split_long(doc: Doc, max_chars: int) -> list[Doc]:
     return [Doc(f"{doc.id}-{i}", text, doc.source) for i, text in enumerate(chunks)]
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.curate
     docs = read_docs(paths.docs / DOCS_FILE)
     chunks = [c for d in docs for c in split_long(d, cfg.max_chars_per_doc)]

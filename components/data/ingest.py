@@ -18,7 +18,7 @@ from pathlib import Path
 import trafilatura
 from tqdm import tqdm
 
-from components.config import Params
+from components.config import IngestParams, StageParams
 from components.data.documents import (
     DOCS_FILE,
     QUARANTINE_FILE,
@@ -42,6 +42,10 @@ NO_HTML_TEXT = "no_html_text"
 TOO_LARGE = "too_large"
 UNKNOWN_SOURCE = "unknown_source"
 UNSUPPORTED_FILE = "unsupported_file"
+
+
+class Reads(StageParams):
+    ingest: IngestParams
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,7 @@ def ingest(
     return docs, rejected
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     if not paths.raw.is_dir():
         raise FileNotFoundError(f"raw data directory {paths.raw} does not exist")
     docs, rejected = ingest(

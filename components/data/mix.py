@@ -16,13 +16,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from components.atomic import atomic_dir
-from components.config import MixParams, Params
+from components.config import MixParams, StageParams
 from components.data.documents import DOCS_FILE, Doc, read_docs, write_docs
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
 
 MIXTURE_FILE = "mixture.json"
 COPY_SEP = "@"
+
+
+class Reads(StageParams):
+    seed: int
+    mix: MixParams
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,7 @@ def mix(docs: list[Doc], cfg: MixParams, seed: int) -> tuple[list[Doc], dict[str
     return sorted(mixed, key=lambda d: _order(d.id, seed)), plans
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.mix
     docs = read_docs(paths.docs / DOCS_FILE)
     mixed, plans = mix(docs, cfg, params.seed)

@@ -18,13 +18,18 @@ import numpy as np
 from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from components.config import Params
+from components.config import PackParams, StageParams
 from components.data.documents import DOCS_FILE, Doc, read_docs
 from components.data.mix import MIXTURE_FILE, base_id, group_of
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
 
 INDEX_FILE = "index.json"
+
+
+class Reads(StageParams):
+    seed: int
+    pack: PackParams
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def token_shares(docs: list[Doc], tokens: list[list[int]], by: str) -> dict[str,
     return {g: round(n / total, 6) for g, n in sorted(counts.items())}
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.pack
     tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer)
     docs = read_docs(paths.docs / DOCS_FILE)

@@ -10,12 +10,13 @@ rows, so no phrasing of an eval question can leak into training:
 
 Families: add, sub (integers 0-49, never negative), reverse, upper, count (words taken from the
 bundled Shakespeare plays) and speaker (who says a given line in a play). Answers are one short
-line so a tiny model can learn the format; `is_correct` is the judge the evaluation stage uses.
+line so a tiny model can learn the format; `components.evaluation.judge.is_correct` judges them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 from collections import Counter
@@ -23,6 +24,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from components.config import StageParams, TasksParams
+from components.stage import StageResult
+from components.tracking.stage_run import Tracker
 
 Split = Literal["eval", "prefs_test", "train"]
 EVAL_PER_MILLE = 80
@@ -90,31 +95,7 @@ class Question:
     wrong: tuple[str, ...]  # plausible wrong answers, for preference pairs
 
 
-# ---------------------------------------------------------------- answers and judging
-
-_EDGE_PUNCT = ".,;:!?\"'`()[]{}<>*"
-
-
-def normalize_answer(s: str) -> str:
-    """Canonical answer text: whitespace collapsed, punctuation stripped from the ends of each
-    whitespace-delimited token. Case is kept on purpose: the `upper` family is about case."""
-    tokens = (t.strip(_EDGE_PUNCT) for t in s.split())
-    return " ".join(t for t in tokens if t)
-
-
-def is_correct(answer: str, generated: str) -> bool:
-    """Whether `generated` answers with `answer`.
-
-    Rule: take the first non-blank line of `generated`, normalise it with `normalize_answer`,
-    and accept iff its first k tokens equal the k tokens of the normalised `answer`. So
-    "42", "  42.\\n" and "42 is the sum" are right for "42", while "421", "4 2", "The answer
-    is 42" (answer not first) and "hello" for "HELLO" (case differs) are wrong. The prefix rule
-    forgives a small model that keeps talking after the answer instead of stopping.
-    """
-    expected = normalize_answer(answer).split()
-    first_line = next((line for line in generated.splitlines() if line.strip()), "")
-    got = normalize_answer(first_line).split()
-    return bool(expected) and got[: len(expected)] == expected
+# ---------------------------------------------------------------- prompts
 
 
 def normalize_prompt(s: str) -> str:
@@ -330,7 +311,7 @@ FILES = {
     "prefs_test": ("prefs_test", pref_row),
     "eval": ("eval", eval_row),
 }
-DEFAULT_SIZES = {"sft_train": 4000, "prefs_train": 2000, "prefs_test": 200, "eval": 300}
+DEFAULT_SIZES = TasksParams().model_dump()
 
 
 def per_family(n: int) -> list[int]:
@@ -403,3 +384,37 @@ def generate(
     files = {name: make_file(name, pools, n, seed) for name, n in (sizes or DEFAULT_SIZES).items()}
     check_disjoint(files)
     return files
+
+
+# ---------------------------------------------------------------- the stage
+
+
+class Reads(StageParams):
+    seed: int
+    tasks: TasksParams
+
+
+@dataclass(frozen=True)
+class Paths:
+    raw: Path  # the bundled corpus (plays under raw/shakespeare)
+    out: Path  # directory of the task files: <name>.jsonl for each name in FILES
+    metrics: Path
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
+    """Write every task file; same corpus, seed and sizes give byte-identical files."""
+    files = generate(paths.raw, params.seed, params.tasks.model_dump())
+    paths.out.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, int] = {}
+    for name, rows in files.items():
+        write_jsonl(paths.out / f"{name}.jsonl", rows)
+        metrics[f"rows.{name}"] = len(rows)
+        for task, n in sorted(Counter(r["task"] for r in rows).items()):
+            metrics[f"tasks.{name}.{task}"] = n
+    return StageResult(metrics=metrics)

@@ -17,7 +17,7 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
 
-from components.config import Params
+from components.config import IngestParams, StageParams, ValidateRawParams
 from components.data.documents import DOCS_FILE
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
@@ -29,6 +29,11 @@ class ValidationFailed(RuntimeError):
     """The data did not pass its expectation suite."""
 
 
+class Reads(StageParams):
+    ingest: IngestParams
+    validate_raw: ValidateRawParams
+
+
 @dataclass(frozen=True)
 class Paths:
     docs: Path  # ingested directory
@@ -37,7 +42,7 @@ class Paths:
     metrics: Path
 
 
-def raw_docs_suite(params: Params) -> gx.ExpectationSuite:
+def raw_docs_suite(params: Reads) -> gx.ExpectationSuite:
     cfg = params.validate_raw
     return gx.ExpectationSuite(
         name="raw_docs",
@@ -118,7 +123,7 @@ def stop_if_failed(failed: list[str], data: Path, report: Path, what_to_do: str)
         )
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     df = pd.read_parquet(paths.docs / DOCS_FILE)
     result = validate_frame(df, raw_docs_suite(params), paths.docs_site)
     save_result(result, paths.report, paths.docs_site, tracker)

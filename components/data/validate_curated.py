@@ -14,7 +14,7 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
 
-from components.config import Params
+from components.config import CurateParams, StageParams
 from components.constants import EVAL_SET_FILES
 from components.data.decontam import DecontaminationFilter, load_eval_sets
 from components.data.documents import DOCS_FILE, Doc
@@ -29,6 +29,10 @@ from components.stage import StageResult
 from components.tracking.stage_run import Tracker
 
 
+class Reads(StageParams):
+    curate: CurateParams
+
+
 @dataclass(frozen=True)
 class Paths:
     docs: Path  # curated directory
@@ -38,7 +42,7 @@ class Paths:
     metrics: Path
 
 
-def curated_docs_suite(params: Params, check_decontam: bool) -> gx.ExpectationSuite:
+def curated_docs_suite(params: Reads, check_decontam: bool) -> gx.ExpectationSuite:
     cfg = params.curate
     expectations = [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
@@ -60,7 +64,7 @@ def curated_docs_suite(params: Params, check_decontam: bool) -> gx.ExpectationSu
     return gx.ExpectationSuite(name="curated_docs", expectations=expectations)
 
 
-def with_checks(df: pd.DataFrame, params: Params, eval_sets: dict[str, list[str]]) -> pd.DataFrame:
+def with_checks(df: pd.DataFrame, params: Reads, eval_sets: dict[str, list[str]]) -> pd.DataFrame:
     """The table plus the derived columns the suite checks."""
     cfg = params.curate
     out = df.copy()
@@ -73,7 +77,7 @@ def with_checks(df: pd.DataFrame, params: Params, eval_sets: dict[str, list[str]
     return out
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     df = pd.read_parquet(paths.docs / DOCS_FILE)
     eval_sets = load_eval_sets([paths.tasks / name for name in EVAL_SET_FILES])
     checked = with_checks(df, params, eval_sets)

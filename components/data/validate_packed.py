@@ -17,7 +17,7 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
-from components.config import Params
+from components.config import PackParams, StageParams, ValidatePackedParams
 from components.data.pack import INDEX_FILE
 from components.data.validate import (
     failed_expectations,
@@ -27,6 +27,11 @@ from components.data.validate import (
 )
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
+
+
+class Reads(StageParams):
+    pack: PackParams
+    validate_packed: ValidatePackedParams
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ def mixture_frame(index: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sequences_suite(params: Params, vocab_size: int) -> gx.ExpectationSuite:
+def sequences_suite(params: Reads, vocab_size: int) -> gx.ExpectationSuite:
     cfg, seq_len = params.validate_packed, params.pack.seq_len
     max_rows = None if cfg.max_train_tokens is None else cfg.max_train_tokens // seq_len
     return gx.ExpectationSuite(
@@ -90,7 +95,7 @@ def sequences_suite(params: Params, vocab_size: int) -> gx.ExpectationSuite:
     )
 
 
-def mixture_suite(params: Params) -> gx.ExpectationSuite:
+def mixture_suite(params: Reads) -> gx.ExpectationSuite:
     return gx.ExpectationSuite(
         name="mixture",
         expectations=[
@@ -102,7 +107,7 @@ def mixture_suite(params: Params) -> gx.ExpectationSuite:
     )
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     index = json.loads((paths.data / INDEX_FILE).read_text())
     seqs = sequences_frame(paths.data)
     seqs["train_tokens"] = np.where(seqs["split"] == "train", seqs["tokens"], 0)

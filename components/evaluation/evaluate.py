@@ -4,7 +4,7 @@
   validation array (the same tokens for every model, so the numbers compare).
 - Accuracy: greedy generation on the first `max_examples` eval prompts, each formatted with the
   tokenizer's chat template (the base model gets the same formatting), decoded without special
-  tokens and scored with `components.data.tasks.is_correct`; overall and per task.
+  tokens and scored with `components.evaluation.judge.is_correct`; overall and per task.
 The policy's numbers are also written under the plain keys `eval_accuracy` / `perplexity`, the
 keys the promote stage reads.
 """
@@ -28,11 +28,11 @@ from matplotlib.figure import Figure  # no pyplot: no global backend or display 
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from components.config import Params
-from components.data.tasks import is_correct
+from components.chat import IM_END
+from components.config import EvaluateParams, StageParams
+from components.evaluation.judge import is_correct
 from components.modeling.io import load_for_inference
 from components.stage import StageResult
-from components.tokenizer.train import IM_END
 from components.tracking.stage_run import Tracker
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,10 @@ EVAL_KEYS = ("id", "task", "prompt", "answer")
 # prompts (user messages) -> completions, one per prompt
 Generate = Callable[[Sequence[str]], list[str]]
 Judge = Callable[[str, str], bool]
+
+
+class Reads(StageParams):
+    evaluate: EvaluateParams
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ def render_plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def evaluate_model(
-    model_dir: Path, val: np.ndarray, examples: Sequence[dict[str, Any]], params: Params, name: str
+    model_dir: Path, val: np.ndarray, examples: Sequence[dict[str, Any]], params: Reads, name: str
 ) -> tuple[dict[str, Any], list[Prediction]]:
     cfg = params.evaluate
     model, tokenizer = load_for_inference(model_dir)
@@ -245,7 +249,7 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     val = np.load(paths.val / "val.npy", mmap_mode="r")  # (n_sequences, seq_len)
     examples = read_eval_set(paths.eval_set, params.evaluate.max_examples)
     rows, lines = [], []

@@ -12,8 +12,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from components.chat import IM_END
 from components.config import ModelParams
-from components.tokenizer.train import IM_END
 
 
 def llama_config(cfg: ModelParams, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:

@@ -14,7 +14,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from components.config import Params, PromoteParams
+from components.config import PromoteParams, StageParams
 from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY, REGISTRY_RECORD
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 # Metric direction: does a larger value mean a better model?
 HIGHER_IS_BETTER = {"eval_accuracy": True, "perplexity": False}
 EVAL_TAG_PREFIX = "eval."
+
+
+class Reads(StageParams):
+    promote: PromoteParams
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ def current_champion(client: MlflowClient, name: str):
         return None
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.promote
     record = json.loads((paths.policy / REGISTRY_RECORD).read_text())
     if record["name"] != MODEL_POLICY:

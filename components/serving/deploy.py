@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from components.config import Params
+from components.config import DeployParams, StageParams
 from components.constants import ALIAS_CHAMPION, LINEAGE_TAGS, MODEL_POLICY
 from components.serving import client, vllm_server
 from components.stage import StageResult
@@ -39,6 +39,10 @@ from components.tracking.stage_run import Tracker
 log = logging.getLogger(__name__)
 
 SERVER_LOG = "vllm_server.log"
+
+
+class Reads(StageParams):
+    deploy: DeployParams
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ def _check(load: dict[str, dict[str, Any]]) -> None:
         )
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.deploy
     promotion = json.loads(paths.promotion.read_text())
     version = champion_version(MlflowClient())
@@ -164,7 +168,7 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
 
 
 def serve_forever(
-    params: Params,
+    params: Reads,
     model_uri: str = f"models:/{MODEL_POLICY}@{ALIAS_CHAMPION}",
 ) -> int:
     """`llmops serve`: download `model_uri` and serve it in the foreground until Ctrl-C."""

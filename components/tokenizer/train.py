@@ -11,29 +11,16 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from components.config import Params
+from components.chat import CHAT_TEMPLATE, EOS, IM_END, IM_START, PAD, SPECIAL_TOKENS
+from components.config import StageParams, TokenizerParams
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
 
 log = logging.getLogger(__name__)
 
-EOS = "<|endoftext|>"  # document separator in pretraining, end of generation
-PAD = "<|pad|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"  # end of a chat turn; also a stop token for generation
-SPECIAL_TOKENS = (EOS, PAD, IM_START, IM_END)
 
-# ChatML. `{% generation %}` marks assistant tokens so trainers can mask the loss to responses.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['role'] == 'assistant' %}{% generation %}"
-    "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
-    "{{ '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+class Reads(StageParams):
+    tokenizer: TokenizerParams
 
 
 @dataclass(frozen=True)
@@ -79,7 +66,7 @@ def train_tokenizer(
     return fast
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.tokenizer
     tokenizer = train_tokenizer(iter_texts(paths.docs), cfg.vocab_size, cfg.min_frequency)
     paths.out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
 import components
-from components.config import Params, params_hash
+from components.config import params_hash
 from components.constants import (
     REGISTRY_RECORD,
     TAG_DATA_HASH,
@@ -22,6 +22,7 @@ from components.constants import (
 )
 from components.tracking import lineage
 from components.tracking.hf_pyfunc import HF_ARTIFACT
+from components.tracking.stage_run import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +42,27 @@ def _requirements() -> list[str]:
 
 
 def register_model_dir(
+    tracker: Tracker,
     model_dir: str | Path,
     name: str,
     *,
-    stage: str,
-    params: Params,
     data_path: str | Path,
     parent_dir: str | Path | None = None,
 ) -> ModelVersion:
     """Log `model_dir` as a pyfunc model in the active run and register it under `name`.
 
-    Lineage tags: git commit, DVC hash of the training data, params hash, parent model
-    (`name/version` read from the parent's registry record) and the producing stage.
+    Lineage tags: git commit, DVC hash of the training data, hash of the params the stage
+    declared (`tracker.params`), parent model (`name/version` read from the parent's registry
+    record) and the producing stage.
     A `registered_model.json` record is written into `model_dir` for downstream stages.
     """
     model_dir = Path(model_dir)
     tags = {
         TAG_GIT_COMMIT: lineage.git_commit(),
         TAG_DATA_HASH: lineage.data_hash(data_path),
-        TAG_PARAMS_HASH: params_hash(params),
+        TAG_PARAMS_HASH: params_hash(tracker.params),
         TAG_PARENT_MODEL: lineage.parent_model(parent_dir) if parent_dir else "",
-        TAG_STAGE: stage,
+        TAG_STAGE: tracker.stage,
     }
     record = model_dir / REGISTRY_RECORD
     record.unlink(missing_ok=True)  # a stale record must not be logged inside the model

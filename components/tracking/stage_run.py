@@ -12,28 +12,17 @@ from typing import Any
 
 import mlflow
 
-from components.config import Params
+from components.config import StageParams, flatten
 from components.constants import ENV_PARENT_RUN_ID, RUN_TAG_PIPELINE, RUN_TAG_STAGE
 from components.tracking import mlflow_env
 
 log = logging.getLogger(__name__)
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
-
-
 class Tracker:
     """What a stage may record. Wraps the active MLflow run of the stage."""
 
-    def __init__(self, stage: str, params: Params, run_id: str):
+    def __init__(self, stage: str, params: StageParams, run_id: str):
         self.stage = stage
         self.params = params
         self.run_id = run_id
@@ -64,27 +53,20 @@ class Tracker:
         self.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         mlflow.log_artifact(str(path), artifact_path="metrics")
 
-    def register_model(self, model_dir: str | Path, name: str, **lineage: Any):
-        from components.tracking.registry import register_model_dir
-
-        return register_model_dir(model_dir, name, stage=self.stage, params=self.params, **lineage)
-
 
 @contextmanager
-def stage_run(stage: str, params: Params) -> Iterator[Tracker]:
-    """Open the stage's MLflow run, nested under the pipeline's run when the flow started one."""
+def stage_run(stage: str, params: StageParams, profile: str = "") -> Iterator[Tracker]:
+    """Open the stage's MLflow run, nested under the pipeline's run when the flow started one.
+
+    `params` is the stage's declared view; exactly those values are logged as run params.
+    """
     mlflow_env.configure()
     parent = os.environ.get(ENV_PARENT_RUN_ID)
-    tags = {RUN_TAG_STAGE: stage, "profile": params.profile}
+    tags = {RUN_TAG_STAGE: stage, "profile": profile}
     if parent:
         tags[RUN_TAG_PIPELINE] = parent
     with mlflow.start_run(run_name=stage, parent_run_id=parent or None, tags=tags) as run:
-        section = getattr(params, stage, None)
-        logged: dict[str, Any] = {"profile": params.profile, "seed": params.seed}
-        if section is not None:
-            logged.update(_flatten(section.model_dump(mode="json"), f"{stage}."))
-        if stage in {"pretrain", "sft", "reward", "align"}:
-            logged.update(_flatten(params.model.model_dump(mode="json"), "model."))
+        logged = {"profile": profile, **flatten(params.model_dump(mode="json"))}
         mlflow.log_params({k: str(v)[:500] for k, v in logged.items()})
         log.info("stage %s: MLflow run %s", stage, run.info.run_id)
         yield Tracker(stage, params, run.info.run_id)

@@ -28,9 +28,10 @@ from transformers import (
 )
 from trl import DPOConfig, DPOTrainer
 
-from components.config import AlignParams, Params
+from components.config import AlignParams, StageParams
 from components.constants import MODEL_POLICY
 from components.stage import StageResult
+from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training.trainer_common import (
     TrackerCallback,
@@ -46,6 +47,11 @@ log = logging.getLogger(__name__)
 
 # params.align.method -> TRL loss_type ("sigmoid" is the loss of the DPO paper).
 LOSS_TYPES = {"dpo": "sigmoid"}
+
+
+class Reads(StageParams):
+    seed: int
+    align: AlignParams
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,7 @@ def evaluate_pairs(
     }
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.align
     train_pairs = load_preference_pairs(paths.train, cfg.max_examples, params.seed)
     test_pairs = load_preference_pairs(paths.test, None, params.seed)
@@ -198,7 +204,9 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     with atomic_model_dir(paths.out) as tmp:
         policy.save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
-    tracker.register_model(paths.out, MODEL_POLICY, data_path=paths.train, parent_dir=paths.sft)
+    register_model_dir(
+        tracker, paths.out, MODEL_POLICY, data_path=paths.train, parent_dir=paths.sft
+    )
     return StageResult(
         metrics={
             **loss_summary(trainer.state.log_history),

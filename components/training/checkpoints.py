@@ -12,17 +12,27 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Protocol
 
 import torch.distributed as dist
 
-from components.config import Params
+from components.config import ModelParams, PretrainParams
 
 log = logging.getLogger("pretrain")
 FINGERPRINT_FILE = "fingerprint.txt"
 WORLD_FILE = "world_size.txt"
 
 
-def fingerprint(params: Params, data_dir: Path) -> str:
+class SetupParams(Protocol):
+    @property
+    def seed(self) -> int: ...
+    @property
+    def model(self) -> ModelParams: ...
+    @property
+    def pretrain(self) -> PretrainParams: ...
+
+
+def fingerprint(params: SetupParams, data_dir: Path) -> str:
     """What makes two runs the same training setup (and their checkpoints interchangeable)."""
     ident = {
         "model": params.model.model_dump(mode="json"),

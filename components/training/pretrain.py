@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 
 from components.atomic import replace_dir
-from components.config import Params
 from components.constants import MODEL_BASE
 from components.stage import StageResult
+from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training import launch
 from components.training.ds_config import deepspeed_config
+from components.training.pretrain_worker import Reads  # the ranks read exactly these
 from components.training.sizing import plan_for
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def plot_losses(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg, cluster = params.pretrain, params.cluster
     on_gpu = torch.cuda.is_available()
     world = cluster.world_size
@@ -127,7 +128,7 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     plot_losses(rows, paths.plot)
     tracker.log_artifact(paths.plot, "plots")
     replace_dir(tmp_out, paths.out)
-    tracker.register_model(paths.out, MODEL_BASE, data_path=paths.data)
+    register_model_dir(tracker, paths.out, MODEL_BASE, data_path=paths.data)
 
     first, last = rows[0], rows[-1]
     vals = [r for r in rows if "val_loss" in r]

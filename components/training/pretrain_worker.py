@@ -24,7 +24,15 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.integrations import HfDeepSpeedConfig
 
-from components.config import Params, load_params
+from components.config import (
+    ClusterParams,
+    ModelParams,
+    PackParams,
+    PretrainParams,
+    StageParams,
+    TokenizerParams,
+    load_params,
+)
 from components.modeling.llama import llama_config
 from components.training.checkpoints import (
     fingerprint,
@@ -42,6 +50,19 @@ CONSOLIDATION_FILE = "consolidation.json"
 MEMORY_FILE = "model_state_memory.json"  # measured ZeRO-3 model-state bytes per rank
 # Saved safetensors vs the live sharded model, max |logit difference| on one batch.
 LOGIT_TOLERANCE = 1e-4
+
+
+class Reads(StageParams):
+    """What the pretrain stage and its ranks read (the stage re-exports it as its `Reads`).
+    `tokenizer` and `pack` size the planner's token budget; the vocabulary itself comes from the
+    trained tokenizer."""
+
+    seed: int
+    tokenizer: TokenizerParams
+    pack: PackParams
+    model: ModelParams
+    cluster: ClusterParams
+    pretrain: PretrainParams
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -180,7 +201,7 @@ class MlflowStepLogger:
             self.pending = []
 
 
-def build_model(params: Params, tokenizer, ds_config: dict) -> torch.nn.Module:
+def build_model(params: Reads, tokenizer, ds_config: dict) -> torch.nn.Module:
     """The model, each rank allocating only its ZeRO-3 shard."""
     torch.manual_seed(params.seed)  # identical init on every rank before partitioning
     # While `hf_ds` lives, transformers builds the model under deepspeed.zero.Init and
@@ -224,7 +245,7 @@ def write_memory_report(engine, path: Path, rank: int, world: int) -> None:
         )
 
 
-def train(params: Params, args: argparse.Namespace) -> None:
+def train(params: Reads, args: argparse.Namespace) -> None:
     cfg = params.pretrain
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device(deepspeed.get_accelerator().device_name())
@@ -324,7 +345,7 @@ def train(params: Params, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    params = load_params(args.params)
+    params = Reads.narrow(load_params(args.params))
     on_gpu = torch.cuda.is_available()
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     train(params, args)

@@ -26,7 +26,7 @@ from safetensors import safe_open
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from components.atomic import atomic_dir
-from components.config import Params
+from components.config import QuantizeParams, StageParams
 from components.constants import MODEL_POLICY_INT8
 from components.modeling.io import (
     QUANTIZATION_RECORD,
@@ -35,6 +35,7 @@ from components.modeling.io import (
     load_quantized_causal_lm,
 )
 from components.stage import StageResult
+from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,11 @@ _DTYPE_BYTES = {
     "U8": 1,
     "BOOL": 1,
 }
+
+
+class Reads(StageParams):
+    seed: int
+    quantize: QuantizeParams
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,7 @@ def logit_error(
     }
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.quantize
     reference, tokenizer = load_for_inference(paths.policy)
     model = copy.deepcopy(reference)  # quantized in place; the fp32 reference stays intact
@@ -160,7 +166,7 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
         sizes["linear_size_ratio"],
         error["logit_max_abs_diff"],
     )
-    tracker.register_model(
-        paths.out, MODEL_POLICY_INT8, data_path=paths.policy, parent_dir=paths.policy
+    register_model_dir(
+        tracker, paths.out, MODEL_POLICY_INT8, data_path=paths.policy, parent_dir=paths.policy
     )
     return StageResult(metrics={"quantized_modules": len(qmap), **sizes, **error})

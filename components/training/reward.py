@@ -29,9 +29,10 @@ from transformers import (
 )
 from trl import RewardConfig, RewardTrainer
 
-from components.config import Params, RewardParams
+from components.config import RewardParams, StageParams
 from components.constants import MODEL_REWARD
 from components.stage import StageResult
+from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training.trainer_common import (
     TrackerCallback,
@@ -44,6 +45,11 @@ from components.training.trainer_common import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class Reads(StageParams):
+    seed: int
+    reward: RewardParams
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,7 @@ def evaluate_pairs(
     }
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.reward
     train_pairs = load_preference_pairs(paths.train, cfg.max_examples, params.seed)
     test_pairs = load_preference_pairs(paths.test, None, params.seed)
@@ -175,7 +181,9 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
     with atomic_model_dir(paths.out) as tmp:
         model.save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
-    tracker.register_model(paths.out, MODEL_REWARD, data_path=paths.train, parent_dir=paths.base)
+    register_model_dir(
+        tracker, paths.out, MODEL_REWARD, data_path=paths.train, parent_dir=paths.base
+    )
     return StageResult(
         metrics={
             **loss_summary(trainer.state.log_history),

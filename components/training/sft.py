@@ -28,9 +28,10 @@ from transformers import (
 )
 from trl import SFTConfig, SFTTrainer
 
-from components.config import LoraParams, Params, SftParams
+from components.config import LoraParams, SftParams, StageParams
 from components.constants import MODEL_SFT
 from components.stage import StageResult
+from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training.trainer_common import (
     TrackerCallback,
@@ -45,6 +46,11 @@ from components.training.trainer_common import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class Reads(StageParams):
+    seed: int
+    sft: SftParams
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ def merged(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
     return model
 
 
-def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.sft
     dataset = load_examples(paths.data, cfg.max_examples, params.seed)
     tokenizer = AutoTokenizer.from_pretrained(paths.base)
@@ -146,7 +152,7 @@ def run(params: Params, paths: Paths, tracker: Tracker) -> StageResult:
         tokenizer.save_pretrained(tmp)
     log.info("sft: %d examples, loss %s, saved %s", len(dataset), losses, paths.out)
 
-    tracker.register_model(paths.out, MODEL_SFT, data_path=paths.data, parent_dir=paths.base)
+    register_model_dir(tracker, paths.out, MODEL_SFT, data_path=paths.data, parent_dir=paths.base)
     return StageResult(
         metrics={
             **losses,

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
-from components.config import ClusterParams, ModelParams, Params
+from components.config import (
+    ClusterParams,
+    ModelParams,
+    PackParams,
+    PretrainParams,
+    TokenizerParams,
+)
 from components.training.planner import Cluster, ModelShape, Plan, Precision, make_plan
 
 # Published shapes, for sizing runs bigger than this project's own model.
@@ -38,6 +45,21 @@ PRESETS: dict[str, ModelShape] = {
 }
 
 
+class PlanInputs(Protocol):
+    """The sections the planner reads: the whole params (CLI) or the pretrain stage's `Reads`."""
+
+    @property
+    def tokenizer(self) -> TokenizerParams: ...
+    @property
+    def pack(self) -> PackParams: ...
+    @property
+    def model(self) -> ModelParams: ...
+    @property
+    def cluster(self) -> ClusterParams: ...
+    @property
+    def pretrain(self) -> PretrainParams: ...
+
+
 def model_shape(cfg: ModelParams, vocab_size: int) -> ModelShape:
     moe = cfg.architecture == "mixtral"
     return ModelShape(
@@ -64,14 +86,14 @@ def cluster_of(cfg: ClusterParams) -> Cluster:
     )
 
 
-def token_budget(params: Params) -> int:
+def token_budget(params: PlanInputs) -> int:
     """Tokens the configured run trains on: steps × global batch × sequence length."""
     p = params.pretrain
     global_batch = p.micro_batch_size * p.grad_accum_steps * params.cluster.world_size
     return p.max_steps * global_batch * params.pack.seq_len
 
 
-def vocab_size(params: Params, tokenizer_dir: Path | None) -> int:
+def vocab_size(params: PlanInputs, tokenizer_dir: Path | None) -> int:
     """The trained tokenizer's size when it exists (special tokens included), else the target."""
     if tokenizer_dir is not None and (tokenizer_dir / "tokenizer.json").exists():
         from transformers import AutoTokenizer
@@ -81,7 +103,7 @@ def vocab_size(params: Params, tokenizer_dir: Path | None) -> int:
 
 
 def plan_for(
-    params: Params,
+    params: PlanInputs,
     tokenizer_dir: Path | None = None,
     precision: Precision = "mixed",
     n_params: float | None = None,

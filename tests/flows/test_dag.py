@@ -8,6 +8,8 @@ def test_dvc_dag_declares_every_stage_of_the_package_in_a_valid_order():
     assert sorted(order) == sorted(STAGE_NAMES)
     pos = {s: i for i, s in enumerate(order)}
     for before, after in [
+        ("tasks", "curate"),
+        ("tasks", "sft"),
         ("ingest", "validate_raw"),
         ("validate_raw", "curate"),
         ("curate", "validate_curated"),
@@ -29,6 +31,7 @@ def test_dvc_dag_declares_every_stage_of_the_package_in_a_valid_order():
 def test_upstream_closure_includes_dependencies_only():
     closure = upstream_closure(ROOT, ["pack"])
     assert closure == {
+        "tasks",
         "ingest",
         "validate_raw",
         "curate",

@@ -17,7 +17,7 @@ from components.data.ingest import (
 )
 from components.data.pack import is_validation, pack_tokens
 from components.data.refinery import apply_filters, build_filters
-from tests.helpers import TOY_CURATE, project_params
+from tests.helpers import TOY_CURATE, project_params, stage_view
 
 ARTICLE = (
     "<html><body><nav>Home | About</nav><article><h1>Title</h1><p>"
@@ -119,8 +119,8 @@ def test_quarantine_written_by_ingest_run(tmp_path, monkeypatch):
     raw = make_raw(tmp_path)
     params = project_params(ingest={"sources": ("books", "feed")})
     paths = ingest_stage.Paths(raw=raw, out=tmp_path / "out", metrics=tmp_path / "m.json")
-    with stage_run("ingest", params) as tracker:
-        result = ingest_stage.run(params, paths, tracker)
+    with stage_run("ingest", stage_view("ingest", params)) as tracker:
+        result = ingest_stage.run(tracker.params, paths, tracker)
     q = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
     assert result.metrics["quarantined"] == len(q) == 6
     assert result.metrics[f"quarantined.{BAD_JSON}"] == 1

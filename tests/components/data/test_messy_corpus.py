@@ -12,7 +12,7 @@ from components.data import curate, ingest
 from components.data.decontam import item_text
 from components.data.pii import find_pii
 from components.tracking.stage_run import stage_run
-from tests.helpers import ROOT, project_params
+from tests.helpers import ROOT, project_params, stage_view
 
 SUBJECTS = [
     "The committee",
@@ -135,13 +135,13 @@ def outcome(tmp_path_factory):
         curate={"quality_model_min_score": None},
     )
     ingested, curated = tmp / "ingested", tmp / "curated"
-    with stage_run("ingest", params) as tracker:
+    with stage_run("ingest", stage_view("ingest", params)) as tracker:
         ingest_metrics = ingest.run(
-            params, ingest.Paths(tmp / "raw", ingested, tmp / "i.json"), tracker
+            tracker.params, ingest.Paths(tmp / "raw", ingested, tmp / "i.json"), tracker
         ).metrics
-    with stage_run("curate", params) as tracker:
+    with stage_run("curate", stage_view("curate", params)) as tracker:
         curate_metrics = curate.run(
-            params,
+            tracker.params,
             curate.Paths(ingested, ROOT / "data" / "tasks", curated, tmp / "c.json"),
             tracker,
         ).metrics

@@ -9,7 +9,7 @@ from components.data.documents import Doc, write_docs
 from components.data.mix import base_id, mix, plan_mixture, sample_group
 from components.data.pack import is_validation
 from components.tracking.stage_run import stage_run
-from tests.helpers import project_params
+from tests.helpers import project_params, stage_view
 
 
 def corpus() -> list[Doc]:
@@ -72,8 +72,10 @@ def test_mix_stage_writes_docs_and_the_mixture_report(tmp_path):
     curated.mkdir()
     write_docs(corpus(), curated / "docs.parquet")
     params = project_params(mix={"weights": {"books": 0.75, "code": 0.25}})
-    with stage_run("mix", params) as tracker:
-        result = mix_stage.run(params, mix_stage.Paths(curated, out, tmp_path / "m.json"), tracker)
+    with stage_run("mix", stage_view("mix", params)) as tracker:
+        result = mix_stage.run(
+            tracker.params, mix_stage.Paths(curated, out, tmp_path / "m.json"), tracker
+        )
     report = json.loads((out / "mixture.json").read_text())
     assert report["groups"]["code"]["requested_share"] == 0.25
     assert result.metrics["byte_share.code"] == pytest.approx(0.25, abs=0.03)

@@ -5,7 +5,7 @@ import pytest
 
 from components.data import validate
 from components.tracking.stage_run import stage_run
-from tests.helpers import project_params
+from tests.helpers import project_params, stage_view
 
 
 def frame(**overrides):
@@ -51,9 +51,9 @@ def test_failing_gate_raises_after_saving_the_report(tmp_path, monkeypatch):
     params = project_params()
     with (
         pytest.raises(validate.ValidationFailed, match="unique"),
-        stage_run("validate_raw", params) as tracker,
+        stage_run("validate_raw", stage_view("validate_raw", params)) as tracker,
     ):
-        validate.run(params, paths, tracker)
+        validate.run(tracker.params, paths, tracker)
     assert json.loads(paths.report.read_text())["success"] is False
     # Data Docs HTML for people to read, next to the JSON result.
     assert (paths.docs_site / "index.html").exists()

@@ -7,7 +7,7 @@ from components.data.documents import DOCS_FILE
 from components.data.validate import ValidationFailed
 from components.data.validate_curated import Paths, run
 from components.tracking.stage_run import stage_run
-from tests.helpers import project_params
+from tests.helpers import project_params, stage_view
 
 LEAK = (
     "who says the following line in the play about the two lovers from verona who quarrel "
@@ -43,8 +43,8 @@ def row(i, text, lang="en"):
 
 
 def stage(paths):
-    with stage_run("validate_curated", project_params()) as tracker:
-        return run(project_params(), paths, tracker)
+    with stage_run("validate_curated", stage_view("validate_curated", project_params())) as tracker:
+        return run(tracker.params, paths, tracker)
 
 
 def test_clean_table_passes_and_writes_data_docs(setup):

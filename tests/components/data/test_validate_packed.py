@@ -6,7 +6,7 @@ import pytest
 from components.data import validate_packed as stage
 from components.data.validate import ValidationFailed
 from components.tracking.stage_run import stage_run
-from tests.helpers import project_params
+from tests.helpers import project_params, stage_view
 
 SEQ = 16
 
@@ -30,8 +30,8 @@ def run(paths, **gate):
     params = project_params(
         pack={"seq_len": SEQ}, validate_packed={"min_train_tokens": 100, **gate}
     )
-    with stage_run("validate_packed", params) as tracker:
-        return stage.run(params, paths, tracker)
+    with stage_run("validate_packed", stage_view("validate_packed", params)) as tracker:
+        return stage.run(tracker.params, paths, tracker)
 
 
 def test_gate_passes_and_writes_data_docs_for_both_suites(tmp_path):

@@ -13,7 +13,7 @@ from components.modeling.llama import build_model
 from components.tokenizer.train import train_tokenizer
 from components.tracking.stage_run import stage_run
 from components.training import quantize
-from tests.helpers import project_params
+from tests.helpers import project_params, stage_view
 
 TINY = ModelParams(
     hidden_size=32,
@@ -139,8 +139,8 @@ def test_run_compares_four_models_and_logs_artifacts(model_dir, loaded, tmp_path
         metrics=tmp_path / "m.json",
     )
     params = project_params(evaluate={"max_examples": 3, "ppl_batches": 2, "max_new_tokens": 4})
-    with stage_run("evaluate", params) as tracker:
-        result = evaluate.run(params, paths, tracker)
+    with stage_run("evaluate", stage_view("evaluate", params)) as tracker:
+        result = evaluate.run(tracker.params, paths, tracker)
         run_id = tracker.run_id
 
     m = result.metrics

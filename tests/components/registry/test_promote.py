@@ -8,7 +8,7 @@ from components.config import PromoteParams
 from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY, REGISTRY_RECORD
 from components.registry import promote
 from components.tracking.stage_run import stage_run
-from tests.helpers import project_params
+from tests.helpers import project_params, stage_view
 
 CFG = PromoteParams(metric="eval_accuracy", min_delta=0.0, max_perplexity=100.0)
 
@@ -67,8 +67,8 @@ def _promote(tmp_path, n: int, accuracy: float) -> dict:
     paths = promote.Paths(
         policy=tmp_path / f"policy{n}", evaluation=evaluation, metrics=tmp_path / "m.json"
     )
-    with stage_run("promote", params) as tracker:
-        return promote.run(params, paths, tracker).metrics
+    with stage_run("promote", stage_view("promote", params)) as tracker:
+        return promote.run(tracker.params, paths, tracker).metrics
 
 
 def test_run_moves_champion_only_when_gate_passes(registry):

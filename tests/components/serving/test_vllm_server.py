@@ -15,7 +15,8 @@ import pytest
 from components.config import ModelParams
 from components.constants import ALIAS_CHAMPION, ENV_SERVE_PYTHON, MODEL_POLICY
 from components.serving import client, deploy, vllm_server
-from tests.helpers import project_params
+from components.tracking.registry import register_model_dir
+from tests.helpers import project_params, stage_view
 
 DEPLOY = project_params(deploy={"port": 8123, "dtype": "float32", "max_model_len": 128}).deploy
 
@@ -223,8 +224,8 @@ def test_deploy_stage_serves_the_registry_champion(tiny_model_dir, tmp_path, mon
     model_dir = shutil.copytree(tiny_model_dir, tmp_path / "policy")
     (tmp_path / "data.txt").write_text("training data")
     params = project_params(deploy={"port": _free_port(), "n_requests": 2, "max_tokens": 8})
-    with stage_run("align", params) as tracker:
-        mv = tracker.register_model(model_dir, MODEL_POLICY, data_path=tmp_path / "data.txt")
+    with stage_run("align", stage_view("align", params)) as tracker:
+        mv = register_model_dir(tracker, model_dir, MODEL_POLICY, data_path=tmp_path / "data.txt")
     MlflowClient().set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, mv.version)
     (tmp_path / "promote.json").write_text(json.dumps({"champion_version": int(mv.version)}))
 
@@ -233,8 +234,8 @@ def test_deploy_stage_serves_the_registry_champion(tiny_model_dir, tmp_path, mon
         out=tmp_path / "deploy.json",
         metrics=tmp_path / "metrics.json",
     )
-    with stage_run("deploy", params) as tracker:
-        result = deploy.run(params, paths, tracker)
+    with stage_run("deploy", stage_view("deploy", params)) as tracker:
+        result = deploy.run(tracker.params, paths, tracker)
     print(result.metrics)
     assert result.metrics["chat_ok"] == 2 and result.metrics["model_version"] == int(mv.version)
     report = json.loads(paths.out.read_text())

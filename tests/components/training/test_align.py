@@ -17,6 +17,7 @@ from tests.components.training.tiny import (
     tiny_params,
     write_jsonl,
 )
+from tests.helpers import stage_view
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +93,8 @@ def test_run_aligns_saves_and_registers(sft_dir, tasks, tmp_path, monkeypatch):
         sft=sft_dir, train=tasks[0], test=tasks[1], out=out, metrics=tmp_path / "align.json"
     )
     params = tiny_params(align={"epochs": 2, "max_examples": None})
-    with stage_run("align", params) as tracker:
-        result = align.run(params, paths, tracker)
+    with stage_run("align", stage_view("align", params)) as tracker:
+        result = align.run(tracker.params, paths, tracker)
 
     m = result.metrics
     assert m["n_examples"] == 48 and m["n_train_pairs"] == 48 and m["n_test_pairs"] == 16

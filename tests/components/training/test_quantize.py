@@ -13,7 +13,7 @@ from components.modeling.llama import build_model
 from components.tokenizer.train import train_tokenizer
 from components.tracking.stage_run import stage_run
 from components.training import quantize
-from tests.helpers import project_params
+from tests.helpers import project_params, stage_view
 
 TINY = ModelParams(
     hidden_size=32,
@@ -107,8 +107,8 @@ def test_run_writes_dir_atomically_and_registers(policy_dir, tmp_path, monkeypat
     (out / "stale.txt").write_text("from a previous run")
     paths = quantize.Paths(policy=policy_dir, out=out, metrics=tmp_path / "quantize.json")
     params = project_params()
-    with stage_run("quantize", params) as tracker:
-        result = quantize.run(params, paths, tracker)
+    with stage_run("quantize", stage_view("quantize", params)) as tracker:
+        result = quantize.run(tracker.params, paths, tracker)
 
     m = result.metrics
     assert m["quantized_modules"] == 7

@@ -15,6 +15,7 @@ from tests.components.training.tiny import (
     tiny_params,
     write_jsonl,
 )
+from tests.helpers import stage_view
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +78,8 @@ def test_run_learns_preferences_and_registers(base_dir, tasks, tmp_path, monkeyp
         base=base_dir, train=tasks[0], test=tasks[1], out=out, metrics=tmp_path / "reward.json"
     )
     params = tiny_params(reward={"epochs": 2, "max_examples": None})
-    with stage_run("reward", params) as tracker:
-        result = reward.run(params, paths, tracker)
+    with stage_run("reward", stage_view("reward", params)) as tracker:
+        result = reward.run(tracker.params, paths, tracker)
 
     m = result.metrics
     assert m["n_examples"] == 48 and m["n_train_pairs"] == 48 and m["n_test_pairs"] == 16

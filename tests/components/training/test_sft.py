@@ -16,6 +16,7 @@ from tests.components.training.tiny import (
     tiny_params,
     write_jsonl,
 )
+from tests.helpers import stage_view
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +114,8 @@ def test_run_trains_saves_atomically_and_registers(base_dir, data, tmp_path, mon
     (out / "stale.txt").write_text("from a previous run")
     paths = sft.Paths(base=base_dir, data=data, out=out, metrics=tmp_path / "sft.json")
     params = tiny_params()
-    with stage_run("sft", params) as tracker:
-        result = sft.run(params, paths, tracker)
+    with stage_run("sft", stage_view("sft", params)) as tracker:
+        result = sft.run(tracker.params, paths, tracker)
         run_id = tracker.run_id
 
     m = result.metrics

@@ -1,0 +1,33 @@
+"""The pretraining worker starts on a bare CUDA image: torch, transformers, deepspeed and the
+schema (pydantic, yaml) only. Anything the pipeline's CPU side uses is blocked here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.helpers import ROOT
+
+NOT_ON_GPU_IMAGE = (
+    "mlflow",
+    "prefect",
+    "dvc",
+    "great_expectations",
+    "pyarrow",
+    "pandas",
+    "sklearn",
+    "dask",
+    "datasketch",
+    "trafilatura",
+    "matplotlib",
+)
+
+
+def test_pretrain_worker_imports_without_tracking_or_orchestration_packages():
+    block = "; ".join(f"sys.modules[{m!r}] = None" for m in NOT_ON_GPU_IMAGE)
+    code = f"import sys; {block}; import components.training.pretrain_worker as w; print(w.Reads)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Reads" in proc.stdout
