@@ -7,7 +7,7 @@ against DataTrove's equivalent blocks on the same documents, in the same run.
 Corpus (deterministic from --seed): documents of 1-5 kB built from paragraph runs of the
 bundled raw corpus (data/raw: plays, Python docs through the ingest stage's HTML extractor,
 Debian licence files), mixed with perturbations: exact duplicates (verbatim or re-spaced),
-near-duplicates made as components/data/planted.py makes them (word edits, reordered
+near-duplicates made as tests/fixtures/planted.py makes them (word edits, reordered
 paragraphs, added boilerplate), word salad, spam and navigation pages, low-alpha junk and
 lorem ipsum, PII (e-mail, phone, IP, card, IBAN), German/French/Spanish pages (data/raw has no
 non-English text, so a small built-in sentence pool stands in), toxic lines and pasted eval
@@ -85,8 +85,8 @@ from components.data.documents import Doc, Rejected  # noqa: E402
 from components.data.ingest import extract_html, normalize  # noqa: E402
 from components.data.langid import identify  # noqa: E402
 from components.data.pii import PiiRedactor  # noqa: E402
-from components.data.planted import BOILERPLATE, _edit  # noqa: E402
 from components.data.quality_model import corrupt  # noqa: E402
+from tests.fixtures.planted import BOILERPLATE, edit_words  # noqa: E402
 
 MIB = 1024 * 1024
 MIN_CHARS, MAX_CHARS = 1000, 5000
@@ -280,7 +280,8 @@ class CorpusMaker:
             rate = float(self.rng.uniform(0.0, 0.12))
             paras = [
                 "\n".join(
-                    " ".join(_edit(self.rng, ln.split(), self.vocab, rate)) for ln in p.split("\n")
+                    " ".join(edit_words(self.rng, ln.split(), self.vocab, rate))
+                    for ln in p.split("\n")
                 )
                 for p in paras
             ]
