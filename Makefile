@@ -49,7 +49,7 @@ bench-pretrain: setup
 
 bench-curation: setup
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
-	$(BIN)/python bench/curation.py
+	$(BIN)/python -m bench.curation
 
 lint: setup
 	$(BIN)/ruff check .

@@ -2,7 +2,7 @@
 
     python bench/dedup_quality.py               # 400 base docs × 3 = 1,200 docs, ~1 minute
 
-On a corpus with planted near-duplicates (components/data/planted.py), the truth is every pair
+On a corpus with planted near-duplicates (tests/fixtures/planted.py), the truth is every pair
 whose exact shingle Jaccard ≥ threshold, computed over all pairs. Reports pair precision and
 recall (goal: recall ≥ 0.95, precision ≥ 0.99 at Jaccard ≥ 0.8) and documents/s for the
 FineWeb (14 bands × 8 rows) and NeMo-Curator (20 × 13) settings and the project's params.
@@ -28,7 +28,7 @@ from components.data.near_dedup import (  # noqa: E402
     jaccard,
     shingles,
 )
-from components.data.planted import planted_corpus  # noqa: E402
+from tests.fixtures.planted import planted_corpus  # noqa: E402
 
 
 def brute_force(sets: list[set], threshold: float) -> tuple[set[tuple[int, int]], list[float]]:

