@@ -1,6 +1,8 @@
 import mlflow
 import pytest
 
+from tests.helpers import write_task_files
+
 
 @pytest.fixture(autouse=True)
 def isolated_mlflow(monkeypatch, tmp_path):
@@ -17,3 +19,9 @@ def isolated_mlflow(monkeypatch, tmp_path):
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
+
+
+@pytest.fixture(scope="session")
+def tasks_dir(tmp_path_factory):
+    """Generated task files (eval sets for decontamination and the like), once per session."""
+    return write_task_files(tmp_path_factory.mktemp("tasks"))

@@ -34,3 +34,12 @@ TOY_CURATE: dict[str, Any] = {
 def stage_view(name: str, params: Params) -> StageParams:
     """The narrowed params a stage's `run` gets (what `llmops stage` passes)."""
     return stage_reads(name).narrow(params)
+
+
+def write_task_files(out: Path) -> Path:
+    """The task files as the `tasks` stage writes them (DVC outputs, not in git)."""
+    from components.data import tasks
+
+    params = tasks.Reads.narrow(project_params())
+    tasks.run(params, tasks.Paths(ROOT / "data" / "raw", out, out / "tasks.json"), tracker=None)
+    return out

@@ -14,12 +14,33 @@ from typing import Any
 from bench.curation.measure import block_result, chain_result, progress, timed
 from components.config import CurateParams
 from components.data import refinery
+from components.data.blocks import Chain
 from components.data.documents import Doc, Rejected
 from components.data.langid import identify
 from components.data.pii import PiiRedactor
 
 EvalSets = dict[str, list[str]]
 Group = tuple[list[Any], Any]  # (transforms, the filter after them)
+
+
+# Transforms that finish the filter before them (the language filter's tag, as DataTrove's
+# LanguageFilter tags the page it keeps); any other transform goes with the filter after it.
+FINISHES_PREVIOUS = frozenset({"language_tag"})
+
+
+def all_filters(cfg: CurateParams, eval_sets: EvalSets | None = None) -> list[Any]:
+    """Every block of the refinery in order, dedup signing its own documents."""
+    return [*refinery.judge_blocks(cfg), *against_others(cfg, eval_sets or {})]
+
+
+def against_others(cfg: CurateParams, eval_sets: EvalSets) -> list[Any]:
+    """Blocks that judge a document against others (eval sets, earlier documents)."""
+    return [*refinery.decontam_filters(cfg, eval_sets), *refinery.dedup_filters(cfg)]
+
+
+def chain(docs: Any, blocks: list[Any]) -> tuple[list[Doc], Counter]:
+    out = Chain(blocks).run(docs)
+    return out.kept, Counter(r.reason for r in out.rejected)
 
 
 def warm_up() -> None:
@@ -31,7 +52,7 @@ def blocks(docs: list[Doc], cfg: CurateParams, eval_sets: EvalSets, seed: int) -
     """Each block alone, a fresh instance over every document; stateful dedup blocks see the
     whole corpus. The quality model is fitted on the heuristic blocks' split, as in refine()."""
     out, reasons = {}, {}
-    for transforms, flt in grouped(refinery.build_filters(cfg, eval_sets)):
+    for transforms, flt in grouped(all_filters(cfg, eval_sets)):
         name = flt.name
         reasons[name], t = timed(lambda tr=transforms, f=flt: decide_all(tr, f, docs))
         out[name] = block_result(len(docs), t, dropped=sum(map(bool, reasons[name])))
@@ -55,11 +76,9 @@ def common_chain(
     docs: list[Doc], cfg: CurateParams, eval_sets: EvalSets, names: Collection[str]
 ) -> dict:
     """The blocks named (those DataTrove also has) as a chain, in the refinery's order."""
-    judging = pick(refinery.quality_filters(cfg), names)
-    against_others = pick(refinery.corpus_filters(cfg, eval_sets), names)
-    built = {f.name for _, f in [*judging, *against_others]} | (
-        {"pii"} if cfg.redact_pii else set()
-    )
+    judging = pick(refinery.judge_blocks(cfg), names)
+    others = pick(against_others(cfg, eval_sets), names)
+    built = {f.name for _, f in [*judging, *others]} | ({"pii"} if cfg.redact_pii else set())
     if missing := set(names) - built:
         raise ValueError(
             f"bench/curation/blocks.py compares {sorted(missing)}, which the refinery does not "
@@ -67,13 +86,11 @@ def common_chain(
         )
 
     def run() -> tuple[list[Doc], Counter]:
-        kept, _, counts = refinery.apply_filters(
-            progress(docs, "ours: common chain"), flat(judging)
-        )
+        kept, counts = chain(progress(docs, "ours: common chain"), flat(judging))
         if "pii" in names:
             redactor = PiiRedactor()
             kept = [redactor.apply(d) for d in kept]
-        kept, _, later = refinery.apply_filters(kept, flat(against_others))
+        kept, later = chain(kept, flat(others))
         return kept, counts + later
 
     (kept, counts), t = timed(run)
@@ -83,17 +100,36 @@ def common_chain(
 def filter_names(cfg: CurateParams) -> list[str]:
     """The refinery's filters that blocks() times one by one (a transform goes with the filter
     after it), besides the quality model and PII of its polish pass."""
-    return [f.name for _, f in grouped(refinery.build_filters(cfg))]
+    return [f.name for _, f in grouped(all_filters(cfg))]
+
+
+class Finished:
+    """A filter and the transform that finishes what it kept, timed as one block."""
+
+    def __init__(self, flt: Any, after: Any):
+        self.flt, self.after, self.name = flt, after, flt.name
+
+    def filter(self, doc: Doc) -> Any:
+        decision = self.flt.filter(doc)
+        if decision is True:
+            self.after.apply(doc)
+        return decision
+
+    def blocks(self) -> list[Any]:
+        return [self.flt, self.after]
 
 
 def grouped(chain: list[Any]) -> list[Group]:
     """(transforms, filter): a transform is timed with the filter after it, as DataTrove's
     C4QualityFilter both removes C4's lines and judges the page (ours: c4_lines, c4_quality)."""
-    out, pending = [], []
+    out: list[Group] = []
+    pending: list[Any] = []
     for b in chain:
         if hasattr(b, "filter"):
             out.append((pending, b))
             pending = []
+        elif b.name in FINISHES_PREVIOUS and out:
+            out[-1] = (out[-1][0], Finished(out[-1][1], b))
         else:
             pending.append(b)
     return out
@@ -104,7 +140,7 @@ def pick(chain: list[Any], names: Collection[str]) -> list[Group]:
 
 
 def flat(groups: list[Group]) -> list[Any]:
-    return [b for ts, f in groups for b in (*ts, f)]
+    return [b for ts, f in groups for b in (*ts, *(f.blocks() if isinstance(f, Finished) else [f]))]
 
 
 def decide_all(transforms: list[Any], flt: Any, docs: list[Doc]) -> list[str]:
@@ -124,7 +160,7 @@ def quality_model_block(
     docs: list[Doc], cfg: CurateParams, reasons: dict[str, list[str]], min_score: float, seed: int
 ) -> dict:
     """Fit and scoring on the heuristic blocks' split of the corpus, as refine() does."""
-    names = [f.name for _, f in grouped(refinery.quality_filters(cfg))]
+    names = [f.name for _, f in grouped(refinery.judge_blocks(cfg))]
     kept, rejected = [], []
     for i, d in enumerate(docs):
         if why := next((reasons[n][i] for n in names if reasons[n][i]), ""):
@@ -145,4 +181,4 @@ def quality_model_block(
 def pii_block(docs: list[Doc]) -> dict:
     redactor = PiiRedactor()
     _, t = timed(lambda: [redactor.apply(d) for d in progress(docs, "ours: pii")])
-    return block_result(len(docs), t, docs_changed=redactor.docs_changed)
+    return block_result(len(docs), t, docs_changed=redactor.counters["pii.docs_redacted"])

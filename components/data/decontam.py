@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from components.data.blocks import Decision
 from components.data.documents import Doc
 from components.data.near_dedup import normalise
 
@@ -41,6 +42,9 @@ def load_eval_sets(paths: list[Path]) -> dict[str, list[str]]:
 
 
 class DecontaminationFilter:
+    """Counts contaminated documents per eval set (`contaminated_docs.<file>`, 0 for a clean
+    set, so the metrics name every set that was checked)."""
+
     name = "decontamination"
 
     def __init__(self, eval_sets: dict[str, list[str]], n: int = 13, min_words: int = 8):
@@ -56,8 +60,7 @@ class DecontaminationFilter:
                         self.index.setdefault(g, set()).add(name)
                 elif len(words) >= min_words:
                     self.short.setdefault(len(words), {}).setdefault(tuple(words), set()).add(name)
-        self.overlaps: Counter = Counter()  # eval set -> contaminated training documents
-        self.matches: dict[str, Counter] = {}
+        self.counters: Counter = Counter({_counter(name): 0 for name in eval_sets})
 
     def contaminating_sets(self, doc: Doc) -> Counter:
         words = normalise(doc.text).split()
@@ -71,16 +74,14 @@ class DecontaminationFilter:
                     hits[name] += 1
         return hits
 
-    def filter(self, doc: Doc) -> bool | tuple[bool, str]:
+    def filter(self, doc: Doc) -> Decision:
         hits = self.contaminating_sets(doc)
         if not hits:
             return True
-        self.matches[doc.id] = hits
-        for name in hits:
-            self.overlaps[name] += 1
-        return False, EVAL_CONTAMINATION
+        self.counters.update(_counter(name) for name in hits)
+        found = ", ".join(f"{name}: {k} matching n-grams" for name, k in sorted(hits.items()))
+        return False, EVAL_CONTAMINATION, found
 
-    def detail(self, doc: Doc) -> str:
-        return ", ".join(
-            f"{name}: {k} matching n-grams" for name, k in sorted(self.matches[doc.id].items())
-        )
+
+def _counter(eval_set: str) -> str:
+    return f"contaminated_docs.{eval_set}"

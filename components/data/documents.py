@@ -49,7 +49,9 @@ class Doc:
 class Rejected:
     id: str
     source: str
-    origin: str  # file (and line) it came from
+    # Ingest: the file (and line) the record came from. Curation: the document's id, as
+    # documents do not carry their file and line past ingest.
+    origin: str
     reason: str  # a reason code constant
     detail: str
     text: str

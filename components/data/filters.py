@@ -1,7 +1,9 @@
-"""Curation filters in the datatrove shape: `filter(doc) -> True | (False, reason)`.
+"""Gopher's rules and exact dedup, in the datatrove shape (components/data/blocks.py):
+`filter(doc) -> True | (False, reason, detail)`.
 
 Thresholds are constructor arguments; None disables a check. Reason codes are constants so
-metrics and the quarantine agree on spelling.
+metrics and the quarantine agree on spelling. The detail of these blocks is their name: the
+reason says all they know.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
-from typing import Protocol
 
+from components.data.blocks import Decision
 from components.data.documents import Doc
 
 TOO_FEW_WORDS = "gopher_too_few_words"
@@ -21,15 +23,7 @@ HIGH_SYMBOL_RATIO = "gopher_high_symbol_ratio"
 DUPLICATE_LINES = "gopher_duplicate_lines"
 EXACT_DUPLICATE = "exact_duplicate"
 
-Decision = bool | tuple[bool, str]
-
 _WORD = re.compile(r"\S+")
-
-
-class Filter(Protocol):
-    name: str
-
-    def filter(self, doc: Doc) -> Decision: ...
 
 
 class GopherQualityFilter:
@@ -48,23 +42,24 @@ class GopherQualityFilter:
         self.max_words = max_words
         self.min_alpha_ratio = min_alpha_ratio
         self.max_symbol_ratio = max_symbol_ratio
+        self.counters: Counter = Counter()
 
     def filter(self, doc: Doc) -> Decision:
         words = _WORD.findall(doc.text)
         n = len(words)
         if self.min_words is not None and n < self.min_words:
-            return False, TOO_FEW_WORDS
+            return False, TOO_FEW_WORDS, self.name
         if self.max_words is not None and n > self.max_words:
-            return False, TOO_MANY_WORDS
+            return False, TOO_MANY_WORDS, self.name
         if self.min_alpha_ratio is not None:
             chars = [c for c in doc.text if not c.isspace()]
             alpha = sum(1 for c in chars if unicodedata.category(c).startswith("L"))
             if chars and alpha / len(chars) < self.min_alpha_ratio:
-                return False, LOW_ALPHA_RATIO
+                return False, LOW_ALPHA_RATIO, self.name
         if self.max_symbol_ratio is not None and n:
             symbols = doc.text.count("#") + doc.text.count("...") + doc.text.count("…")
             if symbols / n > self.max_symbol_ratio:
-                return False, HIGH_SYMBOL_RATIO
+                return False, HIGH_SYMBOL_RATIO, self.name
         return True
 
 
@@ -75,6 +70,7 @@ class GopherRepetitionFilter:
 
     def __init__(self, max_duplicate_line_fraction: float | None = 0.3):
         self.max_duplicate_line_fraction = max_duplicate_line_fraction
+        self.counters: Counter = Counter()
 
     def filter(self, doc: Doc) -> Decision:
         if self.max_duplicate_line_fraction is None:
@@ -85,7 +81,7 @@ class GopherRepetitionFilter:
         counts = Counter(lines)
         dup = sum(c for c in counts.values() if c > 1)
         if dup / len(lines) > self.max_duplicate_line_fraction:
-            return False, DUPLICATE_LINES
+            return False, DUPLICATE_LINES, self.name
         return True
 
 
@@ -102,10 +98,11 @@ class ExactDedupFilter:
 
     def __init__(self) -> None:
         self._seen: set[str] = set()
+        self.counters: Counter = Counter()
 
     def filter(self, doc: Doc) -> Decision:
         h = normalized_hash(doc.text)
         if h in self._seen:
-            return False, EXACT_DUPLICATE
+            return False, EXACT_DUPLICATE, self.name
         self._seen.add(h)
         return True

@@ -6,16 +6,23 @@ compared. Candidates are then confirmed on their true shingle-set Jaccard simila
 "false positive check"), so a kept/dropped decision never rests on a signature estimate.
 The first document of a cluster is kept; later members are dropped with the kept one's id as
 their cluster id.
+
+Two blocks: `MinHashSigner`, a step that runs where the documents are (a worker) and ships
+each document's signature, the costly part; and `NearDedupFilter`, which needs every earlier
+document and so runs once, in corpus order, on those signatures.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
+from components.data.blocks import Decision, Outcome
 from components.data.documents import Doc
 
 NEAR_DUPLICATE = "near_duplicate"
@@ -66,18 +73,34 @@ def lean_signature(text: str, cfg: NearDedupConfig) -> LeanMinHash:
     return LeanMinHash(signature(shingles(text, cfg.ngram), cfg))
 
 
-class NearDedupFilter:
-    """Stateful filter: drops a document whose Jaccard with an earlier kept one ≥ threshold."""
+class MinHashSigner:
+    """A step: passes every document on, with its `lean_signature` in `Outcome.signatures`."""
 
-    name = "near_dedup"
+    name = "minhash"
 
     def __init__(self, cfg: NearDedupConfig):
         self.cfg = cfg
+        self.counters: Counter = Counter()
+
+    def run(self, docs: list[Doc]) -> Outcome:
+        return Outcome(kept=docs, signatures={d.id: lean_signature(d.text, self.cfg) for d in docs})
+
+
+class NearDedupFilter:
+    """Stateful filter: drops a document whose Jaccard with an earlier kept one ≥ threshold.
+
+    `signatures`: documents' `lean_signature`s by id, computed already (by `MinHashSigner`);
+    a document without one is signed here.
+    """
+
+    name = "near_dedup"
+
+    def __init__(self, cfg: NearDedupConfig, signatures: Mapping[str, LeanMinHash] | None = None):
+        self.cfg = cfg
+        self.signatures = signatures or {}
         self.lsh = MinHashLSH(num_perm=cfg.num_perm, params=(cfg.bands, cfg.rows))
         self.kept_shingles: dict[str, set[bytes]] = {}
-        # dropped id -> (kept id = cluster id, Jaccard similarity)
-        self.clusters: dict[str, tuple[str, float]] = {}
-        self.candidates_checked = 0
+        self.counters: Counter = Counter()
 
     def duplicate_of(self, doc: Doc, sig: MinHash | None = None) -> tuple[str, float] | None:
         """(cluster id, Jaccard) of the kept document this one duplicates, or None.
@@ -88,7 +111,6 @@ class NearDedupFilter:
         sig = signature(sh, self.cfg) if sig is None else sig
         best = None
         for other in self.lsh.query(sig):
-            self.candidates_checked += 1
             sim = jaccard(sh, self.kept_shingles[other])
             if sim >= self.cfg.threshold and (best is None or sim > best[1]):
                 best = (other, sim)
@@ -97,17 +119,12 @@ class NearDedupFilter:
             self.kept_shingles[doc.id] = sh
         return best
 
-    def filter(self, doc: Doc, sig: MinHash | None = None) -> bool | tuple[bool, str]:
-        found = self.duplicate_of(doc, sig)
+    def filter(self, doc: Doc) -> Decision:
+        found = self.duplicate_of(doc, self.signatures.get(doc.id))
         if found is None:
             return True
-        self.clusters[doc.id] = found
-        return False, NEAR_DUPLICATE
-
-    def detail(self, doc: Doc) -> str:
-        """Quarantine detail: the cluster (the kept document's id) and the similarity."""
-        kept, sim = self.clusters[doc.id]
-        return f"cluster {kept} (jaccard {sim:.3f})"
+        kept, sim = found
+        return False, NEAR_DUPLICATE, f"cluster {kept} (jaccard {sim:.3f})"
 
 
 def candidate_pairs(docs: list[Doc], cfg: NearDedupConfig) -> set[tuple[int, int]]:

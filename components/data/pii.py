@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from components.data.documents import Doc
 
@@ -106,18 +106,19 @@ def find_pii(text: str) -> Counter:
     return redact(text)[1]
 
 
-@dataclass
 class PiiRedactor:
-    """A transform block: returns the document with PII replaced; counts per type."""
+    """A transform block: returns the document with PII replaced. Counts placeholders per
+    type (`pii.EMAIL`, ...) and documents changed (`pii.docs_redacted`, 0 when none)."""
 
-    name: str = "pii"
-    counts: Counter = field(default_factory=Counter)
-    docs_changed: int = 0
+    name = "pii"
+
+    def __init__(self) -> None:
+        self.counters: Counter = Counter({"pii.docs_redacted": 0})
 
     def apply(self, doc: Doc) -> Doc:
         text, found = redact(doc.text)
         if not found:
             return doc
-        self.counts.update(found)
-        self.docs_changed += 1
+        self.counters.update({f"pii.{kind}": n for kind, n in found.items()})
+        self.counters["pii.docs_redacted"] += 1
         return replace(doc, text=text)  # keeps the tags earlier blocks set

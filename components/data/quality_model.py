@@ -12,12 +12,16 @@ runs once on the driver; the models travel to the workers that score the partiti
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression
+
+from components.data.blocks import Decision, Mean, Outcome, quarantined
+from components.data.documents import Doc
 
 LOW_QUALITY_SCORE = "quality_model_low_score"
 
@@ -104,3 +108,34 @@ def fit(
     proba = model.score([i for i, _ in items], [t for _, t in items])
     accuracy = float(((proba >= 0.5) == (y == 1)).mean())
     return QualityFit(model, accuracy, len(high), len(y) - len(high))
+
+
+class QualityThreshold:
+    """A step: scores a batch in one call (the vectorizer and the models are fast on many texts,
+    slow one by one), drops documents under `min_score`; every document carries its score in
+    `quality`. Counts the mean score (`quality_model.mean_score`)."""
+
+    name = "quality_model"
+
+    def __init__(self, model: QualityModel, min_score: float):
+        self.model, self.min_score = model, min_score
+        self.counters: Counter = Counter()
+
+    def decide(self, score: float) -> Decision:
+        if score >= self.min_score:
+            return True
+        return False, LOW_QUALITY_SCORE, f"quality score {score:.3f} < {self.min_score}"
+
+    def run(self, docs: list[Doc]) -> Outcome:
+        scores = self.model.score([d.id for d in docs], [d.text for d in docs])
+        self.counters["quality_model.mean_score"] += Mean(float(scores.sum()), len(docs))
+        out = Outcome()
+        for doc, score in zip(docs, scores, strict=True):
+            doc = replace(doc, quality=round(float(score), 4))
+            decision = self.decide(score)
+            if decision is True:
+                out.kept.append(doc)
+                continue
+            _, reason, detail = decision
+            out.rejected.append(quarantined(doc, reason, detail))
+        return out

@@ -1,86 +1,57 @@
-"""The data refinery: a plain list of blocks in the datatrove shape, run in four passes.
+"""The data refinery: four phases of blocks, described as data (`phases`) and run by one runner.
 
-1. judge (per partition, on the engine): language ID → Gopher quality → Gopher repetition →
-   C4 line cleaning (a transform) → C4 → FineWeb → toxicity. Kept documents get their
-   language tag.
-2. fit (driver): the quality model, trained on what the heuristics kept vs rejected.
-3. polish (per partition, on the engine): quality-model threshold → PII redaction (a
-   transform) → decontamination against the eval sets → MinHash signature for near-dedup.
-4. dedup (driver, in corpus order): exact dedup → near dedup on the shipped signatures.
+1. judge — map, per partition on the engine: language ID → language tag (a transform) →
+   Gopher quality → Gopher repetition → C4 line cleaning (a transform) → C4 → FineWeb →
+   toxicity.
+2. quality_model — fit, on the driver: the quality model, trained on what judge kept vs
+   rejected.
+3. polish — map, per partition on the engine: quality-model threshold → PII redaction (a
+   transform) → decontamination against the eval sets → MinHash signatures for near-dedup.
+4. dedup — sequential, on the driver in corpus order: exact dedup → near dedup on the
+   shipped signatures. Last, so a duplicate of a rejected document is reported for its own
+   fault.
 
-Passes 1 and 3 are pure functions of a partition, so any engine gives the same result as the
-in-process one; passes 2 and 4 see every document, and see them in the same order whichever
-engine ran (the engine returns partitions in order). Every dropped document goes to the
-quarantine with the block's reason code and a detail; every reason is a counter.
+Blocks follow components/data/blocks.py: a filter says `True` or `(False, reason, detail)`,
+and every block counts in its own `counters`. A map phase builds its blocks where the
+partition is (a Dask worker), so their counters are that partition's and come back with its
+outcome; partitions come back in order, so the driver's phases see the same corpus order
+whichever engine ran. Every dropped document goes to the quarantine with its block's reason
+and detail; the statistics are every reason's count plus every block's counters, assembled
+once at the end (`statistics`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol, runtime_checkable
 
 from datasketch import LeanMinHash
 
 from components.config import CurateParams
+from components.data.blocks import Block, Chain, Mean, Outcome, Step, merge, run_steps
 from components.data.decontam import DecontaminationFilter
 from components.data.documents import Doc, Rejected
 from components.data.engine import Engine, InProcessEngine, partitions
-from components.data.filters import (
-    ExactDedupFilter,
-    Filter,
-    GopherQualityFilter,
-    GopherRepetitionFilter,
-)
-from components.data.langid import LanguageFilter
-from components.data.near_dedup import NearDedupConfig, NearDedupFilter, lean_signature
+from components.data.filters import ExactDedupFilter, GopherQualityFilter, GopherRepetitionFilter
+from components.data.langid import LanguageFilter, LanguageTagger
+from components.data.near_dedup import MinHashSigner, NearDedupConfig, NearDedupFilter
 from components.data.pii import PiiRedactor
-from components.data.quality_model import LOW_QUALITY_SCORE, QualityModel, fit
+from components.data.quality_model import QualityModel, QualityThreshold, fit
 from components.data.toxicity import ToxicityFilter
 from components.data.web_rules import C4LineCleaner, C4QualityFilter, FineWebQualityFilter
 
-
-@dataclass
-class Outcome:
-    """What a pass did to its documents; outcomes of partitions add up."""
-
-    kept: list[Doc] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)  # reason code -> documents dropped
-    stats: Counter = field(default_factory=Counter)  # other block counters
-    signatures: list[LeanMinHash] = field(default_factory=list)  # parallel to kept, if any
+# ---------------------------------------------------------------- blocks of each phase
 
 
-def merge(outcomes: Iterable[Outcome]) -> Outcome:
-    """Partition outcomes joined in partition order."""
-    total = Outcome()
-    for o in outcomes:
-        total.kept += o.kept
-        total.rejected += o.rejected
-        total.counts.update(o.counts)
-        total.stats.update(o.stats)
-        total.signatures += o.signatures
-    return total
-
-
-@runtime_checkable
-class Transform(Protocol):
-    name: str
-
-    def apply(self, doc: Doc) -> Doc: ...
-
-
-Block = Filter | Transform
-
-
-def quality_filters(cfg: CurateParams) -> list[Block]:
+def judge_blocks(cfg: CurateParams) -> list[Block]:
     """Blocks that judge (or clean) a document on its own."""
-    filters: list[Block] = []
+    blocks: list[Block] = []
     if cfg.languages:
-        filters.append(LanguageFilter(tuple(cfg.languages), cfg.min_language_score))
-    filters += [
+        # The tagger right after the filter: it tags the text the filter judged.
+        blocks += [LanguageFilter(tuple(cfg.languages), cfg.min_language_score), LanguageTagger()]
+    blocks += [
         GopherQualityFilter(
             cfg.min_words, cfg.max_words, cfg.min_alpha_ratio, cfg.max_symbol_ratio
         ),
@@ -106,7 +77,7 @@ def quality_filters(cfg: CurateParams) -> list[Block]:
         ),
         ToxicityFilter(cfg.toxic_line_threshold, cfg.max_toxic_line_fraction),
     ]
-    return filters
+    return blocks
 
 
 def near_dedup_config(cfg: CurateParams) -> NearDedupConfig:
@@ -122,72 +93,46 @@ def decontam_filters(
     return [DecontaminationFilter(eval_sets, cfg.decontam_ngram, cfg.decontam_min_words)]
 
 
-def dedup_filters(cfg: CurateParams) -> tuple[ExactDedupFilter, NearDedupFilter | None]:
-    near = NearDedupFilter(near_dedup_config(cfg)) if cfg.near_dedup.enabled else None
-    return ExactDedupFilter(), near
+def dedup_filters(
+    cfg: CurateParams, signatures: Mapping[str, LeanMinHash] | None = None
+) -> list[Block]:
+    """Exact dedup, then near dedup (if enabled) on signatures computed already."""
+    near = [NearDedupFilter(near_dedup_config(cfg), signatures)] if cfg.near_dedup.enabled else []
+    return [ExactDedupFilter(), *near]
 
 
-def corpus_filters(cfg: CurateParams, eval_sets: dict[str, list[str]]) -> list[Filter]:
-    """Blocks that judge a document against others (eval sets, earlier documents).
-
-    Dedup last: a duplicate of a rejected document should be reported for its own fault.
-    """
-    return [*decontam_filters(cfg, eval_sets), *(f for f in dedup_filters(cfg) if f)]
+# ---------------------------------------------------------------- steps of each phase
 
 
-def build_filters(cfg: CurateParams, eval_sets: dict[str, list[str]] | None = None) -> list[Block]:
-    """Every filtering block in order, for a single in-order pass (tests, small corpora)."""
-    return [*quality_filters(cfg), *corpus_filters(cfg, eval_sets or {})]
+def judge_steps(cfg: CurateParams, model: QualityModel | None) -> list[Step]:
+    """`model`: unused, judge runs before the fit."""
+    return [Chain(judge_blocks(cfg), "judge")]
 
 
-def _rejected(doc: Doc, f: Filter, reason: str) -> Rejected:
-    detail = f.detail(doc) if hasattr(f, "detail") else f.name
-    return Rejected(doc.id, doc.source, doc.id, reason, detail, doc.text)
+def polish_steps(
+    cfg: CurateParams, eval_sets: dict[str, list[str]], model: QualityModel | None
+) -> list[Step]:
+    steps: list[Step] = []
+    if model is not None and cfg.quality_model_min_score is not None:
+        steps.append(QualityThreshold(model, cfg.quality_model_min_score))
+    if cfg.redact_pii:
+        steps.append(Chain([PiiRedactor()], "pii"))
+    if decontam := decontam_filters(cfg, eval_sets):
+        # A chain of its own, after redaction: a contaminated document is quarantined redacted.
+        steps.append(Chain(decontam, "decontamination"))
+    if cfg.near_dedup.enabled:
+        steps.append(MinHashSigner(near_dedup_config(cfg)))
+    return steps
 
 
-def apply_filters(
-    docs: Iterable[Doc], blocks: Sequence[Block]
-) -> tuple[list[Doc], list[Rejected], Counter]:
-    """Each document through the blocks in order until a filter drops it; transforms (blocks
-    with `apply`) rewrite it on the way. The quarantine keeps the original text."""
-    out = Outcome()
-    for doc in docs:
-        current = doc
-        for b in blocks:
-            if isinstance(b, Transform):
-                current = b.apply(current)
-                continue
-            decision = b.filter(current)
-            ok, reason = (decision, "") if isinstance(decision, bool) else decision
-            if not ok:
-                out.counts[reason] += 1
-                out.rejected.append(_rejected(doc, b, reason))
-                break
-        else:
-            out.kept.append(current)
-    return out.kept, out.rejected, out.counts
-
-
-def judge(cfg: CurateParams, docs: list[Doc]) -> Outcome:
-    """Pass 1 on one partition: the heuristic blocks, then the language tag on what is kept."""
-    filters = quality_filters(cfg)
-    kept, rejected, counts = apply_filters(docs, filters)
-    lang = next((f for f in filters if isinstance(f, LanguageFilter)), None)
-    if lang:
-        kept = [lang.tag(d) for d in kept]
-    cleaner = next(f for f in filters if isinstance(f, C4LineCleaner))
-    return Outcome(
-        kept,
-        rejected,
-        counts,
-        Counter({f"c4_lines_removed.{k}": n for k, n in cleaner.counts.items()}),
-    )
+def dedup_steps(cfg: CurateParams, signatures: Mapping[str, LeanMinHash]) -> list[Step]:
+    return [Chain(dedup_filters(cfg, signatures), "dedup")]
 
 
 def fit_quality_model(
     kept: list[Doc], rejected: list[Rejected], seed: int
 ) -> tuple[QualityModel, dict]:
-    """Pass 2: trained on this corpus, high = heuristic keeps, low = heuristic rejects."""
+    """Trained on this corpus, high = heuristic keeps, low = heuristic rejects."""
     result = fit(
         [(d.id, d.text) for d in kept], [(r.id, r.text) for r in rejected], folds=2, seed=seed
     )
@@ -198,67 +143,106 @@ def fit_quality_model(
     }
 
 
-def _threshold(docs: list[Doc], model: QualityModel, min_score: float) -> Outcome:
-    scores = model.score([d.id for d in docs], [d.text for d in docs])
-    out = Outcome(stats=Counter({"quality_model.score_sum": float(scores.sum())}))
-    for doc, score in zip(docs, scores, strict=True):
-        doc = replace(doc, quality=round(float(score), 4))
-        if score >= min_score:
-            out.kept.append(doc)
-        else:
-            out.counts[LOW_QUALITY_SCORE] += 1
-            out.rejected.append(
-                Rejected(
-                    doc.id,
-                    doc.source,
-                    doc.id,
-                    LOW_QUALITY_SCORE,
-                    f"quality score {score:.3f} < {min_score}",
-                    doc.text,
-                )
-            )
-    return out
+def quality_fit(
+    cfg: CurateParams, seed: int, kept: list[Doc], rejected: list[Rejected]
+) -> tuple[QualityModel | None, Counter]:
+    """The fit phase: no model when it is switched off or one side of the split is empty."""
+    if cfg.quality_model_min_score is None or not kept or not rejected:
+        return None, Counter()
+    model, stats = fit_quality_model(kept, rejected, seed)
+    return model, Counter(stats)
 
 
-def polish(
-    cfg: CurateParams, eval_sets: dict[str, list[str]], model: QualityModel | None, docs: list[Doc]
+# ---------------------------------------------------------------- phases and their runner
+
+
+@dataclass(frozen=True)
+class Map:
+    """Per partition, on the engine. `steps(model)` is called where the partition is, so it
+    must pickle (a partial of a module-level function); `model` is the fit phase's, if any."""
+
+    name: str
+    steps: Callable[[QualityModel | None], list[Step]]
+    docs_per_partition: int
+
+
+@dataclass(frozen=True)
+class Fit:
+    """On the driver, over everything kept and rejected so far: (model, its counters)."""
+
+    name: str
+    fit: Callable[[list[Doc], list[Rejected]], tuple[QualityModel | None, Counter]]
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """On the driver, every document in corpus order; `steps` gets the shipped signatures."""
+
+    name: str
+    steps: Callable[[Mapping[str, LeanMinHash]], list[Step]]
+
+
+Phase = Map | Fit | Sequential
+
+
+def phases(cfg: CurateParams, eval_sets: dict[str, list[str]], seed: int) -> list[Phase]:
+    """The refinery, top to bottom."""
+    size = cfg.engine.docs_per_partition
+    return [
+        Map("judge", partial(judge_steps, cfg), size),
+        Fit("quality_model", partial(quality_fit, cfg, seed)),
+        Map("polish", partial(polish_steps, cfg, eval_sets), size),
+        Sequential("dedup", partial(dedup_steps, cfg)),
+    ]
+
+
+@dataclass
+class Corpus:
+    """Where the documents stand between phases."""
+
+    docs: list[Doc]
+    rejected: list[Rejected] = field(default_factory=list)
+    counters: Counter = field(default_factory=Counter)
+    model: QualityModel | None = None
+    signatures: dict[str, LeanMinHash] = field(default_factory=dict)
+
+    def add(self, out: Outcome) -> None:
+        self.docs = out.kept
+        self.rejected += out.rejected
+        self.counters.update(out.counters)
+        self.signatures.update(out.signatures)
+
+
+def map_partition(
+    steps: Callable[[QualityModel | None], list[Step]], model: QualityModel | None, docs: list[Doc]
 ) -> Outcome:
-    """Pass 3 on one partition: quality threshold, PII redaction, decontamination, MinHash."""
-    out = Outcome(kept=docs)
-    if model is not None and cfg.quality_model_min_score is not None:
-        out = _threshold(docs, model, cfg.quality_model_min_score)
-    if cfg.redact_pii:
-        redactor = PiiRedactor()
-        out.kept = [redactor.apply(d) for d in out.kept]
-        out.stats.update({f"pii.{k}": n for k, n in redactor.counts.items()})
-        out.stats["pii.docs_redacted"] += redactor.docs_changed
-    for decontam in decontam_filters(cfg, eval_sets):
-        out.kept, rejected, counts = apply_filters(out.kept, [decontam])
-        out.rejected += rejected
-        out.counts += counts
-        out.stats.update({f"contaminated_docs.{k}": n for k, n in decontam.overlaps.items()})
-    if cfg.near_dedup.enabled:
-        nd = near_dedup_config(cfg)
-        out.signatures = [lean_signature(d.text, nd) for d in out.kept]
-    return out
+    """One partition, on a worker: fresh blocks, so the counters are this partition's."""
+    return run_steps(steps(model), docs)
 
 
-def dedup(cfg: CurateParams, polished: Outcome) -> Outcome:
-    """Pass 4, in corpus order: the first document of each exact or near cluster is kept."""
-    exact, near = dedup_filters(cfg)
-    out = Outcome()
-    values = polished.signatures or [None] * len(polished.kept)
-    for doc, sig in zip(polished.kept, values, strict=True):
-        decision = exact.filter(doc)
-        f: Filter = exact
-        if decision is True and near is not None:
-            decision, f = near.filter(doc, sig), near
-        if decision is True:
-            out.kept.append(doc)
-        else:
-            out.counts[decision[1]] += 1
-            out.rejected.append(_rejected(doc, f, decision[1]))
-    return out
+def run_phases(phases: Sequence[Phase], docs: list[Doc], engine: Engine) -> Corpus:
+    corpus = Corpus(docs)
+    for phase in phases:
+        match phase:
+            case Map():
+                # At least one partition, so every block reports its counters, even idle.
+                parts = partitions(corpus.docs, phase.docs_per_partition) or [[]]
+                fn = partial(map_partition, phase.steps, corpus.model)
+                corpus.add(merge(engine.map(fn, parts, f"curate: {phase.name}")))
+            case Fit():
+                corpus.model, counters = phase.fit(corpus.docs, corpus.rejected)
+                corpus.counters.update(counters)
+            case Sequential():
+                corpus.add(run_steps(phase.steps(corpus.signatures), corpus.docs))
+    return corpus
+
+
+def statistics(corpus: Corpus) -> dict:
+    """Documents dropped per reason (`dropped.<reason>`) and every block's counters."""
+    dropped = Counter(r.reason for r in corpus.rejected)
+    stats: dict = {f"dropped.{reason}": n for reason, n in dropped.items()}
+    stats.update({k: v.value() if isinstance(v, Mean) else v for k, v in corpus.counters.items()})
+    return dict(sorted(stats.items()))
 
 
 def refine(
@@ -268,35 +252,6 @@ def refine(
     seed: int = 0,
     engine: Engine | None = None,
 ) -> tuple[list[Doc], list[Rejected], dict]:
-    """The whole chain; returns kept docs (language-tagged), rejects and block statistics."""
-    engine = engine or InProcessEngine()
-    size = cfg.engine.docs_per_partition
-    judged = merge(engine.map(partial(judge, cfg), partitions(chunks, size), "curate: judge"))
-    model, model_stats = None, {}
-    if cfg.quality_model_min_score is not None and judged.kept and judged.rejected:
-        model, model_stats = fit_quality_model(judged.kept, judged.rejected, seed)
-    polished = merge(
-        engine.map(
-            partial(polish, cfg, eval_sets, model), partitions(judged.kept, size), "curate: polish"
-        )
-    )
-    final = dedup(cfg, polished)
-    counts = judged.counts + polished.counts + final.counts
-    stats: dict = {f"dropped.{r}": n for r, n in sorted(counts.items())}
-    stats.update(model_stats)
-    stats.update(sorted(judged.stats.items()))
-    if model is not None and judged.kept:
-        stats["quality_model.mean_score"] = round(
-            polished.stats.pop("quality_model.score_sum", 0.0) / len(judged.kept), 4
-        )
-    stats.update(sorted(polished.stats.items()))
-    if cfg.redact_pii:
-        stats["pii.docs_redacted"] = polished.stats.get("pii.docs_redacted", 0)
-    if cfg.decontam_ngram is not None:
-        stats.update(
-            {
-                f"contaminated_docs.{name}": polished.stats.get(f"contaminated_docs.{name}", 0)
-                for name in sorted(eval_sets)
-            }
-        )
-    return final.kept, judged.rejected + polished.rejected + final.rejected, stats
+    """The whole refinery; returns kept docs (language-tagged), rejects and statistics."""
+    corpus = run_phases(phases(cfg, eval_sets, seed), chunks, engine or InProcessEngine())
+    return corpus.docs, corpus.rejected, statistics(corpus)

@@ -7,8 +7,11 @@ a few lines of otherwise clean text, and those documents should stay.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from profanity_check import predict_prob
 
+from components.data.blocks import Decision
 from components.data.documents import Doc
 
 TOXIC = "toxic_content"
@@ -21,7 +24,7 @@ class ToxicityFilter:
     def __init__(self, line_threshold: float = 0.8, max_toxic_line_fraction: float | None = 0.05):
         self.line_threshold = line_threshold
         self.max_fraction = max_toxic_line_fraction
-        self.fractions: dict[str, float] = {}
+        self.counters: Counter = Counter()
 
     def toxic_fraction(self, text: str) -> float:
         lines = [ln for ln in text.splitlines() if len(ln.strip()) >= MIN_LINE_CHARS]
@@ -30,11 +33,10 @@ class ToxicityFilter:
         probs = predict_prob(lines)
         return float((probs >= self.line_threshold).mean())
 
-    def filter(self, doc: Doc) -> bool | tuple[bool, str]:
+    def filter(self, doc: Doc) -> Decision:
         if self.max_fraction is None:
             return True
-        frac = self.fractions[doc.id] = self.toxic_fraction(doc.text)
-        return (False, TOXIC) if frac > self.max_fraction else True
-
-    def detail(self, doc: Doc) -> str:
-        return f"{self.fractions[doc.id]:.1%} of lines scored toxic ≥ {self.line_threshold}"
+        frac = self.toxic_fraction(doc.text)
+        if frac > self.max_fraction:
+            return False, TOXIC, f"{frac:.1%} of lines scored toxic ≥ {self.line_threshold}"
+        return True

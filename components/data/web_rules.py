@@ -19,6 +19,7 @@ import re
 from collections import Counter
 from dataclasses import replace
 
+from components.data.blocks import Decision
 from components.data.documents import Doc
 
 C4_LOREM_IPSUM = "c4_lorem_ipsum"
@@ -70,8 +71,8 @@ class C4LineCleaner:
             "javascript": javascript,
             "policy": policy,
         }
-        # rule -> lines removed; enabled rules start at 0 so metrics show them even when idle
-        self.counts: Counter = Counter({rule: 0 for rule, on in enabled.items() if on})
+        # Lines removed per rule; enabled rules start at 0 so metrics show them even when idle.
+        self.counters: Counter = Counter({_counter(rule): 0 for rule, on in enabled.items() if on})
 
     def _rule_against(self, line: str) -> str | None:
         if self.terminal_punct and not line.endswith(_C4_TERMINAL):
@@ -91,11 +92,15 @@ class C4LineCleaner:
         for line in text.split("\n"):
             rule = self._rule_against(line.strip()) if line.strip() else None
             if rule:
-                self.counts[rule] += 1
+                self.counters[_counter(rule)] += 1
             else:
                 kept.append(line)
         cleaned = "\n".join(kept).strip()
         return doc if cleaned == doc.text else replace(doc, text=cleaned)
+
+
+def _counter(rule: str) -> str:
+    return f"c4_lines_removed.{rule}"
 
 
 class C4QualityFilter:
@@ -110,21 +115,22 @@ class C4QualityFilter:
     ):
         self.lorem, self.curly = filter_lorem_ipsum, filter_curly_bracket
         self.max_word_length, self.min_sentences = max_word_length, min_sentences
+        self.counters: Counter = Counter()
 
-    def filter(self, doc: Doc) -> bool | tuple[bool, str]:
+    def filter(self, doc: Doc) -> Decision:
         text = doc.text
         if not text.strip():
-            return False, C4_NO_LINES_LEFT
+            return False, C4_NO_LINES_LEFT, self.name
         if self.lorem and "lorem ipsum" in text.lower():
-            return False, C4_LOREM_IPSUM
+            return False, C4_LOREM_IPSUM, self.name
         if self.curly and "{" in text:
-            return False, C4_CURLY_BRACKET
+            return False, C4_CURLY_BRACKET, self.name
         if self.max_word_length is not None and any(
             len(w) > self.max_word_length for w in text.split()
         ):
-            return False, C4_LONG_WORD
+            return False, C4_LONG_WORD, self.name
         if self.min_sentences is not None and len(_SENTENCE_END.findall(text)) < self.min_sentences:
-            return False, C4_FEW_SENTENCES
+            return False, C4_FEW_SENTENCES, self.name
         return True
 
 
@@ -142,19 +148,20 @@ class FineWebQualityFilter:
         self.line_punct_min, self.short_line_max = line_punct_min, short_line_max
         self.short_line_chars, self.char_duplicates_max = short_line_chars, char_duplicates_max
         self.newline_ratio_max = newline_ratio_max
+        self.counters: Counter = Counter()
 
-    def filter(self, doc: Doc) -> bool | tuple[bool, str]:
+    def filter(self, doc: Doc) -> Decision:
         lines = [ln.strip() for ln in doc.text.split("\n") if ln.strip()]
         if not lines:
             return True  # empty documents are the Gopher filter's business
         if self.line_punct_min is not None and (
             sum(ln.endswith(_LINE_END_PUNCT) for ln in lines) / len(lines) < self.line_punct_min
         ):
-            return False, FW_LINE_PUNCT
+            return False, FW_LINE_PUNCT, self.name
         if self.short_line_max is not None and (
             sum(len(ln) < self.short_line_chars for ln in lines) / len(lines) > self.short_line_max
         ):
-            return False, FW_SHORT_LINES
+            return False, FW_SHORT_LINES, self.name
         if self.char_duplicates_max is not None:
             seen, dup_chars = set(), 0
             for ln in lines:
@@ -162,12 +169,12 @@ class FineWebQualityFilter:
                     dup_chars += len(ln)
                 seen.add(ln)
             if dup_chars / max(1, len(doc.text.replace("\n", ""))) > self.char_duplicates_max:
-                return False, FW_CHAR_DUPLICATES
+                return False, FW_CHAR_DUPLICATES, self.name
         words = len(doc.text.split())
         if (
             self.newline_ratio_max is not None
             and words
             and (doc.text.count("\n") / words > self.newline_ratio_max)
         ):
-            return False, FW_NEWLINES
+            return False, FW_NEWLINES, self.name
         return True

@@ -18,9 +18,9 @@ FILLER = " ".join(f"filler{i}" for i in range(50))
 def test_long_item_caught_by_13gram_with_punctuation_and_case_changes(tmp_path):
     f = DecontaminationFilter({"eval.jsonl": [LONG_Q]})
     leaked = Doc("d", f"{FILLER} {LONG_Q.upper().replace(' the ', ', the ')}! {FILLER}", "web")
-    assert f.filter(leaked) == (False, EVAL_CONTAMINATION)
-    assert f.detail(leaked).startswith("eval.jsonl: ")
-    assert f.overlaps == {"eval.jsonl": 1}
+    # The item has 19 words: all 7 of its 13-grams are in the page.
+    assert f.filter(leaked) == (False, EVAL_CONTAMINATION, "eval.jsonl: 7 matching n-grams")
+    assert f.counters == {"contaminated_docs.eval.jsonl": 1}
 
 
 def test_partial_overlap_below_n_is_kept():
@@ -31,7 +31,8 @@ def test_partial_overlap_below_n_is_kept():
 
 def test_short_items_match_whole_and_tiny_items_are_ignored():
     f = DecontaminationFilter({"eval.jsonl": [SHORT_Q, "What is 2 + 2?"]})
-    assert f.filter(Doc("a", f"{FILLER} {SHORT_Q} {FILLER}", "web")) == (False, EVAL_CONTAMINATION)
+    reason = f.filter(Doc("a", f"{FILLER} {SHORT_Q} {FILLER}", "web"))[1]
+    assert reason == EVAL_CONTAMINATION
     assert f.filter(Doc("b", f"{FILLER} what is 2 2 {FILLER}", "web")) is True
 
 
@@ -51,4 +52,13 @@ def test_overlaps_reported_per_eval_set(tmp_path):
     f.filter(Doc("a", f"{LONG_Q} {FILLER}", "web"))
     f.filter(Doc("b", f"{FILLER} {SHORT_Q} sixty two", "web"))
     f.filter(Doc("c", FILLER, "web"))
-    assert f.overlaps == {"eval.jsonl": 1, "prefs_test.jsonl": 1}
+    assert f.counters == {
+        "contaminated_docs.eval.jsonl": 1,
+        "contaminated_docs.prefs_test.jsonl": 1,
+    }
+
+
+def test_a_clean_eval_set_is_counted_at_zero():
+    f = DecontaminationFilter({"eval.jsonl": [LONG_Q]})
+    assert f.filter(Doc("c", FILLER, "web")) is True
+    assert f.counters == {"contaminated_docs.eval.jsonl": 0}

@@ -25,12 +25,12 @@ def test_partitions_cover_items_in_order():
 
 
 @pytest.fixture(scope="module")
-def corpus() -> tuple[list[Doc], dict[str, list[str]]]:
+def corpus(tasks_dir) -> tuple[list[Doc], dict[str, list[str]]]:
     """The bundled raw corpus, ingested and chunked as the curate stage does."""
     params = project_params()
     docs, _ = ingest(ROOT / "data" / "raw", params.ingest.sources, params.ingest.unicode_form)
     chunks = [c for d in docs for c in split_long(d, params.curate.max_chars_per_doc)]
-    return chunks, load_eval_sets([ROOT / "data" / "tasks" / name for name in EVAL_SET_FILES])
+    return chunks, load_eval_sets([tasks_dir / name for name in EVAL_SET_FILES])
 
 
 def test_dask_engine_keeps_partition_order():

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 
 from components.data.curate import split_long
 from components.data.documents import Doc
-from components.data.filters import EXACT_DUPLICATE
+from components.data.filters import EXACT_DUPLICATE, TOO_FEW_WORDS
 from components.data.ingest import (
     BAD_ENCODING,
     BAD_JSON,
@@ -16,7 +16,7 @@ from components.data.ingest import (
     ingest,
 )
 from components.data.pack import is_validation, pack_tokens
-from components.data.refinery import apply_filters, build_filters
+from components.data.refinery import refine
 from tests.helpers import TOY_CURATE, project_params, stage_view
 
 ARTICLE = (
@@ -87,14 +87,16 @@ def test_split_long_cuts_huge_paragraphs_and_lines_within_the_limit():
 
 
 def test_curate_counts_and_quarantines():
-    params = project_params(curate={**TOY_CURATE, "min_words": 5})
+    toy = {**TOY_CURATE, "min_words": 5, "quality_model_min_score": None}
+    params = project_params(curate=toy)
     good = "one two three four five six seven"
     docs = [Doc("1", good, "s"), Doc("2", good.upper(), "s"), Doc("3", "tiny", "s")]
-    kept, rejected, counts = apply_filters(docs, build_filters(params.curate))
+    kept, rejected, stats = refine(docs, params.curate, {})
     assert [d.id for d in kept] == ["1"]
-    assert counts[EXACT_DUPLICATE] == 1 and sum(counts.values()) == 2
+    dropped = {k: n for k, n in stats.items() if k.startswith("dropped.")}
+    assert dropped == {f"dropped.{EXACT_DUPLICATE}": 1, f"dropped.{TOO_FEW_WORDS}": 1}
     assert {r.id for r in rejected} == {"2", "3"}
-    assert all(r.reason and r.text for r in rejected)
+    assert all(r.reason and r.detail and r.text for r in rejected)
 
 
 def test_pack_tokens_joins_with_eos_and_drops_tail():

@@ -3,6 +3,7 @@ from components.data.langid import (
     LOW_LANGUAGE_SCORE,
     WRONG_LANGUAGE,
     LanguageFilter,
+    LanguageTagger,
     identify,
 )
 from components.data.toxicity import TOXIC, ToxicityFilter
@@ -17,18 +18,28 @@ def test_identify_real_languages_offline():
     assert identify("   ") == ("und", 0.0)
 
 
-def test_language_filter_keeps_configured_languages_and_tags_them():
+def test_language_filter_keeps_configured_languages():
     f = LanguageFilter(("en", "fr"), min_score=0.5)
     assert f.filter(Doc("en", EN, "s")) is True
-    assert f.tag(Doc("en", EN, "s")).lang == "en"
     assert f.filter(Doc("fr", FR, "s")) is True
-    assert f.filter(Doc("de", DE, "s")) == (False, WRONG_LANGUAGE)
-    assert f.detail(Doc("de", DE, "s")).startswith("de (")
+    ok, reason, detail = f.filter(Doc("de", DE, "s"))
+    assert (ok, reason) == (False, WRONG_LANGUAGE) and detail.startswith("de (")
+
+
+def test_language_tagger_is_a_transform_that_sets_lang():
+    tagger = LanguageTagger()
+    tagged = tagger.apply(Doc("fr", FR, "s", quality=0.5))
+    assert (tagged.lang, tagged.text, tagged.quality) == ("fr", FR, 0.5)
 
 
 def test_language_score_threshold():
     f = LanguageFilter(("en",), min_score=0.999999)
-    assert f.filter(Doc("x", "ok so yes no maybe", "s")) == (False, LOW_LANGUAGE_SCORE)
+    lang, score = identify("ok so yes no maybe")
+    assert f.filter(Doc("x", "ok so yes no maybe", "s")) == (
+        False,
+        LOW_LANGUAGE_SCORE,
+        f"{lang} ({score:.2f})",
+    )
 
 
 def test_toxicity_drops_mostly_abusive_text_keeps_an_occasional_insult():
@@ -36,8 +47,11 @@ def test_toxicity_drops_mostly_abusive_text_keeps_an_occasional_insult():
     abusive = ["fuck you, you stupid piece of shit"] * 10 + clean[:10]
     one_insult = [*clean, "you stupid piece of shit"]
     f = ToxicityFilter(line_threshold=0.8, max_toxic_line_fraction=0.05)
-    assert f.filter(Doc("a", "\n".join(abusive), "s")) == (False, TOXIC)
-    assert "50.0% of lines" in f.detail(Doc("a", "", "s"))
+    assert f.filter(Doc("a", "\n".join(abusive), "s")) == (
+        False,
+        TOXIC,
+        "50.0% of lines scored toxic ≥ 0.8",
+    )
     assert f.filter(Doc("b", "\n".join(one_insult), "s")) is True
     assert f.filter(Doc("c", "\n".join(clean), "s")) is True
     assert (

@@ -12,7 +12,7 @@ from components.data import curate, ingest
 from components.data.decontam import item_text
 from components.data.pii import find_pii
 from components.tracking.stage_run import stage_run
-from tests.helpers import ROOT, project_params, stage_view
+from tests.helpers import project_params, stage_view
 
 SUBJECTS = [
     "The committee",
@@ -81,15 +81,12 @@ def prose(seed: int, paragraphs: int = 6) -> str:
     )
 
 
-def leaked_item() -> str:
-    rows = [
-        json.loads(line)
-        for line in (ROOT / "data" / "tasks" / EVAL_SET_FILES[0]).read_text().splitlines()
-    ]
+def leaked_item(tasks_dir) -> str:
+    rows = [json.loads(line) for line in (tasks_dir / EVAL_SET_FILES[0]).read_text().splitlines()]
     return max((item_text(r) for r in rows), key=lambda t: len(t.split()))
 
 
-def plant(raw):
+def plant(raw, leak: str):
     web = raw / "web"
     web.mkdir(parents=True)
     for i in range(8):
@@ -106,7 +103,7 @@ def plant(raw):
     (web / "french.html").write_text(
         f"<html><body><article><p>{FRENCH * 4}</p><p>{FRENCH * 3}</p></article></body></html>"
     )
-    (web / "leak.txt").write_text(prose(102) + "\n\n" + leaked_item())
+    (web / "leak.txt").write_text(prose(102) + "\n\n" + leak)
     (web / "empty.txt").write_text("  \n\t ")
     (web / "huge.txt").write_text(prose(103, paragraphs=2000))
     (web / "script_only.html").write_text(
@@ -127,9 +124,9 @@ def plant(raw):
 
 
 @pytest.fixture(scope="module")
-def outcome(tmp_path_factory):
+def outcome(tmp_path_factory, tasks_dir):
     tmp = tmp_path_factory.mktemp("messy")
-    plant(tmp / "raw")
+    plant(tmp / "raw", leaked_item(tasks_dir))
     params = project_params(
         ingest={"sources": ("web", "feed"), "max_doc_chars": 200_000},
         curate={"quality_model_min_score": None},
@@ -142,7 +139,7 @@ def outcome(tmp_path_factory):
     with stage_run("curate", stage_view("curate", params)) as tracker:
         curate_metrics = curate.run(
             tracker.params,
-            curate.Paths(ingested, ROOT / "data" / "tasks", curated, tmp / "c.json"),
+            curate.Paths(ingested, tasks_dir, curated, tmp / "c.json"),
             tracker,
         ).metrics
     read = lambda path: pq.read_table(path).to_pylist()  # noqa: E731
@@ -186,7 +183,7 @@ def test_every_ingested_document_is_kept_or_quarantined_by_curation(outcome):
     assert m["docs_kept"] + m["docs_dropped"] == m["docs_in"]
 
 
-def test_planted_faults_are_dropped_for_their_own_reason(outcome):
+def test_planted_faults_are_dropped_for_their_own_reason(outcome, tasks_dir):
     source_of = {d["id"]: d["text"] for d in outcome["ingested"]}
     reasons = {}
     for r in outcome["curate_q"]:
@@ -198,7 +195,7 @@ def test_planted_faults_are_dropped_for_their_own_reason(outcome):
     assert len(reasons["language_not_kept"]) == 1
     assert "Le comité" in reasons["language_not_kept"][0]
     assert len(reasons["eval_contamination"]) == 1
-    assert leaked_item() in reasons["eval_contamination"][0]
+    assert leaked_item(tasks_dir) in reasons["eval_contamination"][0]
     assert reasons["language_score_too_low"] == ["Home"]  # the first block it meets
 
 

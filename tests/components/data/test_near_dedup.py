@@ -6,13 +6,15 @@ from components.config import CurateParams
 from components.data.documents import Doc
 from components.data.near_dedup import (
     NEAR_DUPLICATE,
+    MinHashSigner,
     NearDedupConfig,
     NearDedupFilter,
     candidate_pairs,
     jaccard,
+    lean_signature,
     shingles,
 )
-from components.data.refinery import apply_filters, build_filters
+from components.data.refinery import refine
 from tests.fixtures.planted import planted_corpus
 from tests.helpers import TOY_CURATE, project_params
 
@@ -29,9 +31,18 @@ def test_near_copy_dropped_with_cluster_id_different_doc_kept():
     edited = TEXT.replace("item7 ", "item7x ", 1)  # one edited word
     other = " ".join(f"other{i} thing{i % 7}" for i in range(200))
     assert f.filter(Doc("a", TEXT, "s")) is True
-    assert f.filter(Doc("b", edited, "s")) == (False, NEAR_DUPLICATE)
-    assert f.detail(Doc("b", edited, "s")).startswith("cluster a (jaccard 0.9")
+    ok, reason, detail = f.filter(Doc("b", edited, "s"))
+    assert (ok, reason) == (False, NEAR_DUPLICATE) and detail.startswith("cluster a (jaccard 0.9")
     assert f.filter(Doc("c", other, "s")) is True
+
+
+def test_signatures_shipped_by_the_signer_decide_as_computed_ones():
+    cfg = NearDedupConfig()
+    docs = [Doc("a", TEXT, "s"), Doc("b", TEXT.replace("item7 ", "item7x ", 1), "s")]
+    signed = MinHashSigner(cfg).run(docs)
+    assert signed.kept == docs and signed.signatures["a"] == lean_signature(TEXT, cfg)
+    shipped, computed = NearDedupFilter(cfg, signed.signatures), NearDedupFilter(cfg)
+    assert [shipped.filter(d) for d in docs] == [computed.filter(d) for d in docs]
 
 
 def test_below_threshold_is_kept():
@@ -59,17 +70,18 @@ def test_lsh_recall_and_precision_on_planted_duplicates():
     assert len(found) / len(truth) >= 0.95
 
 
-def test_curate_chain_counts_near_duplicates_and_can_disable_them():
+def test_refinery_counts_near_duplicates_and_can_disable_them():
     docs = [Doc("a", TEXT, "s"), Doc("b", TEXT.replace("item7 ", "item7x ", 1), "s")]
-    cfg = project_params(curate={**TOY_CURATE, "min_words": 1, "min_alpha_ratio": None}).curate
-    kept, rejected, counts = apply_filters(docs, build_filters(cfg))
-    assert [d.id for d in kept] == ["a"] and counts[NEAR_DUPLICATE] == 1
+    toy = {**TOY_CURATE, "min_words": 1, "min_alpha_ratio": None, "quality_model_min_score": None}
+    cfg = project_params(curate=toy).curate
+    kept, rejected, stats = refine(docs, cfg, {})
+    assert [d.id for d in kept] == ["a"] and stats[f"dropped.{NEAR_DUPLICATE}"] == 1
     assert rejected[0].detail.startswith("cluster a")
     off = cfg.model_copy(
         update={"near_dedup": cfg.near_dedup.model_copy(update={"enabled": False})}
     )
-    kept, _, counts = apply_filters(docs, build_filters(off))
-    assert len(kept) == 2 and NEAR_DUPLICATE not in counts
+    kept, _, stats = refine(docs, off, {})
+    assert len(kept) == 2 and f"dropped.{NEAR_DUPLICATE}" not in stats
 
 
 def test_bad_near_dedup_params_rejected():

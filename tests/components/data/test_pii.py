@@ -61,7 +61,7 @@ def test_redactor_counts_and_keeps_clean_docs_identical():
     out = r.apply(Doc("b", "mail a@b.org or c@d.net", "s", lang="en", quality=0.9))
     assert out.text == "mail <EMAIL> or <EMAIL>" and out.id == "b"
     assert (out.lang, out.quality) == ("en", 0.9)
-    assert r.counts == {EMAIL: 2} and r.docs_changed == 1
+    assert r.counters == {f"pii.{EMAIL}": 2, "pii.docs_redacted": 1}
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ def test_good_prose_passes_both():
     ],
 )
 def test_c4_rules(text, reason):
-    assert C4QualityFilter().filter(doc(text)) == (False, reason)
+    assert C4QualityFilter().filter(doc(text)) == (False, reason, "c4_quality")
 
 
 def test_c4_rules_switch_off():
@@ -74,7 +74,7 @@ def test_c4_rules_switch_off():
     ],
 )
 def test_fineweb_rules(text, reason):
-    assert FineWebQualityFilter().filter(doc(text)) == (False, reason)
+    assert FineWebQualityFilter().filter(doc(text)) == (False, reason, "fineweb_quality")
 
 
 def test_fineweb_rules_switch_off():
@@ -97,11 +97,11 @@ def test_c4_line_cleaner_removes_lines_per_rule_and_counts_them():
     cleaner = C4LineCleaner()
     out = cleaner.apply(Doc("a", page, "s"))
     assert out.text == "The river survey started in May. It ended in June."
-    assert cleaner.counts == {
-        "no_terminal_punct": 1,
-        "javascript": 1,
-        "policy": 1,
-        "too_few_words": 1,
+    assert cleaner.counters == {
+        "c4_lines_removed.no_terminal_punct": 1,
+        "c4_lines_removed.javascript": 1,
+        "c4_lines_removed.policy": 1,
+        "c4_lines_removed.too_few_words": 1,
     }
     assert out.id == "a"
 
@@ -117,4 +117,4 @@ def test_c4_line_rules_switch_off_one_by_one():
 
 def test_page_left_without_lines_is_dropped_as_such():
     cleaned = C4LineCleaner().apply(Doc("a", "Menu\nLogin\nSearch", "s"))
-    assert C4QualityFilter().filter(cleaned) == (False, C4_NO_LINES_LEFT)
+    assert C4QualityFilter().filter(cleaned) == (False, C4_NO_LINES_LEFT, "c4_quality")
