@@ -38,6 +38,8 @@ REGISTRY_RECORD: Final = "registered_model.json"
 # Environment: set by the flow so every stage's run nests under the pipeline's parent run.
 ENV_PARENT_RUN_ID: Final = "LLMOPS_PARENT_RUN_ID"
 ENV_SERVE_PYTHON: Final = "LLMOPS_SERVE_PYTHON"
+# The project root (the directory holding dvc.yaml and params.yaml); see components/project.py.
+ENV_PROJECT_DIR: Final = "LLMOPS_PROJECT_DIR"
 
 # Evaluation sets under the task directory: curation removes training documents that overlap
 # them (decontamination).
