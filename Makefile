@@ -5,8 +5,9 @@ VENV := .venv
 SERVE_VENV := .venv-serve
 BIN := $(VENV)/bin
 
+# PREFECT_HOME is not set here: `llmops` itself defaults it to <project>/.prefect, so `make ui`
+# and an `llmops run` from an activated venv share one Prefect database.
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_HOME := $(CURDIR)/.prefect
 export LLMOPS_SERVE_PYTHON ?= $(CURDIR)/$(SERVE_VENV)/bin/python
 
 .PHONY: setup demo test test-slow bench-pretrain bench-curation lint ui serve clean

@@ -38,6 +38,16 @@ REGISTRY_RECORD: Final = "registered_model.json"
 # Environment: set by the flow so every stage's run nests under the pipeline's parent run.
 ENV_PARENT_RUN_ID: Final = "LLMOPS_PARENT_RUN_ID"
 ENV_SERVE_PYTHON: Final = "LLMOPS_SERVE_PYTHON"
+# The project root (the directory holding dvc.yaml and params.yaml); see components/project.py.
+ENV_PROJECT_DIR: Final = "LLMOPS_PROJECT_DIR"
+# Set by the flow: where `llmops stage` writes its exit code, because `dvc repro` replaces a
+# failed command's exit code with its own (see flows/stage_report.py).
+ENV_STAGE_REPORT: Final = "LLMOPS_STAGE_REPORT"
+
+# Exit code of a stage that failed for a reason worth retrying unchanged (tracking server
+# unreachable or 5xx, SQLite busy): EX_TEMPFAIL from sysexits.h. The Prefect task retries on
+# exactly this code; any other non-zero exit is final.
+EXIT_TRANSIENT: Final = 75
 
 # Evaluation sets under the task directory: curation removes training documents that overlap
 # them (decontamination).

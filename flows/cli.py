@@ -11,6 +11,18 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet here
 
 
+def _project_environment(root: Path) -> None:
+    """Pin the project root for this process and its children (`dvc repro` -> `llmops stage`),
+    and keep Prefect's state in the project so `llmops ui` shows the flow runs of `llmops run`.
+
+    Must run before anything imports prefect: Prefect reads PREFECT_HOME once, on import.
+    """
+    from components.constants import ENV_PROJECT_DIR
+
+    os.environ[ENV_PROJECT_DIR] = str(root)
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+
+
 def _kv(pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -22,10 +34,30 @@ def _kv(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_stage(args: argparse.Namespace) -> None:
+    """Run one stage. Exits EXIT_TRANSIENT (75) when the failure is worth a retry (decided by
+    exception type, components/failures.py), 1 on any other failure; the flow reads the code
+    from the stage report, since `dvc repro` does not pass it on."""
     from components.config import load_params
+    from components.constants import EXIT_TRANSIENT
+    from components.failures import exit_code
     from components.stage import run_stage
+    from flows import stage_report
+    from flows.stage_report import StageReport
 
-    result = run_stage(args.name, load_params(args.params), _kv(args.paths))
+    try:
+        result = run_stage(args.name, load_params(args.params), _kv(args.paths))
+    except Exception as err:
+        code = exit_code(err)
+        stage_report.write(StageReport(args.name, code, f"{type(err).__name__}: {err}"[:2000]))
+        if code != EXIT_TRANSIENT:
+            raise  # unchanged: its message and traceback say what is wrong
+        logging.getLogger("llmops").exception(
+            "stage %s failed transiently; exit code %d asks the orchestrator to retry it",
+            args.name,
+            code,
+        )
+        sys.exit(code)
+    stage_report.write(StageReport(args.name, 0))
     for k, v in result.metrics.items():
         print(f"{args.name}.{k} = {v}")
 
@@ -38,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         profile=args.profile,
         overrides=_kv(args.set) or None,
         force=args.force,
+        project_dir=str(args.root),
     )
 
 
@@ -249,11 +282,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from components.project import ProjectNotFound, project_root
+
+    try:
+        args.root = project_root()
+    except ProjectNotFound as err:
+        sys.exit(f"llmops: {err}")
+    _project_environment(args.root)
+    if args.params == parser.get_default("params"):
+        # The default params file is the project's, whatever the working directory.
+        args.params = str(args.root / args.params)
     from components.config import ParamsError
     from components.training.launch import LaunchError
 

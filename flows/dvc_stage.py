@@ -1,44 +1,62 @@
-"""Run one DVC stage as a subprocess and report whether it ran, was skipped, or failed."""
+"""Run one DVC stage as a subprocess: skipped, ran, restored from DVC's run cache, or failed.
+
+Every decision comes from a contract, never from the text the tools print:
+- up to date: `dvc status --json STAGE` reports nothing for the stage;
+- ran or restored: whether `llmops stage` wrote its report (flows/stage_report.py) — when DVC
+  restores a stale stage's outputs from its run cache, the command does not run;
+- transient failure: the exit code in the stage's report is EXIT_TRANSIENT (`dvc repro` itself
+  exits 255 whatever the command's code was).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import networkx as nx
 from dvc.repo import Repo
 
-# Markers DVC prints when a stage needs no work (up to date, or restored from the run cache).
-_SKIP_MARKERS = ("didn't change, skipping", "is cached - skipping run")
-# Failures worth a retry: the registry/tracking server or the filesystem hiccuped.
-TRANSIENT_MARKERS = (
-    "Connection refused",
-    "ConnectionError",
-    "database is locked",
-    "Temporary failure",
-    "timed out",
-    "503 Service Unavailable",
-)
+from components.constants import ENV_PROJECT_DIR, ENV_STAGE_REPORT, EXIT_TRANSIENT
+from flows import stage_report
+from flows.stage_report import StageReport
+
+
+class Outcome(StrEnum):
+    RAN = "ran"  # the stage's command ran and succeeded
+    RESTORED = "restored"  # stale, and DVC checked its outputs out of the run cache
+    SKIPPED = "skipped"  # up to date: nothing to do
 
 
 class StageFailed(RuntimeError):
-    def __init__(self, stage: str, returncode: int, tail: list[str]):
-        self.stage, self.returncode, self.tail = stage, returncode, tail
-        super().__init__(f"stage {stage} failed with exit code {returncode}:\n" + "\n".join(tail))
+    def __init__(
+        self, stage: str, dvc_returncode: int, report: StageReport | None, tail: list[str]
+    ):
+        self.stage = stage
+        self.dvc_returncode = dvc_returncode
+        self.report = report
+        self.tail = tail
+        # None: the command never reported (DVC failed around it, or it died before reporting).
+        self.exit_code = report.exit_code if report else None
+        what = (
+            f"exited with code {self.exit_code} ({report.error})"
+            if report
+            else f"reported no exit code (dvc repro exited with code {dvc_returncode})"
+        )
+        super().__init__(f"stage {stage} {what}:\n" + "\n".join(tail))
 
     @property
     def transient(self) -> bool:
-        return any(m in line for line in self.tail for m in TRANSIENT_MARKERS)
+        return self.exit_code == EXIT_TRANSIENT
 
 
-@dataclass(frozen=True)
-class StageOutcome:
-    stage: str
-    ran: bool
+class DvcStatusError(RuntimeError):
+    """`dvc status` itself failed, so whether the stage is up to date is unknown."""
 
 
 def dvc_executable() -> str:
@@ -76,24 +94,36 @@ def upstream_closure(root: Path, targets: list[str]) -> set[str]:
         repo.close()
 
 
-def run_dvc_stage(
-    root: Path,
-    stage: str,
-    log: Callable[[str], None],
-    force: bool = False,
-    env: dict[str, str] | None = None,
-) -> StageOutcome:
-    """`dvc repro --single-item STAGE`, streaming its output lines to `log`."""
-    cmd = [dvc_executable(), "repro", "--single-item", stage] + (["--force"] if force else [])
-    full_env = {**os.environ, **(env or {})}
-    # Progress bars redraw many times a second; the flow's log only needs a line now and then.
-    full_env.setdefault("TQDM_MININTERVAL", "15")
-    full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env.get('PATH', '')}"
+def _subprocess_env(root: Path, extra: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, **extra, ENV_PROJECT_DIR: str(root)}
+    # The stage runs the `llmops` and `dvc` of this environment, on PATH or not.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def dvc_status(root: Path, stage: str, env: dict[str, str] | None = None) -> dict:
+    """`dvc status --json STAGE`: what changed in the stage itself ({} when up to date)."""
+    proc = subprocess.run(
+        [dvc_executable(), "status", "--json", stage],
+        cwd=root,
+        env=_subprocess_env(root, env or {}),
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise DvcStatusError(
+            f"dvc status {stage} exited with code {proc.returncode}: {proc.stderr.strip()[-2000:]}"
+        )
+    return json.loads(proc.stdout)
+
+
+def _stream(cmd: list[str], root: Path, env: dict[str, str], log: Callable[[str], None]):
+    """Run `cmd`, passing its output lines to `log`; returns (exit code, last 40 lines)."""
     lines: list[str] = []
     with subprocess.Popen(
         cmd,
         cwd=root,
-        env=full_env,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -105,7 +135,30 @@ def run_dvc_stage(
                 if line.strip():
                     lines.append(line)
                     log(line)
-    if proc.returncode != 0:
-        raise StageFailed(stage, proc.returncode, lines[-40:])
-    skipped = any(m in line for line in lines for m in _SKIP_MARKERS)
-    return StageOutcome(stage, ran=not skipped)
+    return proc.returncode, lines[-40:]
+
+
+def run_dvc_stage(
+    root: Path,
+    stage: str,
+    log: Callable[[str], None],
+    force: bool = False,
+    env: dict[str, str] | None = None,
+    status: Callable[[Path, str], dict] = dvc_status,
+) -> Outcome:
+    """Bring one stage up to date with `dvc repro --single-item STAGE` (output lines to `log`).
+
+    An up-to-date stage (per `status`) is not handed to DVC at all; `force` re-runs it anyway.
+    """
+    if not force and not status(root, stage):
+        return Outcome.SKIPPED
+    cmd = [dvc_executable(), "repro", "--single-item", stage] + (["--force"] if force else [])
+    with tempfile.TemporaryDirectory(prefix="llmops-stage-") as tmp:
+        report_file = Path(tmp) / "report.json"
+        # Progress bars redraw many times a second; the flow's log only needs a line now and then.
+        extra = {"TQDM_MININTERVAL": "15", **(env or {}), ENV_STAGE_REPORT: str(report_file)}
+        returncode, tail = _stream(cmd, root, _subprocess_env(root, extra), log)
+        report = stage_report.read(report_file)
+    if returncode != 0:
+        raise StageFailed(stage, returncode, report, tail)
+    return Outcome.RAN if report else Outcome.RESTORED

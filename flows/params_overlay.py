@@ -2,18 +2,33 @@
 
 Every change is validated against the schema before the file is written, so a typo never
 reaches a stage.
+
+Profiles: the values written in params.yaml's sections are the `demo` profile, the base. Every
+other profile lists only the keys it changes (`profiles.smoke`, `profiles.cluster`). Applying
+one records the base values it replaces under `profiles.demo`; applying `demo` puts them back
+and drops that record. So each value is declared once, switching profiles round-trips exactly,
+and an edit to a key no profile changes is never touched.
 """
 
 from __future__ import annotations
 
+import copy
 import io
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from ruamel.yaml import YAML
 
-from components.config import Params, ParamsError, parse_params
+from components.config import Params, ParamsError, flatten, parse_params
+
+log = logging.getLogger(__name__)
+
+# The profile whose values are params.yaml's own sections.
+BASE_PROFILE = "demo"
+_RECORD_COMMENT = "# written by `llmops params apply`: the base values the applied profile replaced"
 
 
 def _yaml() -> YAML:
@@ -27,69 +42,135 @@ def _yaml() -> YAML:
     return y
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _set(doc: Any, dotted: str, value: Any) -> Any:
+def _parent(doc: Any, dotted: str) -> tuple[Any, str]:
     *parents, leaf = dotted.split(".")
     node = doc
     for key in parents:
-        if key not in node:
+        if not isinstance(node, dict) or key not in node:
             raise ParamsError(f"unknown params key {dotted!r} (no section {key!r})")
         node = node[key]
-    if leaf not in node:
+    if not isinstance(node, dict) or leaf not in node:
         raise ParamsError(f"unknown params key {dotted!r}")
-    old = node[leaf]
-    node[leaf] = value
-    return old
+    return node, leaf
 
 
-def _changed_text(changes: dict[str, Any], path: Path) -> tuple[str, dict, Params]:
+def _get(doc: Any, dotted: str) -> Any:
+    node, leaf = _parent(doc, dotted)
+    return node[leaf]
+
+
+def _set(doc: Any, dotted: str, value: Any) -> None:
+    node, leaf = _parent(doc, dotted)
+    # A copy: one ruamel node in two places of the document would be written as a YAML alias.
+    node[leaf] = copy.deepcopy(value)
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1} -> {"a": {"b": 1}}: how a profile is written in params.yaml."""
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = copy.deepcopy(value)
+    return out
+
+
+def _live_values(text: str) -> dict[str, Any]:
+    """The values the stages read (everything but `profiles`), flattened."""
+    raw = yaml.safe_load(text) or {}
+    raw.pop("profiles", None)
+    return flatten(raw)
+
+
+def _edit(path: Path, change: Callable[[Any], None]) -> tuple[str, dict, Params]:
+    """Apply `change` to the document; returns the new text, {key: (old, new)} and the params,
+    validated. Nothing is written."""
     y = _yaml()
-    doc = y.load(path.read_text())
-    changed = {}
-    for key, value in changes.items():
-        old = _set(doc, key, value)
-        if old != value:
-            changed[key] = (old, value)
+    before = path.read_text()
+    doc = y.load(before)
+    change(doc)
     buf = io.StringIO()
     y.dump(doc, buf)
-    params = parse_params(yaml.safe_load(buf.getvalue()), source=f"{path} with {sorted(changes)}")
+    params = parse_params(yaml.safe_load(buf.getvalue()), source=f"{path} as changed")
+    old, new = _live_values(before), _live_values(buf.getvalue())
+    changed = {k: (old.get(k), new.get(k)) for k in {**old, **new} if old.get(k) != new.get(k)}
     return buf.getvalue(), changed, params
+
+
+def _overrides(changes: dict[str, Any]) -> Callable[[Any], None]:
+    def change(doc: Any) -> None:
+        for key, value in changes.items():
+            _set(doc, key, value)
+
+    return change
+
+
+def _restore_base(doc: Any, profiles: dict[str, Any]) -> None:
+    """Put back the base values recorded when the current profile was applied."""
+    current = doc.get("profile")
+    applied = {} if current == BASE_PROFILE else flatten(profiles.get(current) or {})
+    for key, value in flatten(profiles.pop(BASE_PROFILE, None) or {}).items():
+        if key in applied and _get(doc, key) != applied[key]:
+            log.warning(
+                "%s is %r, not %r as profile %s set it: an edit made while that profile was "
+                "applied is replaced by the base value %r",
+                key,
+                _get(doc, key),
+                applied[key],
+                current,
+                value,
+            )
+        _set(doc, key, value)
+
+
+def _overlay(doc: Any, profiles: dict[str, Any], profile: str) -> None:
+    """Write `profile`'s values, recording the base values they replace under profiles.demo."""
+    overlay = flatten(profiles[profile] or {})
+    replaced = {key: _get(doc, key) for key in overlay}
+    for key, value in overlay.items():
+        _set(doc, key, value)
+    if replaced:
+        profiles[BASE_PROFILE] = _nest(replaced)
+        profiles.yaml_add_eol_comment(_RECORD_COMMENT, BASE_PROFILE, column=11)
+
+
+def _profile(profile: str, source: Path) -> Callable[[Any], None]:
+    def change(doc: Any) -> None:
+        profiles = doc.get("profiles") or {}
+        if profile != BASE_PROFILE and profile not in profiles:
+            raise ParamsError(
+                f"profile {profile!r} is not defined under `profiles:` in {source}; "
+                f"defined: {sorted({*profiles, BASE_PROFILE})}"
+            )
+        _restore_base(doc, profiles)
+        if profile != BASE_PROFILE:
+            _overlay(doc, profiles, profile)
+        _set(doc, "profile", profile)
+
+    return change
 
 
 def update_params(changes: dict[str, Any], path: Path) -> dict[str, tuple[Any, Any]]:
     """Set dotted keys to values; returns {key: (old, new)} for the values that changed."""
-    text, changed, _ = _changed_text(changes, path)
+    text, changed, _ = _edit(path, _overrides(changes))
     path.write_text(text)  # only after the new values validated
     return changed
-
-
-def profile_changes(profile: str, path: Path) -> dict[str, Any]:
-    raw = yaml.safe_load(path.read_text())
-    profiles = raw.get("profiles") or {}
-    if profile not in profiles:
-        raise ParamsError(
-            f"profile {profile!r} is not defined under `profiles:` in {path}; "
-            f"defined: {sorted(profiles)}"
-        )
-    return {**_flatten(profiles[profile] or {}), "profile": profile}
 
 
 def preview_params(
     path: Path, profile: str | None = None, overrides: dict[str, str] | None = None
 ) -> Params:
     """The params a profile and overrides would give, validated, without writing the file."""
-    changes = profile_changes(profile, path) if profile else {}
-    changes.update({k: yaml.safe_load(v) for k, v in (overrides or {}).items()})
-    return _changed_text(changes, path)[2]
+    changes = {k: yaml.safe_load(v) for k, v in (overrides or {}).items()}
+
+    def change(doc: Any) -> None:
+        if profile:
+            _profile(profile, path)(doc)
+        _overrides(changes)(doc)
+
+    return _edit(path, change)[2]
 
 
 def set_params(overrides: dict[str, str], path: Path) -> dict[str, tuple[Any, Any]]:
@@ -98,4 +179,7 @@ def set_params(overrides: dict[str, str], path: Path) -> dict[str, tuple[Any, An
 
 
 def apply_profile(profile: str, path: Path) -> dict[str, tuple[Any, Any]]:
-    return update_params(profile_changes(profile, path), path)
+    """Switch params.yaml to `profile`; returns {key: (old, new)} for the values that changed."""
+    text, changed, _ = _edit(path, _profile(profile, path))
+    path.write_text(text)  # only after the new values validated
+    return changed

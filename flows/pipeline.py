@@ -1,7 +1,8 @@
 """The `llm-pipeline` Prefect flow: DVC stages in DAG order as tasks, one MLflow parent run.
 
-DVC decides what is stale (up-to-date stages finish as `Skipped`); Prefect adds retries, logs,
-state and the UI; MLflow gets one parent run per flow run with a nested run per stage.
+DVC decides what is stale (`dvc status`: up-to-date stages finish as `Skipped`, stages DVC
+restores from its run cache as `Restored`); Prefect adds retries, logs, state and the UI; MLflow
+gets one parent run per flow run with a nested run per stage that ran.
 """
 
 from __future__ import annotations
@@ -9,16 +10,19 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
-from prefect.states import Completed
+from prefect.states import Completed, State
 
-from components.constants import ENV_PARENT_RUN_ID, RUN_TAG_STAGE
+from components.constants import ENV_PARENT_RUN_ID, EXIT_TRANSIENT, RUN_TAG_STAGE
+from components.project import project_root
 from components.tracking import mlflow_env
 from flows.dvc_stage import (
+    Outcome,
     StageFailed,
     dvc_executable,
     run_dvc_stage,
@@ -28,18 +32,16 @@ from flows.dvc_stage import (
 from flows.params_overlay import apply_profile, set_params
 
 
-def _retry_transient(task, task_run, state) -> bool:
-    try:
-        state.result()
-    except StageFailed as err:
-        return err.transient
-    except Exception:  # noqa: BLE001 - any other failure is not worth retrying
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a stage only when it exited with EXIT_TRANSIENT; every other failure is final."""
+    if not state.is_failed():
         return False
-    return False
+    err = state.result(raise_on_failure=False)
+    return isinstance(err, StageFailed) and err.exit_code == EXIT_TRANSIENT
 
 
-def mlflow_ui_base() -> str:
-    uri = mlflow_env.tracking_uri()
+def mlflow_ui_base(root: Path) -> str:
+    uri = mlflow_env.tracking_uri(root)
     return (
         uri.rstrip("/")
         if uri.startswith("http")
@@ -47,20 +49,16 @@ def mlflow_ui_base() -> str:
     )
 
 
-@task(
-    name="dvc-stage",
-    task_run_name="{stage}",
-    retries=2,
-    retry_delay_seconds=15,
-    retry_condition_fn=_retry_transient,
-)
-def dvc_stage(stage: str, root: str, parent_run_id: str, force: bool = False):
-    logger = get_run_logger()
-    outcome = run_dvc_stage(
-        Path(root), stage, logger.info, force=force, env={ENV_PARENT_RUN_ID: parent_run_id}
-    )
-    if not outcome.ran:
-        return Completed(message=f"{stage} is up to date (DVC)", name="Skipped")
+# How each outcome shows in Prefect (all are Completed states; the name tells them apart).
+_STATES = {
+    Outcome.RAN: ("Completed", "{stage} ran"),
+    Outcome.RESTORED: ("Restored", "{stage} restored from DVC's run cache (no command ran)"),
+    Outcome.SKIPPED: ("Skipped", "{stage} is up to date (dvc status)"),
+}
+
+
+def link_mlflow_run(stage: str, root: Path, parent_run_id: str) -> None:
+    """A Prefect link artifact to the stage's MLflow run under this flow run's parent run."""
     runs = mlflow.search_runs(
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
         f"and tags.`{RUN_TAG_STAGE}` = '{stage}'",
@@ -71,12 +69,31 @@ def dvc_stage(stage: str, root: str, parent_run_id: str, force: bool = False):
         run = runs[0]
         create_link_artifact(
             key=f"mlflow-{stage.replace('_', '-')}",
-            link=f"{mlflow_ui_base()}/#/experiments/{run.info.experiment_id}/runs/"
+            link=f"{mlflow_ui_base(root)}/#/experiments/{run.info.experiment_id}/runs/"
             f"{run.info.run_id}",
             link_text=f"MLflow run of {stage}",
             description=f"Stage `{stage}`: params, metrics and artifacts in MLflow.",
         )
-    return stage
+
+
+@task(
+    name="dvc-stage",
+    task_run_name="{stage}",
+    retries=2,
+    retry_delay_seconds=15,
+    retry_condition_fn=retry_if_transient,
+)
+def dvc_stage(stage: str, root: str, parent_run_id: str, force: bool = False) -> State:
+    """One DVC stage; its state's result is the Outcome. Fails with StageFailed."""
+    logger = get_run_logger()
+    outcome = run_dvc_stage(
+        Path(root), stage, logger.info, force=force, env={ENV_PARENT_RUN_ID: parent_run_id}
+    )
+    if outcome is Outcome.RAN:
+        # A restored stage ran no command, so it has no MLflow run of its own to link.
+        link_mlflow_run(stage, Path(root), parent_run_id)
+    name, message = _STATES[outcome]
+    return Completed(data=outcome, name=name, message=message.format(stage=stage))
 
 
 def record_experiment(root: Path, name: str, logger) -> None:
@@ -102,7 +119,7 @@ def llm_pipeline(
     profile: str | None = None,
     overrides: dict[str, str] | None = None,
     force: bool = False,
-    project_dir: str = ".",
+    project_dir: str | None = None,
 ) -> list[str]:
     """Run the pipeline's DVC stages in DAG order.
 
@@ -111,10 +128,12 @@ def llm_pipeline(
     overrides: params to set first, e.g. {"pretrain.max_steps": "100"}; the run is then
         recorded as a DVC experiment so it can be reproduced.
     force: re-run stages even when DVC finds them up to date.
+    project_dir: the project root (default: $LLMOPS_PROJECT_DIR, else found from the working
+        directory); every path resolves from it, the working directory is left alone.
+    Returns the stages whose command ran.
     """
     logger = get_run_logger()
-    root = Path(project_dir).resolve()
-    os.chdir(root)
+    root = project_root(project_dir)
     params_file = root / "params.yaml"
     changed = {}
     if profile:
@@ -128,9 +147,9 @@ def llm_pipeline(
     if stages:
         wanted = upstream_closure(root, stages)
         order = [s for s in order if s in wanted]
-    mlflow_env.configure()
+    mlflow_env.configure(root)
     run_name = flow_run.get_name() or "llm-pipeline"
-    ran: list[str] = []
+    outcomes: dict[str, Outcome] = {}
     with mlflow.start_run(
         run_name=run_name, tags={"prefect.flow_run_id": str(flow_run.get_id())}
     ) as parent:
@@ -142,11 +161,13 @@ def llm_pipeline(
             }
         )
         for stage in order:
-            result = dvc_stage(stage, str(root), parent.info.run_id, force=force)
-            if result == stage:
-                ran.append(stage)
+            state = dvc_stage(stage, str(root), parent.info.run_id, force=force, return_state=True)
+            # result() raises the task's failure, so a failed stage fails the flow.
+            outcomes[stage] = Outcome(state.result())
+        ran = [s for s, o in outcomes.items() if o == Outcome.RAN]
         mlflow.log_metric("stages_run", len(ran))
-    summary = "\n".join(f"| {s} | {'ran' if s in ran else 'up to date'} |" for s in order)
+        mlflow.log_metric("stages_restored", list(outcomes.values()).count(Outcome.RESTORED))
+    summary = "\n".join(f"| {s} | {o} |" for s, o in outcomes.items())
     create_markdown_artifact(
         key="pipeline-summary", markdown=f"| stage | status |\n|---|---|\n{summary}\n"
     )

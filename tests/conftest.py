@@ -1,7 +1,15 @@
 import mlflow
 import pytest
 
-from tests.helpers import write_task_files
+from components.constants import ENV_PROJECT_DIR
+from tests.helpers import ROOT, write_task_files
+
+
+@pytest.fixture(autouse=True)
+def project_dir(monkeypatch):
+    """The project is this checkout, also for a test that works in a temporary directory
+    (lineage reads its git commit and dvc.lock). Tests of root resolution unset it."""
+    monkeypatch.setenv(ENV_PROJECT_DIR, str(ROOT))
 
 
 @pytest.fixture(autouse=True)

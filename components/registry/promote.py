@@ -11,8 +11,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from components.config import PromoteParams, StageParams
 from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY, REGISTRY_RECORD
@@ -78,11 +81,31 @@ def _eval_tags(version) -> dict[str, float]:
     }
 
 
-def current_champion(client: MlflowClient, name: str):
+class RegistryUnavailable(RuntimeError):
+    """The registry could not be read: promotion must not decide on what it cannot see."""
+
+
+def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version holding `champion`, or None when the model or the alias does not exist.
+
+    Absence is read from the registry's answer (no such model; an alias list without
+    `champion`), never inferred from an error: any other failure raises RegistryUnavailable,
+    so an outage cannot look like "no champion" and hand the alias to the challenger.
+    """
     try:
-        return client.get_model_version_by_alias(name, ALIAS_CHAMPION)
-    except MlflowException:
-        return None
+        model = client.get_registered_model(name)
+        if ALIAS_CHAMPION not in model.aliases:
+            return None
+        return client.get_model_version(name, str(model.aliases[ALIAS_CHAMPION]))
+    except MlflowException as err:
+        if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise RegistryUnavailable(
+            f"cannot read the {ALIAS_CHAMPION} alias of {name} from the model registry at "
+            f"{mlflow.get_registry_uri()} ({err.error_code}: {err.message}); promotion stopped "
+            "with every alias unchanged. Check the tracking/registry server (or the SQLite "
+            "store), then re-run the promote stage"
+        ) from err
 
 
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
@@ -100,11 +123,13 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
 
     client = MlflowClient()
     version = str(record["version"])
+    # Read the champion before writing anything: an unreadable registry leaves aliases as
+    # they were.
+    champ = current_champion(client, MODEL_POLICY)
     for key, value in challenger.items():
         client.set_model_version_tag(MODEL_POLICY, version, EVAL_TAG_PREFIX + key, str(value))
     client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHALLENGER, version)
 
-    champ = current_champion(client, MODEL_POLICY)
     if champ is not None and str(champ.version) == version:
         decision = Decision(True, f"version {version} already holds {ALIAS_CHAMPION}")
         champion_metrics = challenger

@@ -15,8 +15,8 @@ from components.constants import REGISTRY_RECORD
 log = logging.getLogger(__name__)
 
 
-def git_commit(root: Path = Path(".")) -> str:
-    """The commit the code ran from, with a `-dirty` suffix when the tree has local changes."""
+def git_commit(root: Path) -> str:
+    """The commit of the project at `root`, with a `-dirty` suffix when it has local changes."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -64,17 +64,18 @@ def _locked_hashes(lock_path: Path) -> dict[str, str]:
     return hashes
 
 
-def data_hash(path: str | Path, lock_path: Path = Path("dvc.lock")) -> str:
-    """DVC hash of the data at `path`.
+def data_hash(path: str | Path, root: Path) -> str:
+    """DVC hash of the data at `path` (absolute, or relative to the project `root`).
 
-    Data produced by an upstream stage is read from dvc.lock (exactly what DVC recorded);
-    data tracked by git is hashed the way DVC would hash it.
+    Data produced by an upstream stage is read from the project's dvc.lock (exactly what DVC
+    recorded); data tracked by git is hashed the way DVC would hash it.
     """
-    key = Path(path).as_posix()
-    locked = _locked_hashes(lock_path)
+    p = root / path  # an absolute `path` stays as it is
+    # dvc.lock keys outputs by their path relative to the root, as dvc.yaml spells them.
+    key = p.relative_to(root).as_posix() if p.is_relative_to(root) else p.as_posix()
+    locked = _locked_hashes(root / "dvc.lock")
     if key in locked:
         return locked[key]
-    p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"cannot hash training data {p}: it does not exist")
     log.info("%s is not a DVC stage output; hashing it directly", key)

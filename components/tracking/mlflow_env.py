@@ -9,18 +9,26 @@ from urllib.parse import urlparse
 import mlflow
 
 from components.constants import EXPERIMENT
+from components.project import project_root
 
-# Embedded default, relative to the project root (DVC runs every stage from there).
-LOCAL_DIR = Path(".mlflow")
+# The embedded store's directory under the project root.
+LOCAL_DIR = ".mlflow"
 
 
-def tracking_uri() -> str:
+def local_store(root: Path) -> Path:
+    """The embedded SQLite database of the project at `root`."""
+    return root / LOCAL_DIR / "mlflow.db"
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI if set, else the embedded store under the project root (`root`, or
+    the one `project_root()` finds), whatever the working directory."""
     # Note: mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI, so stage subprocesses
     # started after configure() inherit the same store.
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    return f"sqlite:///{(LOCAL_DIR / 'mlflow.db').resolve()}"
+    return f"sqlite:///{local_store(root or project_root())}"
 
 
 def artifact_root(uri: str) -> str | None:
@@ -35,9 +43,9 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(parsed.path[1:]) if parsed.scheme == "sqlite" else None
 
 
-def configure() -> str:
+def configure(root: Path | None = None) -> str:
     """Point mlflow at the store and make sure the project's experiment exists; returns its id."""
-    uri = tracking_uri()
+    uri = tracking_uri(root)
     db = sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from components.constants import (
     TAG_PARENT_MODEL,
     TAG_STAGE,
 )
+from components.project import project_root
 from components.tracking import lineage
 from components.tracking.hf_pyfunc import HF_ARTIFACT
 from components.tracking.stage_run import Tracker
@@ -57,9 +58,10 @@ def register_model_dir(
     A `registered_model.json` record is written into `model_dir` for downstream stages.
     """
     model_dir = Path(model_dir)
+    root = project_root()  # dvc.lock and the git checkout, whatever the working directory
     tags = {
-        TAG_GIT_COMMIT: lineage.git_commit(),
-        TAG_DATA_HASH: lineage.data_hash(data_path),
+        TAG_GIT_COMMIT: lineage.git_commit(root),
+        TAG_DATA_HASH: lineage.data_hash(data_path, root),
         TAG_PARAMS_HASH: params_hash(tracker.params),
         TAG_PARENT_MODEL: lineage.parent_model(parent_dir) if parent_dir else "",
         TAG_STAGE: tracker.stage,

@@ -1,11 +1,15 @@
 import json
+import socket
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
 from components.config import PromoteParams
 from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY, REGISTRY_RECORD
+from components.failures import is_transient
 from components.registry import promote
 from components.tracking.stage_run import stage_run
 from tests.helpers import project_params, stage_view
@@ -91,3 +95,70 @@ def test_run_moves_champion_only_when_gate_passes(registry):
     # Re-running promote on the champion itself keeps it (no self-comparison).
     m3 = _promote(registry, 1, accuracy=0.5)
     assert m3["promoted"] == 1 and "already holds champion" in m3["reason"]
+
+
+def _aliases() -> dict:
+    return dict(MlflowClient().get_registered_model(MODEL_POLICY).aliases)
+
+
+def _champion_v1_challenger_v2(registry) -> dict:
+    """v1 is champion; v2 is registered and waiting for promotion. Returns the aliases."""
+    from components.tracking.mlflow_env import configure
+
+    configure()
+    _register_version(registry, 1)
+    _promote(registry, 1, accuracy=0.5)
+    _register_version(registry, 2)
+    return _aliases()
+
+
+class FailingRegistry:
+    """The real client, except that reading the registry answers 503 (server overloaded)."""
+
+    def __init__(self):
+        self._client = MlflowClient()
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def get_registered_model(self, name):
+        raise MlflowException("503 Service Unavailable", error_code=TEMPORARILY_UNAVAILABLE)
+
+    get_model_version_by_alias = get_registered_model
+
+
+def test_registry_outage_stops_promotion_and_leaves_aliases(registry, monkeypatch):
+    before = _champion_v1_challenger_v2(registry)
+    monkeypatch.setattr(promote, "MlflowClient", FailingRegistry)
+    with pytest.raises(promote.RegistryUnavailable, match="TEMPORARILY_UNAVAILABLE") as caught:
+        _promote(registry, 2, accuracy=0.9)  # would win the gate against the champion
+    assert "promotion stopped with every alias unchanged" in str(caught.value)
+    assert is_transient(caught.value)  # so `llmops stage` exits EXIT_TRANSIENT: a retry
+    assert _aliases() == before == {ALIAS_CHAMPION: 1, ALIAS_CHALLENGER: 1}
+    assert "eval.eval_accuracy" not in MlflowClient().get_model_version(MODEL_POLICY, "2").tags
+
+
+def test_unreachable_registry_stops_promotion_and_leaves_aliases(registry, monkeypatch):
+    before = _champion_v1_challenger_v2(registry)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the socket is
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setattr(
+        promote, "MlflowClient", lambda: MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
+    )
+    with pytest.raises(promote.RegistryUnavailable, match="cannot read the champion alias"):
+        _promote(registry, 2, accuracy=0.9)
+    assert _aliases() == before
+
+
+def test_no_champion_only_when_the_model_or_alias_does_not_exist(registry):
+    from components.tracking.mlflow_env import configure
+
+    configure()
+    client = MlflowClient()
+    assert promote.current_champion(client, MODEL_POLICY) is None  # no such model
+    _register_version(registry, 1)
+    assert promote.current_champion(client, MODEL_POLICY) is None  # model without the alias
+    client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, "1")
+    assert str(promote.current_champion(client, MODEL_POLICY).version) == "1"

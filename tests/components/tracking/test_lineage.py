@@ -1,5 +1,6 @@
 import hashlib
 import json
+import subprocess
 
 import pytest
 import yaml
@@ -8,8 +9,11 @@ from components.constants import REGISTRY_RECORD
 from components.tracking import lineage
 
 
-def test_data_hash_reads_dvc_lock_for_stage_outputs(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_data_hash_reads_the_projects_dvc_lock_whatever_the_cwd(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "dvc.lock").write_text("stages: {}\n")  # not the project's: never read
+    monkeypatch.chdir(elsewhere)
     lock = {
         "schema": "2.0",
         "stages": {
@@ -17,28 +21,43 @@ def test_data_hash_reads_dvc_lock_for_stage_outputs(tmp_path, monkeypatch):
         },
     }
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    assert lineage.data_hash("data/packed") == "abc.dir"
+    assert lineage.data_hash("data/packed", tmp_path) == "abc.dir"
+    assert lineage.data_hash(tmp_path / "data" / "packed", tmp_path) == "abc.dir"
 
 
-def test_data_hash_of_a_git_tracked_file_is_its_md5(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_data_hash_of_a_git_tracked_file_is_its_md5(tmp_path):
     (tmp_path / "d.jsonl").write_text("hello\n")
-    assert lineage.data_hash("d.jsonl") == hashlib.md5(b"hello\n").hexdigest()
+    assert lineage.data_hash("d.jsonl", tmp_path) == hashlib.md5(b"hello\n").hexdigest()
 
 
-def test_data_hash_of_a_directory_changes_with_content(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_data_hash_of_a_directory_changes_with_content(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.txt").write_text("1")
-    h1 = lineage.data_hash("d")
+    h1 = lineage.data_hash("d", tmp_path)
     (tmp_path / "d" / "a.txt").write_text("2")
-    assert h1.endswith(".dir") and lineage.data_hash("d") != h1
+    assert h1.endswith(".dir") and lineage.data_hash("d", tmp_path) != h1
 
 
-def test_missing_data_is_an_error(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_missing_data_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        lineage.data_hash("nope")
+        lineage.data_hash("nope", tmp_path)
+
+
+def test_git_commit_is_the_projects_whatever_the_cwd(tmp_path, monkeypatch):
+    git = ["git", "-c", "user.email=t@llmops", "-c", "user.name=t"]
+    root = tmp_path / "project"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    (root / "a.txt").write_text("1")
+    subprocess.run([*git, "add", "a.txt"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], cwd=root, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    assert lineage.git_commit(root) == head
+    (root / "a.txt").write_text("2")
+    assert lineage.git_commit(root) == f"{head}-dirty"
 
 
 def test_parent_model_from_record(tmp_path):

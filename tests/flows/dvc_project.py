@@ -1,0 +1,47 @@
+"""A one-stage DVC project whose stage keeps the `llmops stage` contract (report + exit code)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from flows.dvc_stage import dvc_executable
+
+# `python stage.py CODE`: the first attempt exits CODE (after reporting it, as `llmops stage`
+# does); later attempts succeed. Attempts are counted in a file DVC does not track.
+STAGE_SCRIPT = """\
+import sys
+from pathlib import Path
+
+from flows import stage_report
+from flows.stage_report import StageReport
+
+counter = Path("attempts")
+attempt = int(counter.read_text()) + 1 if counter.exists() else 1
+counter.write_text(str(attempt))
+code = int(sys.argv[1]) if attempt == 1 else 0
+stage_report.write(StageReport("make", code, "PlantedError: first attempt" if code else ""))
+if code:
+    sys.exit(code)
+Path("out.txt").write_text(Path("in.txt").read_text().upper())
+"""
+
+
+def make_project(root: Path, first_exit_code: int = 0) -> Path:
+    root.mkdir(parents=True)
+    (root / "stage.py").write_text(STAGE_SCRIPT)
+    (root / "in.txt").write_text("a\n")
+    (root / "params.yaml").write_text("seed: 1\n")
+    stage = {"cmd": f"python stage.py {first_exit_code}", "deps": ["stage.py", "in.txt"]}
+    (root / "dvc.yaml").write_text(
+        yaml.safe_dump({"stages": {"make": {**stage, "outs": ["out.txt"]}}})
+    )
+    subprocess.run([dvc_executable(), "init", "--no-scm", "-q"], cwd=root, check=True)
+    return root
+
+
+def attempts(root: Path) -> int:
+    counter = root / "attempts"
+    return int(counter.read_text()) if counter.exists() else 0
