@@ -122,9 +122,13 @@ data "aws_iam_policy_document" "assume_rds_monitoring" {
 }
 
 resource "aws_iam_role" "rds_monitoring" {
-  name                = "${var.name}-rds-monitoring"
-  assume_role_policy  = data.aws_iam_policy_document.assume_rds_monitoring.json
-  managed_policy_arns = ["arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"]
+  name               = "${var.name}-rds-monitoring"
+  assume_role_policy = data.aws_iam_policy_document.assume_rds_monitoring.json
+}
+
+resource "aws_iam_role_policy_attachment" "rds_monitoring" {
+  role       = aws_iam_role.rds_monitoring.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
 }
 
 # The services host: MLflow (artifacts go straight from clients to S3, the server only keeps
