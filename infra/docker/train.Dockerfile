@@ -59,7 +59,12 @@ COPY --chown=llmops:llmops infra/docker/train-entrypoint.sh /usr/local/bin/train
 
 USER llmops
 # sshd of the cluster (DeepSpeed's pdsh) listens on this port, not the host's 22.
-ENV LLMOPS_SSH_PORT=2222
+# DS_ENV_FILE: DeepSpeed's launcher exports the lines of the rendered .deepspeed_env (NCCL, EFA)
+# on every node once `llmops launch render --out launch/` has run here; absent, it is skipped.
+# LLMOPS_PROJECT_DIR: prefect.yaml's pull step changes to it.
+ENV LLMOPS_SSH_PORT=2222 \
+    DS_ENV_FILE=/workspace/llmops/launch/.deepspeed_env \
+    LLMOPS_PROJECT_DIR=/workspace/llmops
 EXPOSE 2222
 HEALTHCHECK --interval=60s --timeout=10s --start-period=60s \
   CMD python -c "import torch, deepspeed; assert torch.cuda.is_available()" || exit 1
