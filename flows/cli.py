@@ -124,6 +124,17 @@ def cmd_launch(args: argparse.Namespace) -> None:
     overrides = _kv(args.set)
     if args.hosts:
         overrides["cluster.hosts"] = json.dumps(args.hosts.split(","))
+    cluster_run = None
+    if args.from_terraform:
+        from flows.cluster_launch import from_terraform
+
+        cluster_run = from_terraform(
+            Path(args.from_terraform),
+            Path(args.params),
+            args.profile,
+            check=not args.skip_service_check,
+        )
+        overrides = {**cluster_run.overrides, **overrides}  # an explicit --set wins
     params = preview_params(Path(args.params), args.profile, overrides)
     paths = yaml.safe_load(Path("dvc.yaml").read_text())["vars"][0]["p"]
     out = Path(args.out)
@@ -141,7 +152,15 @@ def cmd_launch(args: argparse.Namespace) -> None:
         out=Path(paths["base"] + ".tmp"),
         history=Path(paths["ckpt"]) / "history.jsonl",
     )
-    files = launch.render(params.cluster, json.dumps(ds_config, indent=2), worker, out)
+    files = launch.render(
+        params.cluster,
+        json.dumps(ds_config, indent=2),
+        worker,
+        out,
+        extra_env=cluster_run.env if cluster_run else None,
+    )
+    if cluster_run:
+        files.update(cluster_run.write(out))
     for name, path in files.items():
         print(f"{name:<10} {path}")
 
@@ -252,13 +271,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="write hostfile, .deepspeed_env, ds_config.json and launch.sh",
         description="Render what the pretrain stage would run on a cluster, for review or a "
         "manual run. Example: llmops launch render --profile cluster "
-        "--hosts gpu-0,gpu-1 --out infra/launch/rendered",
+        "--hosts gpu-0,gpu-1 --out infra/launch/rendered, or after `terraform apply`: "
+        "llmops launch render --from-terraform out.json --out launch/",
     )
     lr.add_argument("--out", required=True, help="output directory")
     lr.add_argument("--profile", choices=["smoke", "demo", "cluster"], default="cluster")
     lr.add_argument("--set", action="append", default=[], metavar="key=value")
     lr.add_argument("--hosts", help="comma-separated node names (else cluster.hosts)")
     lr.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    lr.add_argument(
+        "--from-terraform",
+        metavar="OUT_JSON",
+        help="`terraform output -json` of infra/terraform/aws: nodes, GPUs, hosts, EFA, "
+        "MLflow/Prefect URIs and the DVC remote come from it",
+    )
+    lr.add_argument(
+        "--skip-service-check",
+        action="store_true",
+        help="with --from-terraform: do not require MLflow and Prefect to answer (rendering "
+        "from outside the VPC)",
+    )
     la.set_defaults(func=cmd_launch)
 
     dg = sub.add_parser(

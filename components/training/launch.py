@@ -134,8 +134,12 @@ def render(
     worker_args: list[str],
     out: Path,
     python: str = "python",
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Path]:
-    """Write what a multi-node run needs: hostfile, .deepspeed_env, ds_config.json, launch.sh."""
+    """Write what a multi-node run needs: hostfile, .deepspeed_env, ds_config.json, launch.sh.
+
+    extra_env: more `.deepspeed_env` lines (e.g. EFA's libfabric settings for the cluster).
+    """
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "ds_config": out / "ds_config.json",
@@ -143,7 +147,7 @@ def render(
         "env": out / DEEPSPEED_ENV,
     }
     files["ds_config"].write_text(ds_config_json)
-    files["env"].write_text(deepspeed_env_text())
+    files["env"].write_text(deepspeed_env_text(extra_env))
     hostfile = None
     if cluster.nodes > 1:
         hostfile = files["hostfile"] = out / HOSTFILE
