@@ -40,7 +40,7 @@ $(CHECKOV_VENV)/bin/checkov: infra/requirements-scan.txt
 	touch $@
 
 # The DVC remote `localremote` (.dvc/config) is the folder .dvc-remote/ in the project.
-setup: $(BIN)/llmops $(SERVE_VENV)/bin/python $(CHECKOV_VENV)/bin/checkov
+setup: $(BIN)/llmops $(SERVE_VENV)/bin/python
 
 demo: setup
 	$(BIN)/llmops run --profile demo
@@ -48,7 +48,7 @@ demo: setup
 	$(BIN)/dvc metrics show
 
 # Lint and format are part of the test command, so CI fails on them too.
-test: setup lint
+test: setup $(CHECKOV_VENV)/bin/checkov lint
 	$(BIN)/python -m pytest
 
 test-slow: setup
