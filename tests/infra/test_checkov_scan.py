@@ -1,7 +1,7 @@
 """checkov scans infra/ (Terraform, Dockerfiles, secrets): no failed check, every skip justified.
 
 checkov pins packaging<24 and networkx<2.7, which the project environment cannot take
-(pytest needs packaging>=24), so it lives in its own environment: `make setup` builds
+(pytest needs packaging>=24), so it lives in its own environment: `make test` builds
 .venv-checkov from infra/requirements-scan.txt, or point LLMOPS_CHECKOV at a checkov binary.
 """
 
@@ -37,7 +37,7 @@ def checkov_binary() -> Path | None:
 def scan() -> list[dict]:
     binary = checkov_binary()
     if binary is None:
-        message = "checkov is not installed: `make setup` builds .venv-checkov"
+        message = "checkov is not installed: `make test` builds .venv-checkov"
         if os.environ.get("CI"):
             pytest.fail(message)  # CI runs `make test`, which builds it: never skip there
         pytest.skip(message)
