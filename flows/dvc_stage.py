@@ -20,7 +20,9 @@ from enum import StrEnum
 from pathlib import Path
 
 import networkx as nx
+from dvc.dvcfile import PROJECT_FILE
 from dvc.repo import Repo
+from dvc.stage import PipelineStage, Stage
 
 from components.constants import ENV_PROJECT_DIR, ENV_STAGE_REPORT, EXIT_TRANSIENT
 from flows import stage_report
@@ -64,15 +66,27 @@ def dvc_executable() -> str:
     return str(Path(sys.executable).with_name("dvc"))
 
 
+def address(stage: Stage) -> str:
+    """How `dvc repro`/`dvc status` run from the project root name the stage.
+
+    DVC's own `Stage.addressing` is relative to the working directory, which is not the root.
+    """
+    if not isinstance(stage, PipelineStage):
+        return stage.path_in_repo  # a .dvc file
+    if stage.path_in_repo == PROJECT_FILE:
+        return stage.name
+    return f"{stage.path_in_repo}:{stage.name}"
+
+
 def stage_order(root: Path) -> list[str]:
     """Stages in an order DVC's DAG allows; independent stages keep their dvc.yaml order."""
     repo = Repo(str(root))
     try:
-        position = {s.addressing: i for i, s in enumerate(repo.index.stages)}
+        position = {address(s): i for i, s in enumerate(repo.index.stages)}
         # DVC's edges point from a stage to the stages it depends on: reverse for run order.
         graph = repo.index.graph.reverse(copy=True)
-        order = nx.lexicographical_topological_sort(graph, key=lambda s: position[s.addressing])
-        return [s.addressing for s in order if s.cmd]
+        order = nx.lexicographical_topological_sort(graph, key=lambda s: position[address(s)])
+        return [address(s) for s in order if s.cmd]
     finally:
         repo.close()
 
@@ -82,13 +96,13 @@ def upstream_closure(root: Path, targets: list[str]) -> set[str]:
     repo = Repo(str(root))
     try:
         graph = repo.index.graph
-        by_name = {s.addressing: s for s in graph.nodes}
+        by_name = {address(s): s for s in graph.nodes}
         unknown = sorted(set(targets) - set(by_name))
         if unknown:
             raise ValueError(f"unknown stages {unknown}; stages are {sorted(by_name)}")
         keep = set(targets)
         for t in targets:
-            keep |= {s.addressing for s in nx.descendants(graph, by_name[t])}
+            keep |= {address(s) for s in nx.descendants(graph, by_name[t])}
         return keep
     finally:
         repo.close()

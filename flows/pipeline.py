@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import mlflow
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
@@ -32,7 +32,7 @@ from flows.dvc_stage import (
 from flows.params_overlay import apply_profile, set_params
 
 
-def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+def retry_if_transient(task: Task, task_run: TaskRun, state: State) -> bool:
     """Retry a stage only when it exited with EXIT_TRANSIENT; every other failure is final."""
     if not state.is_failed():
         return False

@@ -28,6 +28,12 @@ def test_dvc_dag_declares_every_stage_of_the_package_in_a_valid_order():
         assert pos[before] < pos[after]
 
 
+def test_stage_names_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sorted(stage_order(ROOT)) == sorted(STAGE_NAMES)
+    assert "ingest" in upstream_closure(ROOT, ["validate_raw"])
+
+
 def test_upstream_closure_includes_dependencies_only():
     closure = upstream_closure(ROOT, ["pack"])
     assert closure == {
