@@ -195,6 +195,22 @@ class PretrainParams(_Section):
     # GPU memory savers (on the CPU accelerator offload is a no-op: memory is already host RAM).
     offload: Literal["none", "optimizer", "optimizer_and_params"] = "none"
     activation_checkpointing: bool = False
+    # auto: bf16 (fp32 master weights) on GPUs, fp32 on CPU; bf16 runs on the CPU accelerator too.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # ZeRO communication, the same on GPUs and on the CPU accelerator (gloo): overlap the
+    # gradient reduce with backward; ZeRO-3 fetches the next layers' weights in buckets of this
+    # many elements, keeps parameters smaller than the threshold whole on every rank, and holds
+    # at most `max_live_parameters` gathered elements at once (DeepSpeed's defaults).
+    overlap_comm: bool = True
+    prefetch_bucket_size: int = Field(default=50_000_000, ge=0)
+    param_persistence_threshold: int = Field(default=100_000, ge=0)
+    max_live_parameters: int = Field(default=1_000_000_000, ge=1)
+    # Speed switches (GPU-oriented; each runs on CPU as well, where it rarely pays off).
+    compile: bool = False  # torch.compile of the model under DeepSpeed (engine.compile)
+    # Liger Kernel's fused RMSNorm/SwiGLU/RoPE and fused linear cross-entropy (never builds the
+    # (batch, seq, vocab) logits in training); needs `pip install liger-kernel` and a GPU.
+    liger_kernel: bool = False
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     micro_batch_size: int = Field(ge=1)
     grad_accum_steps: int = Field(ge=1)
     max_steps: int = Field(ge=1)
