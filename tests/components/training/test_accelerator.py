@@ -75,9 +75,7 @@ def test_every_worker_collective_goes_through_the_device_check():
     placeless = [
         f"line {n.lineno}: torch.{attr}"
         for owner, attr, n in _calls(tree)
-        if owner == "torch"
-        and attr in FACTORIES
-        and not any(k.arg == "device" for k in n.keywords)
+        if owner == "torch" and attr in FACTORIES and not any(k.arg == "device" for k in n.keywords)
     ]
     assert not placeless, f"tensors created without device=: {placeless}"
     # The wrappers are the ones imported from the checked module.
