@@ -233,6 +233,22 @@ class LoraParams(_Section):
     target_modules: tuple[str, ...]
 
 
+class PostTrainParams(_Section):
+    """Where the post-training stages (sft, reward, align) run; all three read this section."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when torch sees a GPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPUs, else fp32
+    # Several GPUs (a launcher sets WORLD_SIZE > 1): DeepSpeed ZeRO through the HF Trainer, the
+    # config from the generator pretraining uses; 0 keeps plain data parallelism (DDP).
+    zero_stage: Literal[0, 1, 2, 3] = 3
+    offload: Literal["none", "optimizer", "optimizer_and_params"] = "none"
+    overlap_comm: bool = True
+    prefetch_bucket_size: int = Field(default=50_000_000, ge=0)
+    param_persistence_threshold: int = Field(default=100_000, ge=0)
+    max_live_parameters: int = Field(default=1_000_000_000, ge=1)
+    gradient_checkpointing: bool = False  # recompute activations in backward (long sequences)
+
+
 class SftParams(_Section):
     epochs: float = Field(gt=0)
     lr: float = Field(gt=0)
@@ -303,6 +319,7 @@ class Params(_Section):
     model: ModelParams
     cluster: ClusterParams
     pretrain: PretrainParams
+    posttrain: PostTrainParams = PostTrainParams()
     sft: SftParams
     reward: RewardParams
     align: AlignParams

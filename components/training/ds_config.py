@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.config import PretrainParams
+from components.config import PostTrainParams, PretrainParams
 from components.training.accelerator import Device, resolve_precision
 
 
@@ -46,7 +46,7 @@ def deepspeed_config(cfg: PretrainParams, world_size: int, device: Device) -> di
     return config
 
 
-def zero_section(cfg: PretrainParams, device: Device) -> dict[str, Any]:
+def zero_section(cfg: PretrainParams | PostTrainParams, device: Device) -> dict[str, Any]:
     """`zero_optimization`: stage, overlap and (ZeRO-3) prefetch, identical on CPU and GPU; only
     offload is GPU-only (on the CPU accelerator the states are already in host memory)."""
     zero: dict[str, Any] = {
@@ -67,11 +67,29 @@ def zero_section(cfg: PretrainParams, device: Device) -> dict[str, Any]:
     return zero
 
 
+def trainer_deepspeed_config(cfg: PostTrainParams, device: Device) -> dict[str, Any]:
+    """DeepSpeed config for the HF/TRL Trainer (sft, reward, align) on several GPUs: the same
+    ZeRO section as pretraining; batch sizes, optimizer and scheduler stay with the Trainer,
+    which fills DeepSpeed's `auto` values from its own arguments."""
+    precision = resolve_precision(cfg.precision, device)
+    return {
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_optimization": zero_section(cfg, device),
+        "bf16": {"enabled": precision == "bf16"},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
 def optimizer_kwargs(cfg: PretrainParams) -> dict[str, Any]:
     return {"lr": cfg.lr, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": cfg.weight_decay}
 
 
-def offload_sections(cfg: PretrainParams) -> dict[str, Any]:
+def offload_sections(cfg: PretrainParams | PostTrainParams) -> dict[str, Any]:
     """ZeRO-Offload: optimizer step (and with ZeRO-3 the weights) in pinned host memory."""
     out: dict[str, Any] = {}
     if cfg.offload in ("optimizer", "optimizer_and_params"):

@@ -2,8 +2,9 @@
 
 - `TrackerCallback` forwards the Trainer's logs to the stage's MLflow run (we set
   `report_to=[]`, so MLflow sees exactly what the stage chooses to log, under its own run).
-- `cpu_trainer_kwargs` is the part of every stage's TRL config that is not a training knob:
-  CPU, fp32, no checkpoints, no integrations, seeds.
+- `trainer_kwargs` is the part of every stage's TRL config that is not a training knob:
+  device and precision (`posttrain`: auto → cuda + bf16 on a GPU, cpu + fp32 here), DeepSpeed
+  ZeRO on several GPUs, no checkpoints, no integrations, seeds.
 - `read_jsonl` / `subsample` / `load_preference_pairs` / `pair_accuracy` / `loss_summary` /
   `trainable_fraction` are the small pure helpers the stages share;
 - `atomic_model_dir` writes a model directory so a failed run never leaves a half-written one
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,11 +26,16 @@ from torch import nn
 from transformers import TrainerCallback
 
 from components.atomic import atomic_dir
+from components.config import PostTrainParams
 from components.tracking.stage_run import Tracker
+from components.training.accelerator import resolve_device, resolve_precision
+from components.training.ds_config import trainer_deepspeed_config
 
 # Log every optimizer step: the runs are short, and first/last loss must exist even when an
 # epoch has fewer steps than TRL's default logging interval (10).
 LOGGING_STEPS = 1
+# `posttrain` at its defaults (device and precision auto), for callers without params.
+AUTO_DEVICE = PostTrainParams()
 
 
 class TrackerCallback(TrainerCallback):
@@ -45,14 +52,18 @@ class TrackerCallback(TrainerCallback):
             )
 
 
-def cpu_trainer_kwargs(scratch: Path, seed: int) -> dict[str, Any]:
-    """TrainingArguments shared by all post-training stages on this CPU machine."""
-    return {
+def trainer_kwargs(scratch: Path, seed: int, cfg: PostTrainParams) -> dict[str, Any]:
+    """TrainingArguments shared by all post-training stages: device, precision and (on several
+    GPUs) DeepSpeed from `posttrain`; no checkpoints, no integrations, seeds."""
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    kwargs: dict[str, Any] = {
         "output_dir": str(scratch),  # trainer scratch only; the model is saved by the stage
-        "use_cpu": True,
-        "bf16": False,  # TRL defaults bf16 to True; the tiny model trains in fp32
+        "use_cpu": device == "cpu",
+        # bf16 autocast over fp32 master weights (the stages load fp32); TRL defaults it on.
+        "bf16": precision == "bf16",
         "fp16": False,
-        "gradient_checkpointing": False,  # TRL defaults it on; memory is not the constraint here
+        "gradient_checkpointing": cfg.gradient_checkpointing,  # TRL defaults it on
         "report_to": [],
         "save_strategy": "no",
         "eval_strategy": "no",
@@ -61,6 +72,19 @@ def cpu_trainer_kwargs(scratch: Path, seed: int) -> dict[str, Any]:
         "seed": seed,
         "data_seed": seed,
     }
+    if device == "cuda" and cfg.zero_stage > 0 and launched_world_size() > 1:
+        kwargs["deepspeed"] = trainer_deepspeed_config(cfg, device)
+    return kwargs
+
+
+def launched_world_size() -> int:
+    """Ranks started by a launcher (torchrun, deepspeed, accelerate set WORLD_SIZE); 1 alone."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def cpu_trainer_kwargs(scratch: Path, seed: int) -> dict[str, Any]:
+    """The CPU/fp32 arguments whatever the machine (tests that pin numbers use it)."""
+    return trainer_kwargs(scratch, seed, PostTrainParams(device="cpu", precision="fp32"))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
