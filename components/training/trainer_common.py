@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,16 +25,13 @@ from torch import nn
 from transformers import TrainerCallback
 
 from components.atomic import atomic_dir
-from components.config import PostTrainParams
 from components.tracking.stage_run import Tracker
-from components.training.accelerator import resolve_device, resolve_precision
-from components.training.ds_config import trainer_deepspeed_config
-
-# Log every optimizer step: the runs are short, and first/last loss must exist even when an
-# epoch has fewer steps than TRL's default logging interval (10).
-LOGGING_STEPS = 1
-# `posttrain` at its defaults (device and precision auto), for callers without params.
-AUTO_DEVICE = PostTrainParams()
+from components.training.trainer_args import (  # noqa: F401 - the stages import them from here
+    AUTO_DEVICE,
+    LOGGING_STEPS,
+    cpu_trainer_kwargs,
+    trainer_kwargs,
+)
 
 
 class TrackerCallback(TrainerCallback):
@@ -50,41 +46,6 @@ class TrackerCallback(TrainerCallback):
                 {k: v for k, v in logs.items() if isinstance(v, int | float)},
                 step=state.global_step,
             )
-
-
-def trainer_kwargs(scratch: Path, seed: int, cfg: PostTrainParams) -> dict[str, Any]:
-    """TrainingArguments shared by all post-training stages: device, precision and (on several
-    GPUs) DeepSpeed from `posttrain`; no checkpoints, no integrations, seeds."""
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    kwargs: dict[str, Any] = {
-        "output_dir": str(scratch),  # trainer scratch only; the model is saved by the stage
-        "use_cpu": device == "cpu",
-        # bf16 autocast over fp32 master weights (the stages load fp32); TRL defaults it on.
-        "bf16": precision == "bf16",
-        "fp16": False,
-        "gradient_checkpointing": cfg.gradient_checkpointing,  # TRL defaults it on
-        "report_to": [],
-        "save_strategy": "no",
-        "eval_strategy": "no",
-        "logging_steps": LOGGING_STEPS,
-        "dataloader_num_workers": 0,
-        "seed": seed,
-        "data_seed": seed,
-    }
-    if device == "cuda" and cfg.zero_stage > 0 and launched_world_size() > 1:
-        kwargs["deepspeed"] = trainer_deepspeed_config(cfg, device)
-    return kwargs
-
-
-def launched_world_size() -> int:
-    """Ranks started by a launcher (torchrun, deepspeed, accelerate set WORLD_SIZE); 1 alone."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def cpu_trainer_kwargs(scratch: Path, seed: int) -> dict[str, Any]:
-    """The CPU/fp32 arguments whatever the machine (tests that pin numbers use it)."""
-    return trainer_kwargs(scratch, seed, PostTrainParams(device="cpu", precision="fp32"))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
