@@ -295,10 +295,13 @@ class PromoteParams(_Section):
 
 
 class DeployParams(_Section):
-    device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: CPU when no GPU driver tools
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CPU when no GPU driver tools
     cpu_kv_cache_mib: int = Field(default=256, ge=16)  # vLLM's CPU backend needs it explicit
     port: int = Field(ge=1024, le=65535)
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    # auto: bfloat16 on GPUs, float32 on CPU (bfloat16 crashed vLLM's CPU backend, head size 32)
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"
+    tensor_parallel_size: int = Field(default=1, ge=1)  # GPUs one server shards the model over
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)  # weights + KV cache share
     max_model_len: int = Field(ge=16)
     startup_timeout_s: int = Field(ge=10)
     n_requests: int = Field(ge=1)
