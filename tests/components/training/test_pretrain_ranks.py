@@ -276,3 +276,15 @@ def test_mixture_of_experts_with_activation_checkpointing_on_two_ranks(data, tmp
     report = json.loads((run.ckpt / PARTITION_FILE).read_text())
     experts = [n for n in report["parameters"] if ".experts." in n]
     assert experts, sorted(report["parameters"])[:10]
+
+
+@pytest.mark.slow
+def test_compiled_model_under_deepspeed_trains_and_consolidates(data, tmp_path):
+    """`pretrain.compile`: engine.compile() (inductor) with ZeRO-3 hooks, on 2 CPU ranks."""
+    run = Run(data, tmp_path / "compiled", world=2, accum=1, steps=8, pretrain={"compile": True})
+    assert run.run() == 0, run.output()[-3000:]
+    assert json.loads((run.ckpt / SETTINGS_FILE).read_text())["compile"] is True
+    losses = run.losses()
+    assert losses[8] < losses[1]
+    record = json.loads((run.out / CONSOLIDATION_FILE).read_text())
+    assert record["max_rel_logit_diff"] <= record["tolerance"]
