@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LLMOPS_SERVE_PYTHON ?= $(CURDIR)/$(SERVE_VENV)/bin/python
 
-.PHONY: setup demo test test-slow bench-pretrain bench-curation lint ui serve clean
+.PHONY: setup demo test test-slow bench-pretrain bench-gpu bench-curation lint ui serve clean
 
 $(BIN)/llmops: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -56,6 +56,11 @@ test-slow: setup
 
 bench-pretrain: setup
 	$(BIN)/python bench/pretrain.py
+
+# On a CUDA machine (`pip install -e .[gpu]`): bare loop vs the pretrain path, SFT and DPO steps.
+# Without a GPU it says so and exits 0; `python bench/gpu.py --smoke` checks the wiring on CPU.
+bench-gpu:
+	$(BIN)/python bench/gpu.py
 
 bench-curation: setup
 	$(BIN)/pip install --quiet -e ".[dev,bench]"

@@ -195,6 +195,22 @@ class PretrainParams(_Section):
     # GPU memory savers (on the CPU accelerator offload is a no-op: memory is already host RAM).
     offload: Literal["none", "optimizer", "optimizer_and_params"] = "none"
     activation_checkpointing: bool = False
+    # auto: bf16 (fp32 master weights) on GPUs, fp32 on CPU; bf16 runs on the CPU accelerator too.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # ZeRO communication, the same on GPUs and on the CPU accelerator (gloo): overlap the
+    # gradient reduce with backward; ZeRO-3 fetches the next layers' weights in buckets of this
+    # many elements, keeps parameters smaller than the threshold whole on every rank, and holds
+    # at most `max_live_parameters` gathered elements at once (DeepSpeed's defaults).
+    overlap_comm: bool = True
+    prefetch_bucket_size: int = Field(default=50_000_000, ge=0)
+    param_persistence_threshold: int = Field(default=100_000, ge=0)
+    max_live_parameters: int = Field(default=1_000_000_000, ge=1)
+    # Speed switches (GPU-oriented; each runs on CPU as well, where it rarely pays off).
+    compile: bool = False  # torch.compile of the model under DeepSpeed (engine.compile)
+    # Liger Kernel's fused RMSNorm/SwiGLU/RoPE and fused linear cross-entropy (never builds the
+    # (batch, seq, vocab) logits in training); needs `pip install liger-kernel` and a GPU.
+    liger_kernel: bool = False
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     micro_batch_size: int = Field(ge=1)
     grad_accum_steps: int = Field(ge=1)
     max_steps: int = Field(ge=1)
@@ -215,6 +231,22 @@ class LoraParams(_Section):
     alpha: int = Field(ge=1)
     dropout: float = Field(ge=0, lt=1)
     target_modules: tuple[str, ...]
+
+
+class PostTrainParams(_Section):
+    """Where the post-training stages (sft, reward, align) run; all three read this section."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when torch sees a GPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPUs, else fp32
+    # Several GPUs (a launcher sets WORLD_SIZE > 1): DeepSpeed ZeRO through the HF Trainer, the
+    # config from the generator pretraining uses; 0 keeps plain data parallelism (DDP).
+    zero_stage: Literal[0, 1, 2, 3] = 3
+    offload: Literal["none", "optimizer", "optimizer_and_params"] = "none"
+    overlap_comm: bool = True
+    prefetch_bucket_size: int = Field(default=50_000_000, ge=0)
+    param_persistence_threshold: int = Field(default=100_000, ge=0)
+    max_live_parameters: int = Field(default=1_000_000_000, ge=1)
+    gradient_checkpointing: bool = False  # recompute activations in backward (long sequences)
 
 
 class SftParams(_Section):
@@ -263,10 +295,13 @@ class PromoteParams(_Section):
 
 
 class DeployParams(_Section):
-    device: Literal["auto", "cpu", "gpu"] = "auto"  # auto: CPU when no GPU driver tools
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CPU when no GPU driver tools
     cpu_kv_cache_mib: int = Field(default=256, ge=16)  # vLLM's CPU backend needs it explicit
     port: int = Field(ge=1024, le=65535)
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    # auto: bfloat16 on GPUs, float32 on CPU (bfloat16 crashed vLLM's CPU backend, head size 32)
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"
+    tensor_parallel_size: int = Field(default=1, ge=1)  # GPUs one server shards the model over
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)  # weights + KV cache share
     max_model_len: int = Field(ge=16)
     startup_timeout_s: int = Field(ge=10)
     n_requests: int = Field(ge=1)
@@ -287,6 +322,7 @@ class Params(_Section):
     model: ModelParams
     cluster: ClusterParams
     pretrain: PretrainParams
+    posttrain: PostTrainParams = PostTrainParams()
     sft: SftParams
     reward: RewardParams
     align: AlignParams

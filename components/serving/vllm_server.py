@@ -86,6 +86,8 @@ def server_command(
     cpu: bool | None = None,
 ) -> list[str]:
     """The argv that serves `model_dir` under `served_name` on 127.0.0.1:cfg.port."""
+    if cpu is None:
+        cpu = on_cpu() if cfg.device == "auto" else cfg.device == "cpu"
     cmd = [
         str(python or serve_python()),
         "-m",
@@ -99,20 +101,37 @@ def server_command(
         "--port",
         str(cfg.port),
         "--dtype",
-        cfg.dtype,
+        server_dtype(cfg, cpu),
         "--max-model-len",
         str(cfg.max_model_len),
         "--generation-config",
         "auto",  # stop tokens (EOS, <|im_end|>) from the model directory
     ]
-    if cpu is None:
-        cpu = on_cpu() if cfg.device == "auto" else cfg.device == "cpu"
     if cpu:
+        if cfg.tensor_parallel_size > 1:
+            raise ValueError(
+                f"deploy.tensor_parallel_size is {cfg.tensor_parallel_size} but vLLM runs on "
+                "CPU here: set it to 1, or deploy.device: cuda on a machine with that many GPUs"
+            )
         # By default the CPU worker reserves 92% of the memory node and refuses to start;
         # eager mode skips a ~28 s torch.compile warm-up that buys nothing at this size.
         kv_bytes = cfg.cpu_kv_cache_mib * 2**20
         cmd += ["--enforce-eager", "--kv-cache-memory-bytes", str(kv_bytes)]
+    else:
+        cmd += [
+            "--tensor-parallel-size",
+            str(cfg.tensor_parallel_size),
+            "--gpu-memory-utilization",
+            str(cfg.gpu_memory_utilization),
+        ]
     return cmd
+
+
+def server_dtype(cfg: DeployParams, cpu: bool) -> str:
+    """`auto`: bfloat16 on GPUs (what the model trained in), float32 on vLLM's CPU backend."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    return "float32" if cpu else "bfloat16"
 
 
 def server_env(python: str | Path, base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -28,19 +28,20 @@ from transformers import (
 )
 from trl import DPOConfig, DPOTrainer
 
-from components.config import AlignParams, StageParams
+from components.config import AlignParams, PostTrainParams, StageParams
 from components.constants import MODEL_POLICY
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training.trainer_common import (
+    AUTO_DEVICE,
     TrackerCallback,
     atomic_model_dir,
-    cpu_trainer_kwargs,
     load_preference_pairs,
     loss_summary,
     pair_accuracy,
     scratch_dir,
+    trainer_kwargs,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ LOSS_TYPES = {"dpo": "sigmoid"}
 
 class Reads(StageParams):
     seed: int
+    posttrain: PostTrainParams
     align: AlignParams
 
 
@@ -70,9 +72,11 @@ def load_policy_and_reference(sft_dir: Path) -> tuple[PreTrainedModel, PreTraine
     return policy, reference
 
 
-def dpo_config(cfg: AlignParams, scratch: Path, seed: int) -> DPOConfig:
+def dpo_config(
+    cfg: AlignParams, scratch: Path, seed: int, posttrain: PostTrainParams = AUTO_DEVICE
+) -> DPOConfig:
     return DPOConfig(
-        **cpu_trainer_kwargs(scratch, seed),
+        **trainer_kwargs(scratch, seed, posttrain),
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size,
@@ -91,11 +95,12 @@ def build_trainer(
     scratch: Path,
     seed: int,
     callbacks: list[TrainerCallback] | None = None,
+    posttrain: PostTrainParams = AUTO_DEVICE,
 ) -> DPOTrainer:
     return DPOTrainer(
         model=policy,
         ref_model=reference,
-        args=dpo_config(cfg, scratch, seed),
+        args=dpo_config(cfg, scratch, seed, posttrain),
         train_dataset=Dataset.from_list(pairs),
         processing_class=tokenizer,
         callbacks=callbacks,
@@ -191,6 +196,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             scratch,
             params.seed,
             callbacks=[TrackerCallback(tracker)],
+            posttrain=params.posttrain,
         )
         n_fit = len(trainer.train_dataset)  # pairs whose prompt fits in max_length
         result = trainer.train()

@@ -13,7 +13,9 @@ import argparse
 import json
 import logging
 import math
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import deepspeed
@@ -34,6 +36,12 @@ from components.config import (
     load_params,
 )
 from components.modeling.llama import llama_config
+from components.training.accelerator import (
+    all_gather,
+    all_reduce,
+    logit_difference,
+    resolve_precision,
+)
 from components.training.checkpoints import (
     fingerprint,
     prepare_checkpoints,
@@ -46,10 +54,9 @@ from components.training.sizing import model_shape
 
 log = logging.getLogger("pretrain")
 PARTITION_FILE = "partition.json"  # how the parameters were split across ranks
-CONSOLIDATION_FILE = "consolidation.json"
+CONSOLIDATION_FILE = "consolidation.json"  # saved safetensors vs the live sharded model
 MEMORY_FILE = "model_state_memory.json"  # measured ZeRO-3 model-state bytes per rank
-# Saved safetensors vs the live sharded model, max |logit difference| on one batch.
-LOGIT_TOLERANCE = 1e-4
+SETTINGS_FILE = "run_settings.json"  # what this run actually used (precision, optimizer, ...)
 
 
 class Reads(StageParams):
@@ -110,51 +117,84 @@ def validation_loss(
             [engine(input_ids=x, labels=x).loss.float(), torch.ones((), device=device)]
         )
     # Every rank must run the same number of forwards under ZeRO-3 (parameter all-gathers).
-    dist.all_reduce(total)
+    all_reduce(total)
+    release_prefetched(engine)
     engine.train()
     return (total[0] / total[1].clamp(min=1)).item()
 
 
+def release_prefetched(engine) -> None:
+    """Re-partition every ZeRO-3 parameter after forward-only passes.
+
+    Without a backward, the prefetcher may leave the next layers' all-gathers in flight; a
+    later `GatheredParameters` (consolidation) then fails with "Cannot partition a param in
+    flight". A no-op for ZeRO stages 0-2 (their optimizers have no partition cache)."""
+    engine.empty_partition_cache()
+
+
 def consolidate(engine, model, tokenizer, out: Path, rank: int, probe: torch.Tensor) -> None:
-    """Gather the ZeRO-3 shards, write HF safetensors on rank 0, and check the written model
-    gives the live sharded model's logits on `probe` (batch, seq)."""
+    """Gather the ZeRO-3 shards, write HF safetensors on rank 0 in the training dtype, and check
+    the written model gives the live sharded model's logits on `probe` (batch, seq): both
+    forwards in the same dtype on the same device, within that dtype's tolerance."""
     engine.eval()
-    with torch.no_grad():
-        live = engine(input_ids=probe).logits.float().cpu()  # every rank: ZeRO-3 all-gathers
+    release_prefetched(engine)
     params = list(model.parameters())
+    dtype = params[0].dtype  # bf16 under DeepSpeed's bf16 mode, else fp32
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
         if rank == 0:
             state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        live = engine(input_ids=probe).logits  # every rank: ZeRO-3 all-gathers; (b, s, vocab)
+    release_prefetched(engine)
     if rank == 0:
-        full = AutoModelForCausalLM.from_config(model.config)
-        missing, unexpected = full.load_state_dict(state, strict=False)
-        # Tied embeddings show up as a missing lm_head; anything else is a real mismatch.
-        if unexpected or [m for m in missing if m != "lm_head.weight"]:
-            raise RuntimeError(f"consolidation mismatch: missing={missing} unexpected={unexpected}")
-        out.mkdir(parents=True, exist_ok=True)
-        full.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-        reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
-        with torch.no_grad():
-            diff = (reloaded(input_ids=probe.cpu()).logits.float() - live).abs().max().item()
-        (out / CONSOLIDATION_FILE).write_text(json.dumps({"max_abs_logit_diff": diff}))
-        if diff > LOGIT_TOLERANCE:
-            raise RuntimeError(
-                f"consolidated model differs from the trained one: max |logit "
-                f"difference| {diff:.2e} > {LOGIT_TOLERANCE}"
-            )
-        log.info("consolidated %s; max |logit difference| vs live model %.2e", out, diff)
+        save_consolidated(model.config, state, dtype, tokenizer, out)
+        check_consolidated(out, probe, live)
     dist.barrier()
 
 
-def partition_report(model, rank: int, world: int) -> dict | None:
+def save_consolidated(config, state: dict, dtype: torch.dtype, tokenizer, out: Path) -> None:
+    full = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    missing, unexpected = full.load_state_dict(state, strict=False)
+    # Tied embeddings show up as a missing lm_head; anything else is a real mismatch.
+    if unexpected or [m for m in missing if m != "lm_head.weight"]:
+        raise RuntimeError(f"consolidation mismatch: missing={missing} unexpected={unexpected}")
+    out.mkdir(parents=True, exist_ok=True)
+    full.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def check_consolidated(out: Path, probe: torch.Tensor, live: torch.Tensor) -> None:
+    """Reload `out` like a user would, in the live logits' dtype and on their device."""
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=live.dtype).to(live.device).eval()
+    with torch.no_grad():
+        again = reloaded(input_ids=probe).logits
+    diff, tolerance = logit_difference(live, again)
+    del reloaded  # free its accelerator memory before the ranks exit
+    record = {
+        "max_rel_logit_diff": diff,
+        "tolerance": tolerance,
+        "dtype": str(live.dtype).removeprefix("torch."),
+        "device": live.device.type,
+    }
+    (out / CONSOLIDATION_FILE).write_text(json.dumps(record))
+    if diff > tolerance:
+        raise RuntimeError(
+            f"consolidated model differs from the trained one: max |logit difference| "
+            f"{diff:.2e} (relative to the largest logit) > {tolerance} for {live.dtype}"
+        )
+    log.info("consolidated %s; max relative |logit difference| vs live model %.2e", out, diff)
+
+
+def partition_report(model, rank: int, world: int, device: torch.device) -> dict | None:
     """Elements of every parameter this rank holds (ZeRO-3 keeps a 1/world shard of each)."""
     local = torch.tensor(
-        [getattr(p, "ds_tensor", p).numel() for p in model.parameters()], dtype=torch.int64
+        [getattr(p, "ds_tensor", p).numel() for p in model.parameters()],
+        dtype=torch.int64,
+        device=device,  # collectives run on the accelerator: NCCL has no CPU tensors
     )
     full = [getattr(p, "ds_numel", p.numel()) for p in model.parameters()]
     gathered = [torch.zeros_like(local) for _ in range(world)]
-    dist.all_gather(gathered, local)
+    all_gather(gathered, local)
     if rank:
         return None
     names = [n for n, _ in model.named_parameters()]
@@ -207,9 +247,17 @@ def build_model(params: Reads, tokenizer, ds_config: dict) -> torch.nn.Module:
     # While `hf_ds` lives, transformers builds the model under deepspeed.zero.Init and
     # initialises weights with the shards gathered. It must not outlive this function: later
     # from_config/from_pretrained calls on rank 0 alone would wait for the other ranks forever.
-    hf_ds = HfDeepSpeedConfig(ds_config) if params.pretrain.zero_stage == 3 else None
-    model = AutoModelForCausalLM.from_config(llama_config(params.model, tokenizer))
+    cfg = params.pretrain
+    hf_ds = HfDeepSpeedConfig(ds_config) if cfg.zero_stage == 3 else None
+    config = llama_config(params.model, tokenizer)
+    if cfg.liger_kernel:
+        apply_liger_kernel(config.model_type)  # patches the classes: before the model exists
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=cfg.attn_implementation)
     del hf_ds
+    if cfg.liger_kernel and cfg.zero_stage == 3:
+        # Liger's fused linear cross-entropy reads lm_head.weight inside the model's forward
+        # without calling lm_head: ZeRO-3 must gather it for the whole model's forward.
+        deepspeed.zero.register_external_parameter(model, model.get_output_embeddings().weight)
     if params.pretrain.activation_checkpointing:
         # Keep only each layer's input; recompute the rest in backward (~1/3 more compute).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -221,6 +269,65 @@ def build_model(params: Reads, tokenizer, ds_config: dict) -> torch.nn.Module:
 
         set_z3_leaf_modules(model, [MixtralSparseMoeBlock])
     return model
+
+
+def apply_liger_kernel(model_type: str) -> None:
+    """Liger Kernel's Triton kernels (RMSNorm, SwiGLU, RoPE, fused linear cross-entropy)."""
+    try:
+        import liger_kernel.transformers as liger
+    except ImportError as err:
+        raise RuntimeError(
+            f"pretrain.liger_kernel is true but Liger Kernel does not import ({err}): "
+            "`pip install -e .[gpu]` on a CUDA machine, or set pretrain.liger_kernel: false"
+        ) from err
+    apply = {
+        "llama": liger.apply_liger_kernel_to_llama,
+        "mixtral": liger.apply_liger_kernel_to_mixtral,
+    }[model_type]
+    apply(rope=True, rms_norm=True, swiglu=True, fused_linear_cross_entropy=True)
+    log.info(
+        "Liger Kernel applied to %s (fused linear cross-entropy, RMSNorm, SwiGLU, RoPE)", model_type
+    )
+
+
+def load_fused_adam(offload_optimizer: bool) -> None:
+    """Build (JIT, cached) the op DeepSpeed's AdamW will use; raises what the build raises."""
+    from deepspeed.accelerator import get_accelerator
+
+    name = "CPUAdamBuilder" if offload_optimizer else "FusedAdamBuilder"
+    get_accelerator().create_op_builder(name).load()
+
+
+def client_optimizer(
+    ds_config: dict,
+    model: torch.nn.Module,
+    cfg: PretrainParams,
+    device: torch.device,
+    load_op: Callable[[], None] | None = None,
+) -> tuple[torch.optim.Optimizer | None, str]:
+    """(the optimizer to hand DeepSpeed, its name). With an `optimizer` section DeepSpeed
+    builds its own fused AdamW, unless that C++/CUDA build fails (no compiler, an arch list it
+    cannot parse such as `9.0a`): then the section is dropped from `ds_config` and torch's fused
+    AdamW takes over, with the reason logged. Without the section (CPU): torch's AdamW."""
+    fused = device.type == "cuda"  # torch's fused AdamW: one kernel per step on GPUs
+    if "optimizer" in ds_config:
+        offload = "offload_optimizer" in ds_config["zero_optimization"]
+        try:
+            (load_op or (lambda: load_fused_adam(offload)))()
+            return None, "deepspeed_" + ("cpu_adam" if offload else "fused_adam")
+        except Exception as err:  # a JIT build fails in many ways: compiler, headers, arch list
+            log.warning(
+                "DeepSpeed's fused Adam did not build (%s: %s); using torch.optim.AdamW"
+                "(fused=%s) instead",
+                type(err).__name__,
+                err,
+                fused,
+            )
+            del ds_config["optimizer"]
+            # ZeRO-Offload insists on DeepSpeed's CPU Adam unless told otherwise.
+            ds_config["zero_force_ds_cpu_optimizer"] = False
+    opt = torch.optim.AdamW(model.parameters(), **optimizer_kwargs(cfg), fused=fused)
+    return opt, "torch_adamw" + ("_fused" if fused else "")
 
 
 def write_memory_report(engine, path: Path, rank: int, world: int) -> None:
@@ -253,15 +360,30 @@ def train(params: Reads, args: argparse.Namespace) -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
 
     model = build_model(params, tokenizer, ds_config)
-    client_opt = None
-    if "optimizer" not in ds_config:
-        client_opt = torch.optim.AdamW(model.parameters(), **optimizer_kwargs(cfg))
+    client_opt, optimizer_name = client_optimizer(ds_config, model, cfg, device)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, optimizer=client_opt, model_parameters=model.parameters(), config=ds_config
     )
+    if cfg.compile:
+        # DeepSpeed compiles the wrapped module and keeps its ZeRO hooks working with it.
+        engine.compile()
+    settings = {
+        "device": device.type,
+        "world_size": world,
+        "precision": resolve_precision(cfg.precision, device.type),
+        "param_dtype": str(next(engine.module.parameters()).dtype).removeprefix("torch."),
+        "zero_stage": cfg.zero_stage,
+        "optimizer": optimizer_name,
+        "compile": cfg.compile,
+        "liger_kernel": cfg.liger_kernel,
+        "attn_implementation": engine.module.config._attn_implementation,
+    }
+    log.info("run settings: %s", settings)
 
     prepare_checkpoints(args.checkpoints, fingerprint(params, args.data), rank, world, args.history)
-    report = partition_report(engine.module, rank, world)
+    if rank == 0:
+        (args.checkpoints / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
+    report = partition_report(engine.module, rank, world, device)
     if report:
         (args.checkpoints / PARTITION_FILE).write_text(json.dumps(report, indent=1))
     start = resume_step(engine, args.checkpoints)
@@ -305,7 +427,8 @@ def train(params: Reads, args: argparse.Namespace) -> None:
             engine.step()  # DeepSpeed applies the update at the accumulation boundary
             losses.append(loss.detach())
         loss_t = torch.stack(losses).mean()
-        dist.all_reduce(loss_t)
+        all_reduce(loss_t)
+        deepspeed.get_accelerator().synchronize()  # kernels are async: time what ran
         dt = time.perf_counter() - t0
         values = {
             "train_loss": loss_t.item() / world,
@@ -346,8 +469,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     params = Reads.narrow(load_params(args.params))
-    on_gpu = torch.cuda.is_available()
-    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    accelerator = deepspeed.get_accelerator()
+    # Bind this rank to its GPU before any collective: NCCL's object collectives use the
+    # current device (on the CPU accelerator this is a no-op).
+    accelerator.set_device(int(os.environ.get("LOCAL_RANK", max(args.local_rank, 0))))
+    deepspeed.init_distributed(dist_backend=accelerator.communication_backend_name())
     train(params, args)
     dist.barrier()
     dist.destroy_process_group()

@@ -29,19 +29,20 @@ from transformers import (
 )
 from trl import RewardConfig, RewardTrainer
 
-from components.config import RewardParams, StageParams
+from components.config import PostTrainParams, RewardParams, StageParams
 from components.constants import MODEL_REWARD
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training.trainer_common import (
+    AUTO_DEVICE,
     TrackerCallback,
     atomic_model_dir,
-    cpu_trainer_kwargs,
     load_preference_pairs,
     loss_summary,
     pair_accuracy,
     scratch_dir,
+    trainer_kwargs,
 )
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 class Reads(StageParams):
     seed: int
+    posttrain: PostTrainParams
     reward: RewardParams
 
 
@@ -69,9 +71,11 @@ def load_reward_model(base: Path, tokenizer: PreTrainedTokenizerBase, seed: int)
     )
 
 
-def reward_config(cfg: RewardParams, scratch: Path, seed: int) -> RewardConfig:
+def reward_config(
+    cfg: RewardParams, scratch: Path, seed: int, posttrain: PostTrainParams = AUTO_DEVICE
+) -> RewardConfig:
     return RewardConfig(
-        **cpu_trainer_kwargs(scratch, seed),
+        **trainer_kwargs(scratch, seed, posttrain),
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size,
@@ -87,10 +91,11 @@ def build_trainer(
     scratch: Path,
     seed: int,
     callbacks: list[TrainerCallback] | None = None,
+    posttrain: PostTrainParams = AUTO_DEVICE,
 ) -> RewardTrainer:
     return RewardTrainer(
         model=model,
-        args=reward_config(cfg, scratch, seed),
+        args=reward_config(cfg, scratch, seed, posttrain),
         train_dataset=Dataset.from_list(pairs),
         processing_class=tokenizer,
         callbacks=callbacks,
@@ -168,6 +173,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             scratch,
             params.seed,
             callbacks=[TrackerCallback(tracker)],
+            posttrain=params.posttrain,
         )
         n_fit = len(trainer.train_dataset)  # pairs within max_length
         result = trainer.train()

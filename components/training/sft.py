@@ -28,21 +28,22 @@ from transformers import (
 )
 from trl import SFTConfig, SFTTrainer
 
-from components.config import LoraParams, SftParams, StageParams
+from components.config import LoraParams, PostTrainParams, SftParams, StageParams
 from components.constants import MODEL_SFT
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training.trainer_common import (
+    AUTO_DEVICE,
     TrackerCallback,
     atomic_model_dir,
-    cpu_trainer_kwargs,
     loss_summary,
     read_jsonl,
     require_keys,
     scratch_dir,
     subsample,
     trainable_fraction,
+    trainer_kwargs,
 )
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 class Reads(StageParams):
     seed: int
+    posttrain: PostTrainParams
     sft: SftParams
 
 
@@ -86,9 +88,11 @@ def lora_config(cfg: LoraParams) -> LoraConfig | None:
     )
 
 
-def sft_config(cfg: SftParams, scratch: Path, seed: int) -> SFTConfig:
+def sft_config(
+    cfg: SftParams, scratch: Path, seed: int, posttrain: PostTrainParams = AUTO_DEVICE
+) -> SFTConfig:
     return SFTConfig(
-        **cpu_trainer_kwargs(scratch, seed),
+        **trainer_kwargs(scratch, seed, posttrain),
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size,
@@ -106,11 +110,12 @@ def build_trainer(
     scratch: Path,
     seed: int,
     callbacks: list[TrainerCallback] | None = None,
+    posttrain: PostTrainParams = AUTO_DEVICE,
 ) -> SFTTrainer:
     """The trainer with its dataset already tokenized (`trainer.train_dataset` has `labels`)."""
     return SFTTrainer(
         model=model,
-        args=sft_config(cfg, scratch, seed),
+        args=sft_config(cfg, scratch, seed, posttrain),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(cfg.lora),  # TRL wraps the model in a PeftModel when set
@@ -140,6 +145,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             scratch,
             params.seed,
             callbacks=[TrackerCallback(tracker)],
+            posttrain=params.posttrain,
         )
         fraction = trainable_fraction(trainer.model)
         n_sequences = len(trainer.train_dataset)  # after TRL drops fully-truncated examples

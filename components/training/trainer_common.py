@@ -2,8 +2,9 @@
 
 - `TrackerCallback` forwards the Trainer's logs to the stage's MLflow run (we set
   `report_to=[]`, so MLflow sees exactly what the stage chooses to log, under its own run).
-- `cpu_trainer_kwargs` is the part of every stage's TRL config that is not a training knob:
-  CPU, fp32, no checkpoints, no integrations, seeds.
+- `trainer_kwargs` is the part of every stage's TRL config that is not a training knob:
+  device and precision (`posttrain`: auto → cuda + bf16 on a GPU, cpu + fp32 here), DeepSpeed
+  ZeRO on several GPUs, no checkpoints, no integrations, seeds.
 - `read_jsonl` / `subsample` / `load_preference_pairs` / `pair_accuracy` / `loss_summary` /
   `trainable_fraction` are the small pure helpers the stages share;
 - `atomic_model_dir` writes a model directory so a failed run never leaves a half-written one
@@ -25,10 +26,12 @@ from transformers import TrainerCallback
 
 from components.atomic import atomic_dir
 from components.tracking.stage_run import Tracker
-
-# Log every optimizer step: the runs are short, and first/last loss must exist even when an
-# epoch has fewer steps than TRL's default logging interval (10).
-LOGGING_STEPS = 1
+from components.training.trainer_args import (  # noqa: F401 - the stages import them from here
+    AUTO_DEVICE,
+    LOGGING_STEPS,
+    cpu_trainer_kwargs,
+    trainer_kwargs,
+)
 
 
 class TrackerCallback(TrainerCallback):
@@ -43,24 +46,6 @@ class TrackerCallback(TrainerCallback):
                 {k: v for k, v in logs.items() if isinstance(v, int | float)},
                 step=state.global_step,
             )
-
-
-def cpu_trainer_kwargs(scratch: Path, seed: int) -> dict[str, Any]:
-    """TrainingArguments shared by all post-training stages on this CPU machine."""
-    return {
-        "output_dir": str(scratch),  # trainer scratch only; the model is saved by the stage
-        "use_cpu": True,
-        "bf16": False,  # TRL defaults bf16 to True; the tiny model trains in fp32
-        "fp16": False,
-        "gradient_checkpointing": False,  # TRL defaults it on; memory is not the constraint here
-        "report_to": [],
-        "save_strategy": "no",
-        "eval_strategy": "no",
-        "logging_steps": LOGGING_STEPS,
-        "dataloader_num_workers": 0,
-        "seed": seed,
-        "data_seed": seed,
-    }
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

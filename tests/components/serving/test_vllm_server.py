@@ -52,6 +52,27 @@ def test_gpu_keeps_vllm_defaults():
     assert "--enforce-eager" not in cmd and "--kv-cache-memory-bytes" not in cmd
 
 
+def test_gpu_command_is_bf16_with_tensor_parallelism_from_params():
+    cfg = DEPLOY.model_copy(
+        update={"dtype": "auto", "tensor_parallel_size": 4, "gpu_memory_utilization": 0.8}
+    )
+    cmd = vllm_server.server_command("/m", cfg, "x", python="p", cpu=False)
+    assert _flag(cmd, "--dtype") == "bfloat16"
+    assert _flag(cmd, "--tensor-parallel-size") == "4"
+    assert _flag(cmd, "--gpu-memory-utilization") == "0.8"
+    cuda = cfg.model_copy(update={"device": "cuda"})  # explicit device, whatever this machine has
+    assert _flag(vllm_server.server_command("/m", cuda, "x", python="p"), "--dtype") == "bfloat16"
+
+
+def test_cpu_command_is_fp32_on_auto_and_refuses_tensor_parallelism():
+    cfg = DEPLOY.model_copy(update={"dtype": "auto"})
+    cmd = vllm_server.server_command("/m", cfg, "x", python="p", cpu=True)
+    assert _flag(cmd, "--dtype") == "float32" and "--tensor-parallel-size" not in cmd
+    wide = cfg.model_copy(update={"tensor_parallel_size": 2})
+    with pytest.raises(ValueError, match="tensor_parallel_size is 2 but vLLM runs on CPU"):
+        vllm_server.server_command("/m", wide, "x", python="p", cpu=True)
+
+
 def test_dtype_comes_from_params():
     cfg = DEPLOY.model_copy(update={"dtype": "bfloat16"})
     assert _flag(vllm_server.server_command("/m", cfg, "x", python="p"), "--dtype") == "bfloat16"
