@@ -121,14 +121,19 @@ def _lock_is_held(root: Path) -> bool:
         os.close(fd)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`. Not `killpg(pgid, 0)`: in a
+    container whose init does not reap, a dead child stays a zombie and would count."""
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return members
 
 
 def _check_no_orphans(previous: Holder | None) -> None:
@@ -143,10 +148,12 @@ def _check_no_orphans(previous: Holder | None) -> None:
         return
     if previous.pgid != previous.pid or previous.pgid == os.getpgrp():
         return
-    if _group_alive(previous.pgid):
+    alive = _group_members(previous.pgid)
+    if alive:
         raise OrphanedStages(
             f"the previous run {previous.describe()} was killed, but processes it started "
-            f"(process group {previous.pgid}) are still running and may still write outputs. "
+            f"(process group {previous.pgid}: pids {alive[:10]}) are still running and may "
+            "still write outputs. "
             f"Wait for them to end, or stop them: kill -- -{previous.pgid}"
         )
 
