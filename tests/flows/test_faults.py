@@ -69,3 +69,32 @@ def test_an_unreachable_tracking_server_fails_within_the_stated_budget(monkeypat
     message = outage_message(uri, err.value)
     assert uri in message and "3 retries" in message
     assert issubclass(TrackingUnavailable, RuntimeError)
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.mark.faults
+def test_the_flow_holds_the_lock_and_a_rerun_runs_nothing(tmp_path, prefect_api, monkeypatch):
+    from components.constants import ENV_PROJECT_DIR, ENV_RUN_TOKEN
+    from flows import run_lock
+    from flows.pipeline import llm_pipeline
+    from tests.flows.dvc_project import make_project
+
+    root = make_project(tmp_path / "p")
+    monkeypatch.setenv(ENV_PROJECT_DIR, str(root))
+    monkeypatch.delenv(ENV_RUN_TOKEN, raising=False)
+    assert llm_pipeline(project_dir=str(root)) == ["make"]
+    holder = run_lock.read_holder(root)
+    assert holder.finished and holder.flow_run_id and holder.mlflow_run_id
+    assert llm_pipeline(project_dir=str(root)) == []  # back to back: nothing runs
+    # While another run holds the lock, the flow (as a worker would run it) is refused.
+    with run_lock.hold(root, "llmops run (first)"):
+        monkeypatch.delenv(ENV_RUN_TOKEN)  # a deployment run does not carry the holder's token
+        with pytest.raises(run_lock.RunLocked, match="llmops run \\(first\\)"):
+            llm_pipeline(project_dir=str(root))
