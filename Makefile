@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LLMOPS_SERVE_PYTHON ?= $(CURDIR)/$(SERVE_VENV)/bin/python
 
-.PHONY: setup demo test test-slow bench-pretrain bench-gpu bench-curation lint ui serve clean
+.PHONY: setup demo test test-slow test-faults bench-pretrain bench-gpu bench-curation lint ui serve clean
 
 $(BIN)/llmops: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -53,6 +53,14 @@ test: setup $(CHECKOV_VENV)/bin/checkov lint
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
+
+# Fault injection: concurrent runs, kill -9, outages, reruns (tests/flows/test_faults.py and the
+# tests it names); the fast ones also run in `make test`.
+test-faults: setup
+	$(BIN)/python -m pytest -m "faults or not slow" tests/flows/test_faults.py \
+	  tests/flows/test_run_lock.py tests/components/tracking/test_registry.py \
+	  tests/components/data/test_validate_report.py tests/components/modeling/test_io.py \
+	  tests/components/serving/test_vllm_server.py -k "not vllm_serves and not deploy_stage"
 
 bench-pretrain: setup
 	$(BIN)/python bench/pretrain.py

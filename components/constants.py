@@ -26,13 +26,26 @@ TAG_PARAMS_HASH: Final = "params_hash"
 TAG_PARENT_MODEL: Final = "parent_model"
 TAG_STAGE: Final = "stage"
 LINEAGE_TAGS: Final = (TAG_GIT_COMMIT, TAG_DATA_HASH, TAG_PARAMS_HASH, TAG_PARENT_MODEL, TAG_STAGE)
+# Content hash of the registered model directory (its files, the registry record excluded):
+# the identity of the weights, by which a downstream stage finds its parent's version and a
+# re-registration of identical weights and lineage finds the version it would duplicate.
+TAG_MODEL_HASH: Final = "model_hash"
+# Lineage that must match, with the model hash, for an existing version to be reused. The git
+# commit is left out: the same weights from the same data, params and parent are the same model
+# whichever commit (e.g. a README change) re-ran the stage.
+REUSE_KEYS: Final = (TAG_DATA_HASH, TAG_PARAMS_HASH, TAG_PARENT_MODEL, TAG_STAGE)
 
 # Run tags used to find a stage's MLflow run from the flow.
 RUN_TAG_STAGE: Final = "llmops.stage"
 RUN_TAG_PIPELINE: Final = "llmops.pipeline_run"
+# The run-lock token of the run that opened an MLflow run (flows/run_lock.py): the next run finds
+# a killed run's MLflow runs by it and marks them FAILED.
+RUN_TAG_TOKEN: Final = "llmops.run_token"
 
-# Written next to a model directory so downstream stages know which registry version they
-# start from (their parent_model lineage tag).
+# Written into a model directory so downstream stages know which registry version they start
+# from (their parent_model lineage tag). Listed in .dvcignore: it holds registry ids, so it must
+# not be part of the directory's DVC hash (a rerun would change every downstream stage's deps);
+# where DVC restores the directory without it, the version is found by TAG_MODEL_HASH.
 REGISTRY_RECORD: Final = "registered_model.json"
 
 # Environment: set by the flow so every stage's run nests under the pipeline's parent run.
@@ -43,6 +56,10 @@ ENV_PROJECT_DIR: Final = "LLMOPS_PROJECT_DIR"
 # Set by the flow: where `llmops stage` writes its exit code, because `dvc repro` replaces a
 # failed command's exit code with its own (see flows/stage_report.py).
 ENV_STAGE_REPORT: Final = "LLMOPS_STAGE_REPORT"
+
+# Set by the run that holds the project's run lock, inherited by the stages it starts: a stage
+# carrying the holder's token runs inside that lock (flows/run_lock.py).
+ENV_RUN_TOKEN: Final = "LLMOPS_RUN_TOKEN"
 
 # Exit code of a stage that failed for a reason worth retrying unchanged (tracking server
 # unreachable or 5xx, SQLite busy): EX_TEMPFAIL from sysexits.h. The Prefect task retries on

@@ -76,3 +76,26 @@ def is_transient(err: BaseException) -> bool:
 def exit_code(err: BaseException) -> int:
     """The exit code of a stage that raised `err`: EXIT_TRANSIENT or 1."""
     return EXIT_TRANSIENT if is_transient(err) else 1
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server (or the embedded store) cannot be used now; nothing was changed."""
+
+
+def outage_message(uri: str, err: BaseException) -> str:
+    """Name the outage behind a transient `err` and the retry budget that was spent on it."""
+    from components.tracking.mlflow_env import retry_budget, sqlite_path
+
+    cause = list(causes(err))[-1]
+    db = sqlite_path(uri)
+    if db is not None:
+        return (
+            f"the embedded MLflow store {db} is locked by another process "
+            f"({type(cause).__name__}: {cause}); retry when it is free"
+        )
+    return (
+        f"the MLflow tracking server at {uri} is unreachable or failing "
+        f"({type(cause).__name__}: {str(cause)[:300]}) after MLflow's retry budget "
+        f"({retry_budget()}). Start or repair the server, point MLFLOW_TRACKING_URI elsewhere, "
+        "or raise the budget with those variables"
+    )

@@ -18,9 +18,14 @@ def _project_environment(root: Path) -> None:
     Must run before anything imports prefect: Prefect reads PREFECT_HOME once, on import.
     """
     from components.constants import ENV_PROJECT_DIR
+    from components.tracking.mlflow_env import apply_retry_budget
 
     os.environ[ENV_PROJECT_DIR] = str(root)
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    # Fail fast on an outage: bounded HTTP retries for MLflow (budget in mlflow_env) and the
+    # Prefect API client (2 retries instead of 5, exponential backoff with jitter).
+    apply_retry_budget()
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "2")
 
 
 def _kv(pairs: list[str]) -> dict[str, str]:
@@ -34,13 +39,25 @@ def _kv(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_stage(args: argparse.Namespace) -> None:
-    """Run one stage. Exits EXIT_TRANSIENT (75) when the failure is worth a retry (decided by
-    exception type, components/failures.py), 1 on any other failure; the flow reads the code
-    from the stage report, since `dvc repro` does not pass it on."""
+    """Run one stage, holding the project's run lock unless the run that started it holds it.
+
+    Exits EXIT_TRANSIENT (75) when the failure is worth a retry (decided by exception type,
+    components/failures.py) or another run holds the lock, 1 on any other failure; the flow
+    reads the code from the stage report, since `dvc repro` does not pass it on."""
+    from flows import run_lock
+    from flows.recovery import recover
+
+    with run_lock.hold(args.root, run_lock.command_line()) as (_, previous):
+        recover(args.root, previous)
+        _run_stage(args)
+
+
+def _run_stage(args: argparse.Namespace) -> None:
     from components.config import load_params
     from components.constants import EXIT_TRANSIENT
-    from components.failures import exit_code
+    from components.failures import exit_code, outage_message
     from components.stage import run_stage
+    from components.tracking import mlflow_env
     from flows import stage_report
     from flows.stage_report import StageReport
 
@@ -48,14 +65,22 @@ def cmd_stage(args: argparse.Namespace) -> None:
         result = run_stage(args.name, load_params(args.params), _kv(args.paths))
     except Exception as err:
         code = exit_code(err)
-        stage_report.write(StageReport(args.name, code, f"{type(err).__name__}: {err}"[:2000]))
+        what = f"{type(err).__name__}: {err}"
+        if code == EXIT_TRANSIENT:
+            what = f"{what}\n{outage_message(mlflow_env.tracking_uri(args.root), err)}"
+        stage_report.write(StageReport(args.name, code, what[:2000]))
+        log = logging.getLogger("llmops")
+        # DVC deleted the stage's outputs before running it; its cache still holds them.
+        log.error(
+            "stage %s failed; its previous outputs (as dvc.lock records them) are in DVC's "
+            "cache: `dvc checkout %s` restores them",
+            args.name,
+            args.name,
+        )
         if code != EXIT_TRANSIENT:
             raise  # unchanged: its message and traceback say what is wrong
-        logging.getLogger("llmops").exception(
-            "stage %s failed transiently; exit code %d asks the orchestrator to retry it",
-            args.name,
-            code,
-        )
+        log.error("%s", what)
+        log.error("stage %s failed transiently; exit code %d asks to retry it", args.name, code)
         sys.exit(code)
     stage_report.write(StageReport(args.name, 0))
     for k, v in result.metrics.items():
@@ -63,24 +88,39 @@ def cmd_stage(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    """The lock is taken here, before Prefect starts a flow run, so a refused second run leaves
+    no failed flow run behind; the flow (which takes it itself when a worker runs a deployment)
+    finds it held by its own token."""
+    from flows import run_lock
+    from flows.dvc_stage import UnknownStages, upstream_closure
     from flows.pipeline import llm_pipeline
+    from flows.recovery import recover
 
-    llm_pipeline(
-        stages=args.stages or None,
-        profile=args.profile,
-        overrides=_kv(args.set) or None,
-        force=args.force,
-        project_dir=str(args.root),
-    )
+    if args.stages:
+        try:  # before Prefect starts: a typo is a one-line message, not two tracebacks
+            upstream_closure(args.root, args.stages)
+        except UnknownStages as err:
+            sys.exit(f"llmops: {err}")
+    with run_lock.hold(args.root, run_lock.command_line(), wait=args.wait) as (_, previous):
+        recover(args.root, previous)
+        llm_pipeline(
+            stages=args.stages or None,
+            profile=args.profile,
+            overrides=_kv(args.set) or None,
+            force=args.force,
+            project_dir=str(args.root),
+        )
 
 
 def cmd_params(args: argparse.Namespace) -> None:
+    from flows import run_lock
     from flows.params_overlay import apply_profile, set_params
 
-    if args.action == "apply":
-        changed = apply_profile(args.profile, Path(args.params))
-    else:
-        changed = set_params(_kv(args.set), Path(args.params))
+    with run_lock.hold(args.root, run_lock.command_line()):  # never under a running pipeline
+        if args.action == "apply":
+            changed = apply_profile(args.profile, Path(args.params))
+        else:
+            changed = set_params(_kv(args.set), Path(args.params))
     for key, (old, new) in changed.items():
         print(f"{key}: {old!r} -> {new!r}")
 
@@ -213,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--stages", nargs="*", help="only these stages (and what they need)")
     r.add_argument("--force", action="store_true", help="re-run stages even if up to date")
+    r.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run of this project is in progress, wait for it (default: exit 75)",
+    )
     r.set_defaults(func=cmd_run)
 
     pa = sub.add_parser("params", help="apply a scale profile or set values in params.yaml")
@@ -331,12 +376,17 @@ def main(argv: list[str] | None = None) -> None:
         # The default params file is the project's, whatever the working directory.
         args.params = str(args.root / args.params)
     from components.config import ParamsError
+    from components.failures import TrackingUnavailable
     from components.training.launch import LaunchError
+    from flows.run_lock import OrphanedStages, RunLocked
 
     try:
         args.func(args)
-    except (ParamsError, LaunchError) as err:
+    except (ParamsError, LaunchError, TrackingUnavailable) as err:
         sys.exit(f"llmops: {err}")
+    except (RunLocked, OrphanedStages) as err:
+        print(f"llmops: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -37,7 +37,12 @@ class Outcome(StrEnum):
 
 class StageFailed(RuntimeError):
     def __init__(
-        self, stage: str, dvc_returncode: int, report: StageReport | None, tail: list[str]
+        self,
+        stage: str,
+        dvc_returncode: int,
+        report: StageReport | None,
+        tail: list[str],
+        restored: str = "",
     ):
         self.stage = stage
         self.dvc_returncode = dvc_returncode
@@ -50,11 +55,16 @@ class StageFailed(RuntimeError):
             if report
             else f"reported no exit code (dvc repro exited with code {dvc_returncode})"
         )
-        super().__init__(f"stage {stage} {what}:\n" + "\n".join(tail))
+        restored = f"\n{restored}" if restored else ""
+        super().__init__(f"stage {stage} {what}:\n" + "\n".join(tail) + restored)
 
     @property
     def transient(self) -> bool:
         return self.exit_code == EXIT_TRANSIENT
+
+
+class UnknownStages(ValueError):
+    """Stage names that dvc.yaml does not define."""
 
 
 class DvcStatusError(RuntimeError):
@@ -99,7 +109,7 @@ def upstream_closure(root: Path, targets: list[str]) -> set[str]:
         by_name = {address(s): s for s in graph.nodes}
         unknown = sorted(set(targets) - set(by_name))
         if unknown:
-            raise ValueError(f"unknown stages {unknown}; stages are {sorted(by_name)}")
+            raise UnknownStages(f"unknown stages {unknown}; stages are {sorted(by_name)}")
         keep = set(targets)
         for t in targets:
             keep |= {address(s) for s in nx.descendants(graph, by_name[t])}
@@ -174,5 +184,32 @@ def run_dvc_stage(
         returncode, tail = _stream(cmd, root, _subprocess_env(root, extra), log)
         report = stage_report.read(report_file)
     if returncode != 0:
-        raise StageFailed(stage, returncode, report, tail)
+        raise StageFailed(stage, returncode, report, tail, restore_outputs(root, stage))
     return Outcome.RAN if report else Outcome.RESTORED
+
+
+def restore_outputs(root: Path, stage: str) -> str:
+    """Put back the outputs dvc.lock records for `stage` after its command failed.
+
+    `dvc repro` deletes a stage's cached outputs before running its command (so a stage never
+    sees its old outputs), and leaves nothing when the command fails; DVC's cache still holds
+    the previous ones, and `dvc checkout STAGE` links them back. Outputs with `cache: false`
+    (metrics, reports) have no copy and stay as the failed run left them. Returns a sentence
+    for the failure message.
+    """
+    proc = subprocess.run(
+        [dvc_executable(), "checkout", "--quiet", stage],
+        cwd=root,
+        env=_subprocess_env(root, {}),
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode == 0:
+        return (
+            f"its previous outputs (as dvc.lock records them) were restored from DVC's cache "
+            f"(`dvc checkout {stage}`); dvc.lock is unchanged, so the stage is still stale"
+        )
+    return (
+        f"restoring its previous outputs with `dvc checkout {stage}` failed "
+        f"(exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
+    )

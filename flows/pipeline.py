@@ -18,9 +18,17 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from components.constants import ENV_PARENT_RUN_ID, EXIT_TRANSIENT, RUN_TAG_STAGE
+from components.constants import (
+    ENV_PARENT_RUN_ID,
+    ENV_RUN_TOKEN,
+    EXIT_TRANSIENT,
+    RUN_TAG_STAGE,
+    RUN_TAG_TOKEN,
+)
+from components.failures import TrackingUnavailable, is_transient, outage_message
 from components.project import project_root
 from components.tracking import mlflow_env
+from flows import run_lock
 from flows.dvc_stage import (
     Outcome,
     StageFailed,
@@ -30,6 +38,8 @@ from flows.dvc_stage import (
     upstream_closure,
 )
 from flows.params_overlay import apply_profile, set_params
+from flows.recovery import recover
+from flows.run_lock import restore_params
 
 
 def retry_if_transient(task: Task, task_run: TaskRun, state: State) -> bool:
@@ -120,6 +130,7 @@ def llm_pipeline(
     overrides: dict[str, str] | None = None,
     force: bool = False,
     project_dir: str | None = None,
+    wait_for_lock: bool = False,
 ) -> list[str]:
     """Run the pipeline's DVC stages in DAG order.
 
@@ -130,10 +141,63 @@ def llm_pipeline(
     force: re-run stages even when DVC finds them up to date.
     project_dir: the project root (default: $LLMOPS_PROJECT_DIR, else found from the working
         directory); every path resolves from it, the working directory is left alone.
+    wait_for_lock: when another run of the project holds the run lock, wait for it instead of
+        failing at once (flows/run_lock.py). The lock is taken before params.yaml is touched;
+        profile and overrides are undone if the run fails.
     Returns the stages whose command ran.
     """
     logger = get_run_logger()
     root = project_root(project_dir)
+    with run_lock.hold(
+        root,
+        f"llm-pipeline flow run {flow_run.get_name()}",
+        wait=wait_for_lock,
+        flow_run_id=str(flow_run.get_id() or ""),
+    ) as (_, previous):
+        recover(root, previous)
+        backup = _backup_params(root, bool(profile or overrides))
+        try:
+            ran = _run(root, stages, profile, overrides, force, logger)
+        except BaseException:
+            if backup:
+                restore_params(root, root / "params.yaml", backup, "this failed run changed it")
+            raise
+        if backup:
+            backup.unlink(missing_ok=True)
+            run_lock.update(root, params_backup="")
+        return ran
+
+
+def _backup_params(root: Path, changes: bool) -> Path | None:
+    return run_lock.backup_params(root, root / "params.yaml") if changes else None
+
+
+def _start_parent_run(run_name: str, root: Path):
+    """The pipeline's MLflow parent run; an unreachable tracking server stops the run here,
+    before any stage has had its outputs deleted by DVC."""
+    try:
+        return mlflow.start_run(
+            run_name=run_name,
+            tags={"prefect.flow_run_id": str(flow_run.get_id()), RUN_TAG_TOKEN: _token()},
+        )
+    except Exception as err:
+        if is_transient(err):
+            raise TrackingUnavailable(outage_message(mlflow_env.tracking_uri(root), err)) from err
+        raise
+
+
+def _token() -> str:
+    return os.environ.get(ENV_RUN_TOKEN, "")
+
+
+def _run(
+    root: Path,
+    stages: list[str] | None,
+    profile: str | None,
+    overrides: dict[str, str] | None,
+    force: bool,
+    logger,
+) -> list[str]:
     params_file = root / "params.yaml"
     changed = {}
     if profile:
@@ -150,9 +214,8 @@ def llm_pipeline(
     mlflow_env.configure(root)
     run_name = flow_run.get_name() or "llm-pipeline"
     outcomes: dict[str, Outcome] = {}
-    with mlflow.start_run(
-        run_name=run_name, tags={"prefect.flow_run_id": str(flow_run.get_id())}
-    ) as parent:
+    with _start_parent_run(run_name, root) as parent:
+        run_lock.update(root, mlflow_run_id=parent.info.run_id)
         mlflow.log_params(
             {
                 "profile": profile or "",

@@ -32,12 +32,39 @@ def is_quantized(model_dir: str | Path) -> bool:
     return (Path(model_dir) / QUANTIZATION_RECORD).exists()
 
 
-def _read_safetensors(model_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+class CorruptArtifact(ValueError):
+    """A weights file that cannot be read (truncated, overwritten); the message says how to get
+    the good copy back."""
 
+
+def check_weights(model_dir: str | Path) -> list[Path]:
+    """Open every safetensors file's header (cheap: no tensor is read), so a truncated or
+    corrupt file is named with the commands that restore it, instead of safetensors' bare
+    "incomplete metadata". Returns the files."""
+    from safetensors import SafetensorError, safe_open
+
+    model_dir = Path(model_dir)
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no *.safetensors weights in {model_dir}")
+    for f in files:
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except SafetensorError as err:
+            raise CorruptArtifact(
+                f"{f} is truncated or corrupt ({err}). Restore the directory from DVC's cache "
+                f"with `dvc checkout --force {model_dir}` (or from the remote: `dvc pull "
+                f"--force {model_dir}`); if neither holds it, re-run the stage that writes it: "
+                "`dvc repro --force STAGE` (`dvc stage list` names it)"
+            ) from err
+    return files
+
+
+def _read_safetensors(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = check_weights(model_dir)
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update(load_file(f))
@@ -79,6 +106,7 @@ def load_quantized_causal_lm(model_dir: str | Path) -> PreTrainedModel:
 def load_for_inference(model_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model in eval mode on CPU plus its tokenizer, whatever stage produced the directory."""
     model_dir = Path(model_dir)
+    check_weights(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if is_quantized(model_dir):
         model = load_quantized_causal_lm(model_dir)

@@ -19,6 +19,7 @@ vllm/v1/worker/cpu_worker.py):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -26,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -189,6 +191,63 @@ def wait_ready(proc: subprocess.Popen, cfg: DeployParams, log_path: Path) -> flo
         time.sleep(POLL_INTERVAL_S)
 
 
+def pid_file(port: int) -> Path:
+    """Who owns the vLLM server on `port`: the server's pid (its process group) and the pid of
+    the `llmops` process that started it. Keyed by port, per user: the port is the machine's."""
+    return Path(tempfile.gettempdir()) / f"llmops-vllm-{os.getuid()}-{port}.json"
+
+
+def _record_owner(proc: subprocess.Popen, port: int) -> None:
+    pid_file(port).write_text(json.dumps({"server_pid": proc.pid, "owner_pid": os.getpid()}))
+
+
+def _is_our_server(pid: int) -> bool:
+    """The pid still runs vLLM's server (not a reused pid of something else)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return SERVER_MODULE in cmdline
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_stale_server(port: int, grace_s: float = STOP_GRACE_S) -> bool:
+    """Stop a vLLM server left on `port` by an `llmops` process that died (kill -9 reaches
+    `llmops serve`, not the server in its own session). A server whose owner still runs is
+    left alone. Returns whether one was stopped."""
+    record = pid_file(port)
+    if not record.exists():
+        return False
+    info = json.loads(record.read_text())
+    server, owner = int(info["server_pid"]), int(info["owner_pid"])
+    if _alive(owner) and owner != os.getpid():
+        return False
+    if _is_our_server(server):
+        log.warning(
+            "stopping the vLLM server (process group %d) left on port %d by llmops process "
+            "%d, which is gone",
+            server,
+            port,
+            owner,
+        )
+        _signal_group(server, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while _alive(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _signal_group(server, signal.SIGKILL)
+    record.unlink(missing_ok=True)
+    return True
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
         os.killpg(pgid, sig)
@@ -209,6 +268,14 @@ def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
             log.warning("vLLM server %d ignored SIGTERM for %.0f s; killing it", pgid, grace_s)
     _signal_group(pgid, signal.SIGKILL)
     proc.wait()
+    _forget_owner(pgid)
+
+
+def _forget_owner(server_pid: int) -> None:
+    for record in Path(tempfile.gettempdir()).glob(f"llmops-vllm-{os.getuid()}-*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if json.loads(record.read_text())["server_pid"] == server_pid:
+                record.unlink()
 
 
 @contextmanager
@@ -253,11 +320,14 @@ def start(
     python: str | Path | None = None,
     cpu: bool | None = None,
 ) -> tuple[subprocess.Popen, list[str]]:
-    """Spawn the server in its own session (process group), output to `log_file`."""
+    """Spawn the server in its own session (process group), output to `log_file`; its pid is
+    recorded (pid_file) so a server orphaned by a killed `llmops` is stopped by the next one."""
+    if reap_stale_server(cfg.port):
+        _wait_port_free(cfg.port)
     if port_in_use(cfg.port):
         raise ServerError(
-            f"port {cfg.port} (deploy.port) is already in use on {HOST}; stop the "
-            "process listening there or choose another deploy.port"
+            f"port {cfg.port} (deploy.port) is already in use on {HOST}{_owner_hint(cfg.port)}; "
+            "stop the process listening there or choose another deploy.port"
         )
     python = python or serve_python()
     cmd = server_command(model_dir, cfg, served_name, python=python, cpu=cpu)
@@ -270,7 +340,21 @@ def start(
         env=server_env(python),
         start_new_session=True,
     )
+    _record_owner(proc, cfg.port)
     return proc, cmd
+
+
+def _owner_hint(port: int) -> str:
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        info = json.loads(pid_file(port).read_text())
+        return f" by a vLLM server (pid {info['server_pid']}) of llmops process {info['owner_pid']}"
+    return ""
+
+
+def _wait_port_free(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while port_in_use(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 @contextmanager

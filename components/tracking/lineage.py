@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from components.constants import REGISTRY_RECORD
+from components.constants import REGISTRY_RECORD, TAG_MODEL_HASH
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,12 @@ def _file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def _dir_md5(path: Path) -> str:
+def _dir_md5(path: Path, exclude: frozenset[str] = frozenset()) -> str:
     # Same construction as DVC 3's `.dir` hash: md5 of the sorted JSON listing of file md5s.
     entries = [
         {"md5": _file_md5(p), "relpath": p.relative_to(path).as_posix()}
         for p in sorted(path.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name not in exclude
     ]
     blob = json.dumps(entries, sort_keys=True).encode()
     return hashlib.md5(blob).hexdigest() + ".dir"
@@ -82,13 +82,45 @@ def data_hash(path: str | Path, root: Path) -> str:
     return _dir_md5(p) if p.is_dir() else _file_md5(p)
 
 
+def model_hash(model_dir: str | Path) -> str:
+    """Content hash of a model directory, its registry record excluded (as .dvcignore does)."""
+    return _dir_md5(Path(model_dir), exclude=frozenset({REGISTRY_RECORD}))
+
+
 def parent_model(model_dir: str | Path) -> str:
-    """`name/version` of the registered model in `model_dir`, recorded when it was registered."""
-    record = Path(model_dir) / REGISTRY_RECORD
-    if not record.exists():
+    """`name/version` of the registered model in `model_dir`.
+
+    From its registry record when the record describes these weights; else (DVC restored the
+    directory from its cache without the record, which it does not track) from the registry,
+    by the directory's content hash.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
         raise FileNotFoundError(
-            f"{record} is missing: {model_dir} was not registered by its stage; "
-            "re-run that stage with `dvc repro`"
+            f"{model_dir} is missing: its stage has not run; run it with `dvc repro`"
         )
-    info = json.loads(record.read_text())
-    return f"{info['name']}/{info['version']}"
+    digest = model_hash(model_dir)
+    record = model_dir / REGISTRY_RECORD
+    if record.exists():
+        info = json.loads(record.read_text())
+        if info.get("tags", {}).get(TAG_MODEL_HASH, digest) == digest:
+            return f"{info['name']}/{info['version']}"
+    found = versions_with_hash(digest)
+    if not found:
+        raise FileNotFoundError(
+            f"{model_dir} (content hash {digest}) is not a registered model version: re-run "
+            "the stage that produced it with `dvc repro --force STAGE`"
+        )
+    mv = found[0]
+    return f"{mv.name}/{mv.version}"
+
+
+def versions_with_hash(digest: str, name: str | None = None) -> list:
+    """Registered versions whose weights hash to `digest`, newest first."""
+    from mlflow import MlflowClient
+
+    query = f"tags.{TAG_MODEL_HASH} = '{digest}'"
+    if name:
+        query = f"name = '{name}' and {query}"
+    found = MlflowClient().search_model_versions(query)
+    return sorted(found, key=lambda mv: int(mv.version), reverse=True)

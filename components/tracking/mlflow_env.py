@@ -14,6 +14,39 @@ from components.project import project_root
 # The embedded store's directory under the project root.
 LOCAL_DIR = ".mlflow"
 
+# A bounded, stated budget for a tracking server that is down or failing. MLflow's defaults (7
+# retries, backoff factor 2, 120 s per request) kept a stage retrying a refused connection for
+# ~250 s, silently. With these, one request gives up after ~6 s of backoff (0 + 2 + 4 s, plus
+# up to 0.5 s jitter each) when the connection is refused, and after at most 4 x 10 s when the
+# server accepts but never answers. `llmops` sets them unless the environment already does;
+# the Prefect task then retries a transient stage twice, 15 s apart (flows/pipeline.py).
+HTTP_RETRY_BUDGET: dict[str, str] = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+def apply_retry_budget() -> None:
+    """Export HTTP_RETRY_BUDGET (values already in the environment win); stage subprocesses
+    inherit it."""
+    for key, value in HTTP_RETRY_BUDGET.items():
+        os.environ.setdefault(key, value)
+
+
+def retry_budget() -> str:
+    """The budget in force, in words, for error messages."""
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+    factor = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2"))
+    timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+    # urllib3 2: no sleep before the first retry, then factor * 2**(n-1).
+    backoff = sum(factor * 2 ** (n - 1) for n in range(2, int(retries) + 1))
+    return (
+        f"{retries} retries, ~{backoff:.0f} s of backoff, {timeout} s per request "
+        "(MLFLOW_HTTP_REQUEST_MAX_RETRIES, _BACKOFF_FACTOR, _TIMEOUT)"
+    )
+
 
 def local_store(root: Path) -> Path:
     """The embedded SQLite database of the project at `root`."""

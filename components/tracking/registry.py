@@ -14,8 +14,10 @@ import components
 from components.config import params_hash
 from components.constants import (
     REGISTRY_RECORD,
+    REUSE_KEYS,
     TAG_DATA_HASH,
     TAG_GIT_COMMIT,
+    TAG_MODEL_HASH,
     TAG_PARAMS_HASH,
     TAG_PARENT_MODEL,
     TAG_STAGE,
@@ -54,20 +56,56 @@ def register_model_dir(
 
     Lineage tags: git commit, DVC hash of the training data, hash of the params the stage
     declared (`tracker.params`), parent model (`name/version` read from the parent's registry
-    record) and the producing stage.
-    A `registered_model.json` record is written into `model_dir` for downstream stages.
+    record) and the producing stage, plus the content hash of the weights (`model_hash`).
+    A version with the same weights and lineage (REUSE_KEYS) is reused, not duplicated: a
+    rerun then changes neither the registry nor any alias.
+    A `registered_model.json` record is written into `model_dir` for downstream stages
+    (ignored by DVC, see REGISTRY_RECORD).
     """
     model_dir = Path(model_dir)
     root = project_root()  # dvc.lock and the git checkout, whatever the working directory
+    record = model_dir / REGISTRY_RECORD
+    record.unlink(missing_ok=True)  # a stale record must not be logged inside the model
     tags = {
         TAG_GIT_COMMIT: lineage.git_commit(root),
         TAG_DATA_HASH: lineage.data_hash(data_path, root),
         TAG_PARAMS_HASH: params_hash(tracker.params),
         TAG_PARENT_MODEL: lineage.parent_model(parent_dir) if parent_dir else "",
         TAG_STAGE: tracker.stage,
+        TAG_MODEL_HASH: lineage.model_hash(model_dir),
     }
-    record = model_dir / REGISTRY_RECORD
-    record.unlink(missing_ok=True)  # a stale record must not be logged inside the model
+    mv = _same_version(name, tags)
+    if mv is not None:
+        log.info(
+            "%s version %s already holds these weights with this lineage (registered by run %s "
+            "at commit %s); reusing it instead of registering a duplicate",
+            name,
+            mv.version,
+            mv.run_id,
+            mv.tags.get(TAG_GIT_COMMIT),
+        )
+        tracker.set_tags({"registered_model.reused": f"{name}/{mv.version}"})
+    else:
+        mv = _register(name, model_dir, tags)
+        log.info("registered %s version %s (%s)", name, mv.version, tags)
+    tracker.set_tags({"registered_model": f"{name}/{mv.version}"})
+    record.write_text(
+        json.dumps(
+            {"name": name, "version": mv.version, "run_id": mv.run_id, "tags": tags}, indent=2
+        )
+        + "\n"
+    )
+    return mv
+
+
+def _same_version(name: str, tags: dict[str, str]) -> ModelVersion | None:
+    for mv in lineage.versions_with_hash(tags[TAG_MODEL_HASH], name):
+        if all(mv.tags.get(key, "") == tags[key] for key in REUSE_KEYS):
+            return mv
+    return None
+
+
+def _register(name: str, model_dir: Path, tags: dict[str, str]) -> ModelVersion:
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(_PYFUNC_CODE),
@@ -76,12 +114,4 @@ def register_model_dir(
         pip_requirements=_requirements(),
         tags=tags,
     )
-    mv = mlflow.register_model(info.model_uri, name, tags=tags)
-    record.write_text(
-        json.dumps(
-            {"name": name, "version": mv.version, "run_id": mv.run_id, "tags": tags}, indent=2
-        )
-        + "\n"
-    )
-    log.info("registered %s version %s (%s)", name, mv.version, tags)
-    return mv
+    return mlflow.register_model(info.model_uri, name, tags=tags)

@@ -13,7 +13,13 @@ from typing import Any
 import mlflow
 
 from components.config import StageParams, flatten
-from components.constants import ENV_PARENT_RUN_ID, RUN_TAG_PIPELINE, RUN_TAG_STAGE
+from components.constants import (
+    ENV_PARENT_RUN_ID,
+    ENV_RUN_TOKEN,
+    RUN_TAG_PIPELINE,
+    RUN_TAG_STAGE,
+    RUN_TAG_TOKEN,
+)
 from components.tracking import mlflow_env
 
 log = logging.getLogger(__name__)
@@ -65,6 +71,9 @@ def stage_run(stage: str, params: StageParams, profile: str = "") -> Iterator[Tr
     tags = {RUN_TAG_STAGE: stage, "profile": profile}
     if parent:
         tags[RUN_TAG_PIPELINE] = parent
+    if os.environ.get(ENV_RUN_TOKEN):
+        # Lets the next run find this one if its process is killed (flows/recovery.py).
+        tags[RUN_TAG_TOKEN] = os.environ[ENV_RUN_TOKEN]
     with mlflow.start_run(run_name=stage, parent_run_id=parent or None, tags=tags) as run:
         logged = {"profile": profile, **flatten(params.model_dump(mode="json"))}
         mlflow.log_params({k: str(v)[:500] for k, v in logged.items()})

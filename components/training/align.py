@@ -30,6 +30,7 @@ from trl import DPOConfig, DPOTrainer
 
 from components.config import AlignParams, PostTrainParams, StageParams
 from components.constants import MODEL_POLICY
+from components.modeling.io import check_weights
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
@@ -66,6 +67,7 @@ class Paths:
 
 
 def load_policy_and_reference(sft_dir: Path) -> tuple[PreTrainedModel, PreTrainedModel]:
+    check_weights(sft_dir)  # a truncated file is named, with how to restore it
     policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32)
     reference = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32).eval()
     reference.requires_grad_(False)

@@ -31,6 +31,7 @@ from trl import RewardConfig, RewardTrainer
 
 from components.config import PostTrainParams, RewardParams, StageParams
 from components.constants import MODEL_REWARD
+from components.modeling.io import check_weights
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
@@ -65,6 +66,7 @@ class Paths:
 
 def load_reward_model(base: Path, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
     """The base LM with a fresh scalar head; `pad_token_id` tells it where sequences end."""
+    check_weights(base)  # a truncated file is named, with how to restore it
     set_seed(seed)  # the head is randomly initialised
     return AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=1, pad_token_id=tokenizer.pad_token_id, dtype=torch.float32

@@ -30,6 +30,7 @@ from trl import SFTConfig, SFTTrainer
 
 from components.config import LoraParams, PostTrainParams, SftParams, StageParams
 from components.constants import MODEL_SFT
+from components.modeling.io import check_weights
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
@@ -134,6 +135,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.sft
     dataset = load_examples(paths.data, cfg.max_examples, params.seed)
     tokenizer = AutoTokenizer.from_pretrained(paths.base)
+    check_weights(paths.base)  # a truncated file is named, with how to restore it
     model = AutoModelForCausalLM.from_pretrained(paths.base, dtype=torch.float32)
 
     with scratch_dir("sft") as scratch:

@@ -70,7 +70,7 @@ def test_process_pool_runs_in_the_training_image_checkout():
 
 
 def test_pretrain_cluster_deployment_uses_the_process_pool():
-    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    config = yaml.safe_load((ROOT / "infra" / "prefect" / "prefect-cluster.yaml").read_text())
     deployment = {d["name"]: d for d in config["deployments"]}["pretrain-cluster"]
     assert deployment["work_pool"]["name"] == "gpu"
     assert deployment["parameters"]["profile"] == "cluster"

@@ -262,3 +262,49 @@ def test_deploy_stage_serves_the_registry_champion(tiny_model_dir, tmp_path, mon
     report = json.loads(paths.out.read_text())
     assert report["chat"]["completion_tokens"] > 0
     assert report["model"]["uri"] == f"models:/{MODEL_POLICY}/{mv.version}"
+
+
+# A stand-in for vLLM's server: listens on the port; its argv names the server module, as a
+# real one's does (that is how a recorded pid is told apart from a reused one).
+FAKE_SERVER = (
+    "import socket, sys, time\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); print('up', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_server_left_by_a_killed_llmops_is_stopped_by_the_next(tmp_path):
+    import json
+    import subprocess
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", FAKE_SERVER, str(port), vllm_server.SERVER_MODULE],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert server.stdout.readline().strip() == "up"
+    dead_owner = subprocess.Popen(["true"])
+    dead_owner.wait()
+    record = vllm_server.pid_file(port)
+    try:
+        # Its owner alive: not ours to stop; the port error names who holds it.
+        record.write_text(json.dumps({"server_pid": server.pid, "owner_pid": server.pid}))
+        assert not vllm_server.reap_stale_server(port)
+        # Its owner gone (kill -9 of `llmops serve`): stopped, port freed, record removed.
+        record.write_text(json.dumps({"server_pid": server.pid, "owner_pid": dead_owner.pid}))
+        assert vllm_server.reap_stale_server(port, grace_s=5)
+        assert server.wait(timeout=10) is not None
+        assert not record.exists()
+    finally:
+        record.unlink(missing_ok=True)
+        if server.poll() is None:
+            server.kill()

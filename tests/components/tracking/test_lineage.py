@@ -63,5 +63,5 @@ def test_git_commit_is_the_projects_whatever_the_cwd(tmp_path, monkeypatch):
 def test_parent_model_from_record(tmp_path):
     (tmp_path / REGISTRY_RECORD).write_text(json.dumps({"name": "llmops-sft", "version": "4"}))
     assert lineage.parent_model(tmp_path) == "llmops-sft/4"
-    with pytest.raises(FileNotFoundError, match="re-run that stage"):
+    with pytest.raises(FileNotFoundError, match="dvc repro"):
         lineage.parent_model(tmp_path / "missing")
