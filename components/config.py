@@ -250,7 +250,10 @@ class QuantizeParams(_Section):
 
 class EvaluateParams(_Section):
     max_new_tokens: int = Field(ge=1)
-    max_examples: int = Field(ge=1)
+    max_examples: int = Field(ge=1)  # also lm-eval's per-task limit for lm_eval_tasks
+    # More lm-evaluation-harness tasks run on every model besides the bundled `llmops` group:
+    # registered names (e.g. "hellaswag", needs its data in the HF cache) or task YAML paths.
+    lm_eval_tasks: tuple[str, ...] = ()
     ppl_batches: int = Field(ge=1)
     ppl_batch_size: int = Field(default=8, ge=1)
     generation_batch_size: int = Field(default=16, ge=1)
