@@ -282,16 +282,50 @@ class QuantizeParams(_Section):
 
 class EvaluateParams(_Section):
     max_new_tokens: int = Field(ge=1)
-    max_examples: int = Field(ge=1)
+    max_examples: int = Field(ge=1)  # also lm-eval's per-task limit for lm_eval_tasks
+    # More lm-evaluation-harness tasks run on every model besides the bundled `llmops` group:
+    # registered names (e.g. "hellaswag", needs its data in the HF cache) or task YAML paths.
+    lm_eval_tasks: tuple[str, ...] = ()
     ppl_batches: int = Field(ge=1)
     ppl_batch_size: int = Field(default=8, ge=1)
     generation_batch_size: int = Field(default=16, ge=1)
 
 
+class GateRule(_Section):
+    """One condition the challenger must meet to take `champion` (components/registry/promote).
+
+    `against: absolute`: the challenger's value must be >= `threshold` (better: higher) or
+    <= `threshold` (better: lower). `against: champion`: it must beat the champion's recorded
+    value by MORE than `threshold` (default `promote.min_delta`); so a tie never passes unless
+    the margin is negative, i.e. a tolerated regression written down on purpose.
+    """
+
+    metric: str | None = Field(
+        default=None, min_length=1
+    )  # key of metrics/evaluate.json; None: the gate's name
+    better: Literal["higher", "lower"]
+    against: Literal["absolute", "champion"]
+    threshold: float | None = None
+    # A metric the evaluation did not produce (judge endpoint down, stage switched off) never
+    # passes: `fail` blocks promotion, `skip` leaves this gate out of the decision (reported).
+    if_missing: Literal["fail", "skip"] = "fail"
+
+    @model_validator(mode="after")
+    def _absolute_needs_threshold(self) -> GateRule:
+        if self.against == "absolute" and self.threshold is None:
+            raise ValueError("a gate with `against: absolute` needs a `threshold`")
+        return self
+
+
 class PromoteParams(_Section):
-    metric: Literal["eval_accuracy", "perplexity"] = "eval_accuracy"
+    # Default margin of `against: champion` gates: the challenger must beat the champion by
+    # more than this (0: strictly better; a tie keeps the champion).
     min_delta: float = 0.0
-    max_perplexity: float = Field(gt=0)
+    gates: dict[str, GateRule] = Field(min_length=1)
+
+    def rules(self) -> dict[str, tuple[str, GateRule]]:
+        """{gate name: (metric key, rule)}, the metric defaulting to the gate's name."""
+        return {name: (rule.metric or name, rule) for name, rule in self.gates.items()}
 
 
 class DeployParams(_Section):

@@ -137,6 +137,10 @@ def test_stage_metrics_are_sane(project):
     assert pre["world_size"] == 2 and pre["zero_stage"] == 3
     ev = metrics(root, "evaluate")
     assert 0.0 <= ev["eval_accuracy"] <= 1.0 and ev["perplexity"] > 1.0
+    assert ev["eval_accuracy_stderr"] >= 0.0  # lm-eval's per-task stderr, pooled
+    assert {f"policy.accuracy.{t}" for t in ("add", "sub", "speaker")} <= set(ev)
+    promotion = metrics(root, "promote")
+    assert promotion["gate.perplexity"] == "pass"  # the first run: no champion to compare
     assert 0 < metrics(root, "quantize")["size_ratio"] < 1.0
 
 

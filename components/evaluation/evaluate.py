@@ -2,21 +2,20 @@
 
 - Perplexity: exp(mean next-token NLL) over the first `ppl_batches` batches of the packed
   validation array (the same tokens for every model, so the numbers compare).
-- Accuracy: greedy generation on the first `max_examples` eval prompts, each formatted with the
-  tokenizer's chat template (the base model gets the same formatting), decoded without special
-  tokens and scored with `components.evaluation.judge.is_correct`; overall and per task.
-The policy's numbers are also written under the plain keys `eval_accuracy` / `perplexity`, the
-keys the promote stage reads.
+- Accuracy: lm-evaluation-harness (components/evaluation/harness.py) on the first
+  `max_examples` eval prompts: the bundled `llmops` group (one task per family, chat-formatted,
+  greedy, scored with `components.evaluation.judge.is_correct`), with a standard error per
+  task, plus any lm-eval task named in `evaluate.lm_eval_tasks` (`lm_eval.<task>.<metric>`).
+The policy's numbers are also written under the plain keys (`eval_accuracy`, `perplexity`,
+...): those are the challenger's metrics that the promote stage's gates read.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lm_eval.tasks import TaskManager
 from matplotlib.figure import Figure  # no pyplot: no global backend or display needed
-from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from components.chat import IM_END
 from components.config import EvaluateParams, StageParams
-from components.evaluation.judge import is_correct
+from components.evaluation import harness
+from components.evaluation.eval_set import read_eval_set
 from components.modeling.io import load_for_inference
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
@@ -39,11 +39,6 @@ log = logging.getLogger(__name__)
 
 MODELS = ("base", "sft", "policy", "policy_int8")  # Paths fields, in table order
 PROMOTED = "policy"  # its metrics are also written under the top-level keys
-EVAL_KEYS = ("id", "task", "prompt", "answer")
-
-# prompts (user messages) -> completions, one per prompt
-Generate = Callable[[Sequence[str]], list[str]]
-Judge = Callable[[str, str], bool]
 
 
 class Reads(StageParams):
@@ -62,23 +57,6 @@ class Paths:
     plot: Path  # PNG
     predictions: Path  # JSONL: one line per (model, example)
     metrics: Path
-
-
-@dataclass(frozen=True)
-class Prediction:
-    id: str
-    task: str
-    prompt: str
-    answer: str
-    generated: str
-    correct: bool
-
-
-@dataclass(frozen=True)
-class AccuracyResult:
-    accuracy: float
-    per_task: dict[str, float]
-    predictions: list[Prediction]
 
 
 @torch.no_grad()
@@ -141,62 +119,6 @@ def generate_greedy(
     return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
-def accuracy(
-    examples: Sequence[dict[str, Any]],
-    generate: Generate,
-    judge: Judge = is_correct,
-    batch_size: int = 16,
-    desc: str = "generate",
-) -> AccuracyResult:
-    """Share of examples whose generation `judge(answer, generated)` accepts; also per task."""
-    if not examples:
-        raise ValueError("accuracy needs at least one example")
-    preds: list[Prediction] = []
-    for start in tqdm(range(0, len(examples), batch_size), desc=desc, unit="batch"):
-        batch = examples[start : start + batch_size]
-        outputs = generate([ex["prompt"] for ex in batch])
-        if len(outputs) != len(batch):
-            raise ValueError(f"generate returned {len(outputs)} completions for {len(batch)}")
-        preds += [
-            Prediction(
-                str(ex["id"]),
-                ex["task"],
-                ex["prompt"],
-                str(ex["answer"]),
-                out,
-                bool(judge(str(ex["answer"]), out)),
-            )
-            for ex, out in zip(batch, outputs, strict=True)
-        ]
-    by_task: dict[str, list[bool]] = defaultdict(list)
-    for p in preds:
-        by_task[p.task].append(p.correct)
-    return AccuracyResult(
-        accuracy=sum(p.correct for p in preds) / len(preds),
-        per_task={t: sum(v) / len(v) for t, v in sorted(by_task.items())},
-        predictions=preds,
-    )
-
-
-def read_eval_set(path: Path, limit: int) -> list[dict[str, Any]]:
-    """The first `limit` examples of the eval JSONL, checked for the expected keys."""
-    examples = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if len(examples) >= limit:
-                break
-            if not line.strip():
-                continue
-            ex = json.loads(line)
-            missing = [k for k in EVAL_KEYS if k not in ex]
-            if missing:
-                raise ValueError(f"{path}:{lineno} lacks keys {missing}; expected {EVAL_KEYS}")
-            examples.append(ex)
-    if not examples:
-        raise ValueError(f"{path} holds no eval examples")
-    return examples
-
-
 def render_plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Two bar charts side by side: eval accuracy and held-out perplexity per model."""
     names = [r["model"] for r in rows]
@@ -220,28 +142,71 @@ def render_plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, format="png", dpi=100)
 
 
+def _stderr(value: float | None) -> float | None:
+    """None where there is none (a single example): NaN is not JSON."""
+    return None if value is None or math.isnan(value) else round(value, 4)
+
+
+def _row(
+    name: str, ppl: float, bundled: harness.HarnessResult, extra: harness.HarnessResult | None
+) -> dict[str, Any]:
+    """One table row: the bundled tasks under the keys the report and the promote gates use,
+    any other lm-eval result as lm_eval.<task>.<metric>."""
+    acc, stderr, n = harness.overall(bundled)
+    row: dict[str, Any] = {
+        "model": name,
+        "eval_accuracy": round(acc, 4),
+        "eval_accuracy_stderr": _stderr(stderr),
+        "perplexity": round(ppl, 4),
+        "n_examples": n,
+    }
+    prefix = f"{harness.BUNDLED_GROUP}_"
+    for task, metrics in sorted(bundled.scores.items()):
+        family = task.removeprefix(prefix)
+        row[f"accuracy.{family}"] = round(metrics[harness.METRIC], 4)
+        row[f"accuracy_stderr.{family}"] = _stderr(metrics.get(f"{harness.METRIC}_stderr"))
+    for task, metrics in sorted((extra.scores if extra else {}).items()):
+        row.update({f"lm_eval.{task}.{m}": round(v, 4) for m, v in metrics.items()})
+    return row
+
+
+def predictions(name: str, result: harness.HarnessResult) -> list[dict[str, Any]]:
+    """One line per (model, bundled example): what it generated and whether it was right."""
+    return [
+        {
+            "model": name,
+            **{k: s["doc"][k] for k in ("id", "task", "prompt", "answer")},
+            "generated": s["filtered_resps"][0],
+            "correct": bool(s[harness.METRIC]),
+        }
+        for _, samples in sorted(result.samples.items())
+        for s in samples
+    ]
+
+
 def evaluate_model(
-    model_dir: Path, val: np.ndarray, examples: Sequence[dict[str, Any]], params: Reads, name: str
-) -> tuple[dict[str, Any], list[Prediction]]:
+    model_dir: Path,
+    val: np.ndarray,
+    tm: TaskManager,
+    families: Sequence[str],
+    params: Reads,
+    name: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     cfg = params.evaluate
     model, tokenizer = load_for_inference(model_dir)
     ppl = perplexity(model, val, batch_size=cfg.ppl_batch_size, max_batches=cfg.ppl_batches)
-
-    def generate(prompts: Sequence[str]) -> list[str]:
-        return generate_greedy(model, tokenizer, prompts, cfg.max_new_tokens)
-
-    result = accuracy(
-        examples, generate, batch_size=cfg.generation_batch_size, desc=f"generate {name}"
+    lm = harness.hf_backend(model, tokenizer, cfg.generation_batch_size)
+    bundled = harness.evaluate_tasks(
+        lm, tm, harness.bundled_tasks(families), cfg.max_examples, cfg.max_new_tokens
     )
-    row = {
-        "model": name,
-        "eval_accuracy": round(result.accuracy, 4),
-        "perplexity": round(ppl, 4),
-        "n_examples": len(result.predictions),
-        **{f"accuracy.{t}": round(a, 4) for t, a in result.per_task.items()},
-    }
-    log.info("%s: accuracy %.3f, perplexity %.2f", name, result.accuracy, ppl)
-    return row, result.predictions
+    extra = (
+        harness.evaluate_tasks(lm, tm, cfg.lm_eval_tasks, cfg.max_examples)
+        if cfg.lm_eval_tasks
+        else None
+    )
+    row = _row(name, ppl, bundled, extra)
+    log.info("%s: accuracy %.3f, perplexity %.2f", name, row["eval_accuracy"], ppl)
+    return row, predictions(name, bundled)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -250,13 +215,16 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
+    cfg = params.evaluate
     val = np.load(paths.val / "val.npy", mmap_mode="r")  # (n_sequences, seq_len)
-    examples = read_eval_set(paths.eval_set, params.evaluate.max_examples)
+    examples = read_eval_set(paths.eval_set, cfg.max_examples)  # fails on a bad line first
+    tm = harness.task_manager(paths.eval_set, cfg.max_examples, cfg.lm_eval_tasks)
+    families = sorted({ex["task"] for ex in examples})
     rows, lines = [], []
     for name in MODELS:
-        row, preds = evaluate_model(getattr(paths, name), val, examples, params, name)
+        row, preds = evaluate_model(getattr(paths, name), val, tm, families, params, name)
         rows.append(row)
-        lines += [json.dumps({"model": name, **dataclasses.asdict(p)}) for p in preds]
+        lines += [json.dumps(p) for p in preds]
 
     _write_json(paths.table, rows)
     render_plot(rows, paths.plot)
@@ -269,6 +237,5 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         f"{row['model']}.{k}": v for row in rows for k, v in row.items() if k != "model"
     }
     promoted = next(r for r in rows if r["model"] == PROMOTED)
-    metrics["eval_accuracy"] = promoted["eval_accuracy"]
-    metrics["perplexity"] = promoted["perplexity"]
+    metrics.update({k: v for k, v in promoted.items() if k != "model"})
     return StageResult(metrics=metrics)

@@ -1,15 +1,31 @@
-"""promote stage: the policy becomes `challenger`; `champion` moves to it only if gates pass.
+"""promote stage: the policy becomes `challenger`; `champion` moves to it only if every gate
+passes.
 
-Compares challenger, base model and current champion on the metric named in params, logs all
-three, and says why when it keeps the current champion.
+The gates are `promote.gates` in params.yaml: each names a metric of metrics/evaluate.json
+(the challenger's), which way is better, and a bound, either absolute or relative to the
+champion's recorded value (`eval.<metric>` tags on its model version). Rules that keep a
+champion (set by the pipeline or by hand in the MLflow UI) until something better comes:
+
+- an `against: champion` gate needs the challenger to beat the champion by MORE than its margin
+  (default `promote.min_delta`), so a tie keeps the champion unless the margin is negative;
+- while a champion exists, at least one `against: champion` gate must pass;
+- a metric that is missing (challenger or champion) never passes: its gate fails or, with
+  `if_missing: skip`, is left out of the decision and reported as skipped;
+- a version that was rolled back (`llmops promote --rollback`) is not made champion again;
+- an unreadable registry stops the stage before anything is written (RegistryUnavailable).
+
+Every decision is an audit record: this stage's MLflow run (tags + promotion/decision.json) and
+`promotion.*` tags on the challenger's model version (components/registry/audit.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import mlflow
 from mlflow import MlflowClient
@@ -17,16 +33,17 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from components.config import PromoteParams, StageParams
-from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY, REGISTRY_RECORD
+from components.config import GateRule, PromoteParams, StageParams
+from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY
+from components.registry import audit
 from components.stage import StageResult
+from components.tracking import lineage
 from components.tracking.stage_run import Tracker
 
 log = logging.getLogger(__name__)
 
-# Metric direction: does a larger value mean a better model?
-HIGHER_IS_BETTER = {"eval_accuracy": True, "perplexity": False}
 EVAL_TAG_PREFIX = "eval."
+Status = Literal["pass", "fail", "skip"]
 
 
 class Reads(StageParams):
@@ -41,39 +58,104 @@ class Paths:
 
 
 @dataclass(frozen=True)
+class GateResult:
+    gate: str
+    metric: str
+    against: str
+    status: Status
+    value: float | None  # the challenger's
+    bound: float | None  # what it was compared with (threshold, or champion ± margin)
+    champion: float | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class Decision:
     promote: bool
     reason: str
+    gates: tuple[GateResult, ...] = ()
+
+
+def _missing(name: str, metric: str, rule: GateRule, what: str, **kw: Any) -> GateResult:
+    status: Status = "skip" if rule.if_missing == "skip" else "fail"
+    return GateResult(
+        name, metric, rule.against, status, reason=f"{what} (if_missing={status})", **kw
+    )
+
+
+def check_gate(
+    name: str,
+    metric: str,
+    rule: GateRule,
+    min_delta: float,
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+) -> GateResult:
+    """One gate on the challenger's value, against its threshold or the champion's value."""
+    value = challenger.get(metric)
+    if value is None:
+        return _missing(
+            name, metric, rule, f"challenger has no {metric}", value=None, bound=None, champion=None
+        )
+    higher = rule.better == "higher"
+    if rule.against == "absolute":
+        bound, old = float(rule.threshold), None  # validated: absolute gates have one
+        ok = value >= bound if higher else value <= bound
+        op = (">=" if higher else "<=") if ok else ("<" if higher else ">")
+        reason = f"{metric}={value:.4g} {op} {bound:.4g}"
+    else:
+        if champion is None:
+            return GateResult(
+                name, metric, rule.against, "skip", value, None, None, "no champion to compare"
+            )
+        old = champion.get(metric)
+        if old is None:
+            return _missing(
+                name,
+                metric,
+                rule,
+                f"champion has no recorded {metric} (tag {EVAL_TAG_PREFIX}{metric})",
+                value=value,
+                bound=None,
+                champion=None,
+            )
+        margin = min_delta if rule.threshold is None else rule.threshold
+        bound = old + margin if higher else old - margin
+        ok = value > bound if higher else value < bound  # strict: a tie keeps the champion
+        op = (">" if higher else "<") if ok else ("<=" if higher else ">=")
+        reason = f"{metric}={value:.4g} {op} champion {old:.4g} {'+' if higher else '-'} {margin:g}"
+    return GateResult(
+        name, metric, rule.against, "pass" if ok else "fail", value, bound, old, reason
+    )
 
 
 def decide(
     cfg: PromoteParams, challenger: dict[str, float], champion: dict[str, float] | None
 ) -> Decision:
-    """Pure gate: absolute perplexity bound, then the metric against the champion."""
-    ppl = challenger.get("perplexity")
-    if ppl is None or ppl > cfg.max_perplexity:
-        return Decision(
-            False, f"challenger perplexity {ppl} exceeds max_perplexity {cfg.max_perplexity}"
-        )
-    if champion is None:
-        return Decision(True, "no current champion")
-    metric = cfg.metric
-    if metric not in champion:
-        return Decision(True, f"current champion has no recorded {metric}")
-    new, old = challenger[metric], champion[metric]
-    if HIGHER_IS_BETTER[metric]:
-        ok, need = new >= old + cfg.min_delta, f">= {old + cfg.min_delta:.4f}"
-    else:
-        ok, need = new <= old - cfg.min_delta, f"<= {old - cfg.min_delta:.4f}"
-    verdict = "passes" if ok else "fails"
-    return Decision(
-        ok,
-        f"challenger {metric}={new:.4f} {verdict} the gate {need} "
-        f"(champion {metric}={old:.4f}, min_delta={cfg.min_delta})",
+    """Pure gate: promote iff no gate fails and, while a champion exists, the challenger is
+    shown to be better than it on at least one `against: champion` gate."""
+    results = tuple(
+        check_gate(name, metric, rule, cfg.min_delta, challenger, champion)
+        for name, (metric, rule) in cfg.rules().items()
     )
+    summary = "; ".join(f"{r.gate} {r.status}: {r.reason}" for r in results)
+    failed = [r.gate for r in results if r.status == "fail"]
+    if failed:
+        return Decision(False, f"gates failed ({', '.join(failed)}): {summary}", results)
+    if champion is None:
+        return Decision(True, f"no current champion; {summary}", results)
+    if not any(r.status == "pass" and r.against == "champion" for r in results):
+        return Decision(
+            False,
+            "no `against: champion` gate passed, so the challenger is not shown to be better "
+            f"than the champion; {summary}",
+            results,
+        )
+    return Decision(True, f"all gates passed; {summary}", results)
 
 
-def _eval_tags(version) -> dict[str, float]:
+def recorded_metrics(version: ModelVersion) -> dict[str, float]:
+    """The `eval.<metric>` tags the promote stage wrote on a version."""
     return {
         k[len(EVAL_TAG_PREFIX) :]: float(v)
         for k, v in version.tags.items()
@@ -108,54 +190,88 @@ def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
         ) from err
 
 
+def challenger_metrics(cfg: PromoteParams, evaluation: dict[str, Any]) -> dict[str, float]:
+    """What is recorded on the challenger's version: the gates' metrics and every plain
+    (challenger-level, undotted) number of the evaluation."""
+    keys = {m for m, _ in cfg.rules().values()} | {k for k in evaluation if "." not in k}
+    return {
+        k: float(evaluation[k])
+        for k in sorted(keys)
+        if isinstance(evaluation.get(k), int | float) and not isinstance(evaluation[k], bool)
+    }
+
+
+def _decide_for(
+    cfg: PromoteParams,
+    candidate: ModelVersion,
+    challenger: dict[str, float],
+    champ: ModelVersion | None,
+) -> tuple[Decision, str]:
+    """The decision and its verdict word (promoted | kept | already_champion)."""
+    version = str(candidate.version)
+    if champ is not None and str(champ.version) == version:
+        reason = f"version {version} already holds {ALIAS_CHAMPION}"
+        return Decision(True, reason), "already_champion"
+    if audit.TAG_ROLLED_BACK in candidate.tags:
+        return Decision(
+            False,
+            f"version {version} was rolled back ({audit.TAG_ROLLED_BACK} tag); it is not made "
+            f"{ALIAS_CHAMPION} again automatically. Delete that tag to let the gates decide",
+        ), "kept"
+    decision = decide(cfg, challenger, recorded_metrics(champ) if champ else None)
+    return decision, "promoted" if decision.promote else "kept"
+
+
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.promote
-    record = json.loads((paths.policy / REGISTRY_RECORD).read_text())
-    if record["name"] != MODEL_POLICY:
-        raise ValueError(f"{paths.policy} holds {record['name']}, expected {MODEL_POLICY}")
-    evaluation = json.loads(paths.evaluation.read_text())
-    challenger = {k: float(evaluation[k]) for k in HIGHER_IS_BETTER if k in evaluation}
-    if cfg.metric not in challenger:
-        raise KeyError(
-            f"promote.metric={cfg.metric!r} is not in {paths.evaluation}; "
-            f"available: {sorted(evaluation)}"
-        )
+    # The record if it describes these weights, else the registry by content hash (DVC restores
+    # a model directory without its record).
+    name, version = lineage.parent_model(paths.policy).rsplit("/", 1)
+    if name != MODEL_POLICY:
+        raise ValueError(f"{paths.policy} holds {name}, expected {MODEL_POLICY}")
+    challenger = challenger_metrics(cfg, json.loads(paths.evaluation.read_text()))
 
     client = MlflowClient()
-    version = str(record["version"])
     # Read the champion before writing anything: an unreadable registry leaves aliases as
     # they were.
     champ = current_champion(client, MODEL_POLICY)
+    candidate = client.get_model_version(MODEL_POLICY, version)
     for key, value in challenger.items():
         client.set_model_version_tag(MODEL_POLICY, version, EVAL_TAG_PREFIX + key, str(value))
     client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHALLENGER, version)
 
-    if champ is not None and str(champ.version) == version:
-        decision = Decision(True, f"version {version} already holds {ALIAS_CHAMPION}")
-        champion_metrics = challenger
-    else:
-        champion_metrics = _eval_tags(champ) if champ else None
-        decision = decide(cfg, challenger, champion_metrics)
-        if decision.promote:
-            client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, version)
+    decision, verdict = _decide_for(cfg, candidate, challenger, champ)
+    before = str(champ.version) if champ else ""
+    if verdict == "promoted":
+        client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, version)
+        client.set_model_version_tag(MODEL_POLICY, version, audit.TAG_PREVIOUS_CHAMPION, before)
+    after = version if decision.promote else before
     (log.info if decision.promote else log.warning)("promotion: %s", decision.reason)
-    tracker.set_tags(
-        {
-            "promotion.decision": "promoted" if decision.promote else "kept",
-            "promotion.reason": decision.reason[:500],
-        }
-    )
 
-    serving = version if decision.promote else (str(champ.version) if champ else "")
-    metrics: dict = {
-        "promoted": int(decision.promote),
-        "challenger_version": int(version),
-        "champion_version": int(serving) if serving else -1,
+    entry = {
+        "verdict": verdict,
         "reason": decision.reason,
-        f"challenger.{cfg.metric}": challenger[cfg.metric],
+        "challenger_version": version,
+        "champion_before": before,
+        "champion_after": after,
+        "metrics": challenger,
+        "gates": [dataclasses.asdict(g) for g in decision.gates],
+        "thresholds": {n: r.model_dump() for n, r in cfg.gates.items()},
+        "min_delta": cfg.min_delta,
+        **audit.stamp(tracker.run_id),
     }
-    if champion_metrics and cfg.metric in champion_metrics:
-        metrics[f"previous_champion.{cfg.metric}"] = champion_metrics[cfg.metric]
-    if f"base.{cfg.metric}" in evaluation:
-        metrics[f"base.{cfg.metric}"] = float(evaluation[f"base.{cfg.metric}"])
+    tracker.log_dict(entry, "promotion/decision.json")
+    tracker.set_tags(audit.as_tags({k: v for k, v in entry.items() if k != "metrics"}))
+    audit.tag_version(client, MODEL_POLICY, version, entry)
+
+    metrics: dict[str, Any] = {
+        "promoted": int(verdict != "kept"),
+        "challenger_version": int(version),
+        "champion_version": int(after) if after else -1,
+        "reason": decision.reason,
+        **{f"challenger.{k}": v for k, v in challenger.items()},
+        **{f"gate.{g.gate}": g.status for g in decision.gates},
+    }
+    if champ is not None and before != version:
+        metrics.update({f"previous_champion.{k}": v for k, v in recorded_metrics(champ).items()})
     return StageResult(metrics=metrics)

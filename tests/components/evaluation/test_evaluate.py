@@ -7,7 +7,8 @@ import torch
 from mlflow import MlflowClient
 
 from components.config import ModelParams
-from components.evaluation import evaluate
+from components.evaluation import evaluate, harness
+from components.evaluation.eval_set import EvalSetError, read_eval_set
 from components.modeling.io import load_for_inference
 from components.modeling.llama import build_model
 from components.tokenizer.train import train_tokenizer
@@ -72,22 +73,6 @@ def test_perplexity_is_exp_of_mean_token_nll(loaded):
     )
 
 
-def test_accuracy_counts_overall_and_per_task_with_a_fake_generator():
-    calls = []
-
-    def fake_generate(prompts):
-        calls.append(list(prompts))
-        # Right for every "add" prompt except "1 + 1"; wrong on every reverse prompt.
-        return [{"What is 2 + 3?": "5", "What is 4 + 4?": "8"}.get(p, "?") for p in prompts]
-
-    result = evaluate.accuracy(EXAMPLES, fake_generate, judge=lambda a, g: a == g, batch_size=2)
-    assert [len(c) for c in calls] == [2, 2, 1]
-    assert result.accuracy == pytest.approx(2 / 5)
-    assert result.per_task == {"add": pytest.approx(2 / 3), "reverse": 0.0}
-    assert [p.correct for p in result.predictions] == [True, True, False, False, False]
-    assert result.predictions[3].generated == "?"
-
-
 def test_generation_uses_chat_template_and_left_padding_matches_single_prompts(loaded):
     model, tokenizer = loaded
     [formatted] = evaluate.chat_prompts(tokenizer, ["What is 2 + 3?"])
@@ -109,11 +94,43 @@ def test_render_plot_writes_a_png(tmp_path):
     assert (tmp_path / "plots" / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_read_eval_set_names_missing_keys(tmp_path):
+def test_read_eval_set_names_missing_keys_and_duplicate_ids(tmp_path):
     path = tmp_path / "eval.jsonl"
     path.write_text(json.dumps({"id": "x", "prompt": "p", "answer": "a"}) + "\n")
-    with pytest.raises(ValueError, match=r"eval.jsonl:1 lacks keys \['task'\]"):
-        evaluate.read_eval_set(path, limit=10)
+    with pytest.raises(EvalSetError, match=r"eval.jsonl:1 lacks keys \['task'\]"):
+        read_eval_set(path, limit=10)
+    path.write_text("".join(json.dumps(e) + "\n" for e in [*EXAMPLES, EXAMPLES[1]]))
+    with pytest.raises(EvalSetError, match=r"eval.jsonl:6 repeats id 'a2' of line 2"):
+        read_eval_set(path)
+    path.write_text("{not json\n")
+    with pytest.raises(EvalSetError, match=r"eval.jsonl:1 is not JSON"):
+        read_eval_set(path)
+
+
+def test_an_unknown_lm_eval_task_lists_the_available_ones(tmp_path):
+    with pytest.raises(harness.UnknownTask, match=r"\['llmops_ad'\].*Bundled: \[.*'llmops_add'"):
+        harness.task_manager(tmp_path / "eval.jsonl", 10, ["llmops_ad"])
+
+
+def test_harness_scores_the_bundled_tasks_with_the_project_judge(loaded, tmp_path):
+    model, tokenizer = loaded
+    # An answer the tiny model certainly gets wrong, and one it gets right by construction:
+    # the expected answer is whatever it generates greedily for that prompt.
+    [first] = evaluate.generate_greedy(model, tokenizer, ["Reverse: abc"], max_new_tokens=4)
+    examples = [
+        {"id": "r1", "task": "reverse", "prompt": "Reverse: abc", "answer": first.split()[0]},
+        {"id": "a1", "task": "add", "prompt": "What is 2 + 3?", "answer": "zzzz"},
+    ]
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
+    tm = harness.task_manager(tmp_path / "eval.jsonl", 10)
+    lm = harness.hf_backend(model, tokenizer, batch_size=2)
+    tasks = harness.bundled_tasks(["add", "reverse"])
+    result = harness.evaluate_tasks(lm, tm, tasks, limit=10, max_new_tokens=4)
+    assert result.scores["llmops_reverse"]["acc"] == 1.0
+    assert result.scores["llmops_add"]["acc"] == 0.0
+    assert harness.overall(result) == (0.5, pytest.approx(0.5), 2)
+    [sample] = result.samples["llmops_reverse"]
+    assert sample["filtered_resps"][0] == first  # same text as the hand-written greedy loop
 
 
 def test_run_compares_four_models_and_logs_artifacts(model_dir, loaded, tmp_path, monkeypatch):
@@ -155,7 +172,9 @@ def test_run_compares_four_models_and_logs_artifacts(model_dir, loaded, tmp_path
         "sft.perplexity",
         "policy.accuracy.add",
         "policy.accuracy.reverse",
+        "policy.accuracy_stderr.add",
         "policy_int8.n_examples",
+        "eval_accuracy_stderr",
     } <= set(m)
     rows = json.loads(paths.table.read_text())
     assert [r["model"] for r in rows] == ["base", "sft", "policy", "policy_int8"]

@@ -6,24 +6,29 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+from pydantic import ValidationError
 
-from components.config import PromoteParams
+from components.config import GateRule, PromoteParams
 from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY, REGISTRY_RECORD
 from components.failures import is_transient
-from components.registry import promote
+from components.registry import audit, promote, rollback
 from components.tracking.stage_run import stage_run
 from tests.helpers import project_params, stage_view
 
-CFG = PromoteParams(metric="eval_accuracy", min_delta=0.0, max_perplexity=100.0)
+ACC = GateRule(better="higher", against="champion")
+PPL = GateRule(better="lower", against="absolute", threshold=100.0)
+CFG = PromoteParams(min_delta=0.0, gates={"eval_accuracy": ACC, "perplexity": PPL})
 
 
-def test_no_champion_promotes():
-    assert promote.decide(CFG, {"eval_accuracy": 0.1, "perplexity": 10}, None).promote
+def test_no_champion_promotes_when_absolute_gates_pass():
+    d = promote.decide(CFG, {"eval_accuracy": 0.1, "perplexity": 10}, None)
+    assert d.promote
+    assert [g.status for g in d.gates] == ["skip", "pass"]
 
 
 def test_perplexity_gate_blocks():
     d = promote.decide(CFG, {"eval_accuracy": 0.9, "perplexity": 500}, None)
-    assert not d.promote and "max_perplexity" in d.reason
+    assert not d.promote and "perplexity=500 > 100" in d.reason
 
 
 def test_worse_accuracy_keeps_champion_and_says_why():
@@ -31,13 +36,58 @@ def test_worse_accuracy_keeps_champion_and_says_why():
         CFG, {"eval_accuracy": 0.4, "perplexity": 10}, {"eval_accuracy": 0.5, "perplexity": 10}
     )
     assert not d.promote
-    assert "0.4000 fails the gate >= 0.5000" in d.reason
+    assert "eval_accuracy=0.4 <= champion 0.5 + 0" in d.reason
 
 
-def test_lower_perplexity_wins_when_that_is_the_metric():
-    cfg = PromoteParams(metric="perplexity", min_delta=1.0, max_perplexity=100.0)
+def test_a_tie_keeps_the_champion_unless_min_delta_allows_it():
+    challenger, champion = {"eval_accuracy": 0.5, "perplexity": 10}, {"eval_accuracy": 0.5}
+    assert not promote.decide(CFG, challenger, champion).promote
+    assert promote.decide(CFG, {**challenger, "eval_accuracy": 0.5001}, champion).promote
+    tolerant = CFG.model_copy(update={"min_delta": -0.01})
+    assert promote.decide(tolerant, challenger, champion).promote
+
+
+def test_per_gate_margin_overrides_min_delta_and_lower_is_better():
+    cfg = PromoteParams(
+        gates={
+            "ppl": GateRule(metric="perplexity", better="lower", against="champion", threshold=1)
+        }
+    )
     assert promote.decide(cfg, {"perplexity": 8}, {"perplexity": 10}).promote
-    assert not promote.decide(cfg, {"perplexity": 9.5}, {"perplexity": 10}).promote
+    assert not promote.decide(cfg, {"perplexity": 9}, {"perplexity": 10}).promote  # 9 !< 10 - 1
+
+
+def test_a_champion_is_kept_unless_a_champion_gate_shows_the_challenger_better():
+    # Only absolute gates: a challenger that passes them is not shown to be better.
+    cfg = PromoteParams(gates={"perplexity": PPL})
+    d = promote.decide(cfg, {"perplexity": 10}, {"perplexity": 50})
+    assert not d.promote and "not shown to be better" in d.reason
+    assert promote.decide(cfg, {"perplexity": 10}, None).promote  # no champion: bounds suffice
+
+
+def test_a_missing_metric_never_passes():
+    judge = GateRule(metric="judge.win_rate", better="higher", against="absolute", threshold=0.5)
+    ok = {"eval_accuracy": 0.9, "perplexity": 10}
+    cfg = CFG.model_copy(update={"gates": {**CFG.gates, "judge": judge}})
+    d = promote.decide(cfg, ok, {"eval_accuracy": 0.5})
+    assert not d.promote and "challenger has no judge.win_rate (if_missing=fail)" in d.reason
+    skip = judge.model_copy(update={"if_missing": "skip"})
+    cfg = CFG.model_copy(update={"gates": {**CFG.gates, "judge": skip}})
+    d = promote.decide(cfg, ok, {"eval_accuracy": 0.5})
+    assert d.promote and d.gates[-1].status == "skip"
+    # Every gate skipped: nothing shows the challenger is better.
+    only = PromoteParams(gates={"judge": skip})
+    assert not promote.decide(only, ok, {"eval_accuracy": 0.5}).promote
+
+
+def test_a_champion_without_the_metric_is_kept():
+    d = promote.decide(CFG, {"eval_accuracy": 0.9, "perplexity": 10}, {"perplexity": 10})
+    assert not d.promote and "champion has no recorded eval_accuracy" in d.reason
+
+
+def test_absolute_gate_needs_a_threshold():
+    with pytest.raises(ValidationError, match="needs a `threshold`"):
+        GateRule(better="lower", against="absolute")
 
 
 @pytest.fixture
@@ -63,7 +113,7 @@ def _register_version(tmp_path, n: int) -> str:
 
 
 def _promote(tmp_path, n: int, accuracy: float) -> dict:
-    params = project_params(promote={"max_perplexity": 100.0})
+    params = project_params(promote={"gates": CFG.gates})
     evaluation = tmp_path / f"eval{n}.json"
     evaluation.write_text(
         json.dumps({"eval_accuracy": accuracy, "perplexity": 20.0, "base.eval_accuracy": 0.0})
@@ -87,7 +137,7 @@ def test_run_moves_champion_only_when_gate_passes(registry):
 
     v2 = _register_version(registry, 2)
     m2 = _promote(registry, 2, accuracy=0.3)
-    assert m2["promoted"] == 0 and "fails the gate" in m2["reason"]
+    assert m2["promoted"] == 0 and "gates failed (eval_accuracy)" in m2["reason"]
     assert client.get_model_version_by_alias(MODEL_POLICY, ALIAS_CHAMPION).version == v1
     assert client.get_model_version_by_alias(MODEL_POLICY, ALIAS_CHALLENGER).version == v2
     assert m2["previous_champion.eval_accuracy"] == 0.5
@@ -162,3 +212,83 @@ def test_no_champion_only_when_the_model_or_alias_does_not_exist(registry):
     assert promote.current_champion(client, MODEL_POLICY) is None  # model without the alias
     client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, "1")
     assert str(promote.current_champion(client, MODEL_POLICY).version) == "1"
+
+
+def _version_tags(version: str) -> dict:
+    return MlflowClient().get_model_version(MODEL_POLICY, version).tags
+
+
+def test_every_decision_is_an_audit_record(registry):
+    _champion_v1_challenger_v2(registry)
+    _promote(registry, 2, accuracy=0.3)  # kept
+    tags = _version_tags("2")
+    assert tags["promotion.verdict"] == "kept"
+    assert tags["promotion.champion_before"] == tags["promotion.champion_after"] == "1"
+    assert tags["promotion.by"] and tags["promotion.at"].startswith("20")
+    assert tags["promotion.git_commit"]  # "unknown" outside a project checkout
+    gates = {g["gate"]: g["status"] for g in json.loads(tags["promotion.gates"])}
+    assert gates == {"eval_accuracy": "fail", "perplexity": "pass"}
+    assert json.loads(tags["promotion.thresholds"])["perplexity"]["threshold"] == 100.0
+    run = MlflowClient().get_run(tags["promotion.run_id"])
+    assert run.data.tags["promotion.verdict"] == "kept"
+    assert run.data.tags["llmops.stage"] == "promote"
+    decision = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/promotion/decision.json")
+    assert decision["metrics"]["eval_accuracy"] == 0.3
+    assert decision["champion_after"] == "1"
+
+
+def test_a_champion_set_by_hand_is_kept_until_a_strictly_better_challenger(registry):
+    _champion_v1_challenger_v2(registry)  # v1 champion at 0.5
+    _promote(registry, 2, accuracy=0.7)
+    assert _aliases()[ALIAS_CHAMPION] == 2
+    MlflowClient().set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, "1")  # the UI
+    _register_version(registry, 3)
+    m = _promote(registry, 3, accuracy=0.5)  # ties the hand-set champion
+    assert m["promoted"] == 0 and "eval_accuracy=0.5 <= champion 0.5" in m["reason"]
+    assert _aliases()[ALIAS_CHAMPION] == 1
+    m = _promote(registry, 3, accuracy=0.6)
+    assert m["promoted"] == 1 and _aliases()[ALIAS_CHAMPION] == 3
+    assert _version_tags("3")[audit.TAG_PREVIOUS_CHAMPION] == "1"
+
+
+def test_rollback_restores_the_previous_champion_with_its_own_audit_record(registry):
+    _champion_v1_challenger_v2(registry)
+    _promote(registry, 2, accuracy=0.7)
+    done = rollback.rollback(reason="bad answers in production")
+    assert (done.from_version, done.to_version) == ("2", "1")
+    assert _aliases() == {ALIAS_CHAMPION: 1, ALIAS_CHALLENGER: 2}
+    tags = _version_tags("2")
+    assert tags["promotion.verdict"] == "rolled_back"
+    assert tags["promotion.reason"] == "bad answers in production"
+    assert audit.TAG_ROLLED_BACK in tags
+    assert _version_tags("1")["promotion.verdict"] == "restored"
+    run = MlflowClient().get_run(done.run_id)
+    assert run.info.run_name == "promote-rollback"
+    assert run.data.tags["promotion.champion_after"] == "1"
+
+    # The pipeline does not hand champion back to the rolled-back version by itself.
+    m = _promote(registry, 2, accuracy=0.7)
+    assert m["promoted"] == 0 and "was rolled back" in m["reason"]
+    assert _aliases()[ALIAS_CHAMPION] == 1
+
+    # v1 was the first champion: nothing recorded before it.
+    with pytest.raises(rollback.RollbackError, match="--rollback --to VERSION"):
+        rollback.rollback()
+    with pytest.raises(rollback.RollbackError, match="no version 9"):
+        rollback.rollback(to="9")
+    # Naming the version lifts the guard.
+    assert rollback.rollback(to="2").to_version == "2"
+    assert audit.TAG_ROLLED_BACK not in _version_tags("2")
+
+
+def test_rollback_without_a_champion_or_registry_says_so(registry, monkeypatch):
+    from components.tracking.mlflow_env import configure
+
+    configure()
+    with pytest.raises(rollback.RollbackError, match="nothing to roll back"):
+        rollback.rollback()
+    before = _champion_v1_challenger_v2(registry)
+    monkeypatch.setattr(rollback, "MlflowClient", FailingRegistry)
+    with pytest.raises(promote.RegistryUnavailable, match="TEMPORARILY_UNAVAILABLE"):
+        rollback.rollback()
+    assert _aliases() == before

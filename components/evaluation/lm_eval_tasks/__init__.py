@@ -1,0 +1,1 @@
+"""lm-eval task YAMLs of the bundled tasks and the functions they name (llmops_tasks.py)."""
