@@ -10,7 +10,7 @@ import pytest
 from components.constants import EVAL_SET_FILES
 from components.data import curate, ingest
 from components.data.decontam import item_text
-from components.data.pii import find_pii
+from components.data.pii_check import find_pii
 from components.tracking.stage_run import stage_run
 from tests.helpers import project_params, stage_view
 
@@ -66,7 +66,7 @@ ABUSE = (
 )
 PII_LINE = (
     "You can reach Jane at jane.doe@example.org or on +44 20 7946 0958; pay to IBAN "
-    "GB82 WEST 1234 5698 7654 32 or card 4111 1111 1111 1111; the server is 192.0.2.44."
+    "GB82 WEST 1234 5698 7654 32 or card 4111 1111 1111 1111; the server is 81.2.69.160."
 )
 
 
