@@ -99,9 +99,35 @@ def validate_frame(
         return next(iter(run.run_results.values())).to_json_dict()
 
 
+# Keys of a GE result that differ on every run of the same suite on the same data (ids, clock).
+VOLATILE_KEYS = frozenset(
+    {
+        "id",
+        "run_id",
+        "run_name",
+        "run_time",
+        "validation_time",
+        "ge_load_time",
+        "checkpoint_id",
+        "validation_id",
+    }
+)
+
+
+def stable(result):
+    """The result without run ids and timestamps: the report is a DVC output that downstream
+    stages depend on, so the same data must give the same bytes or every gate run would
+    invalidate them."""
+    if isinstance(result, dict):
+        return {k: stable(v) for k, v in result.items() if k not in VOLATILE_KEYS}
+    if isinstance(result, list):
+        return [stable(v) for v in result]
+    return result
+
+
 def save_result(result: dict, report: Path, docs_site: Path, tracker: Tracker) -> None:
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(result, indent=2, default=str))
+    report.write_text(json.dumps(stable(result), indent=2, sort_keys=True, default=str) + "\n")
     tracker.log_artifact(report, "validation")
     tracker.log_artifact(docs_site, "validation/data_docs")
 
