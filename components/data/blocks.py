@@ -89,7 +89,7 @@ class Mean:
 
 def quarantined(doc: Doc, reason: str, detail: str) -> Rejected:
     # Curation does not know a document's file and line; its id stands in as the origin.
-    return Rejected(doc.id, doc.source, doc.id, reason, detail, doc.text)
+    return Rejected(doc.id, doc.source, doc.id, reason, detail, doc.text, doc.source_id)
 
 
 class Chain:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from components.atomic import atomic_dir
@@ -71,7 +71,7 @@ def split_long(doc: Doc, max_chars: int) -> list[Doc]:
             current = current + sep + piece if current else piece
     if current:
         chunks.append(current)
-    return [Doc(f"{doc.id}-{i}", text, doc.source) for i, text in enumerate(chunks)]
+    return [replace(doc, id=f"{doc.id}-{i}", text=text) for i, text in enumerate(chunks)]
 
 
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
