@@ -35,6 +35,7 @@ QUARANTINE_SCHEMA = pa.schema(
         ("detail", pa.string()),
         ("text", pa.string()),
         ("source_id", pa.string()),
+        ("rule_set", pa.string()),
     ]
 )
 
@@ -60,6 +61,7 @@ class Rejected:
     detail: str
     text: str
     source_id: str = ""  # as Doc.source_id; ingest: the record's id if it could be read
+    rule_set: str = ""  # curation: the source's rule set whose block dropped it (curate.rule_sets)
 
 
 def doc_id(source: str, origin: str) -> str:

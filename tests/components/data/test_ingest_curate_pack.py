@@ -88,7 +88,7 @@ def test_split_long_cuts_huge_paragraphs_and_lines_within_the_limit():
 
 
 def test_curate_counts_and_quarantines():
-    toy = {**TOY_CURATE, "min_words": 5, "quality_model_min_score": None}
+    toy = {**TOY_CURATE, "min_words": 5, "quality_model_keep": None}
     params = project_params(curate=toy)
     good = "one two three four five six seven"
     docs = [Doc("1", good, "s"), Doc("2", good.upper(), "s"), Doc("3", "tiny", "s")]
@@ -200,7 +200,7 @@ def test_source_id_is_the_records_own_id_else_file_and_line(tmp_path):
     # Chunks of a long document keep it; so do the curation quarantine's records.
     chunks = split_long(Doc("d", "word " * 100, "feed", source_id="user-7"), 100)
     assert len(chunks) > 1 and {c.source_id for c in chunks} == {"user-7"}
-    toy = {**TOY_CURATE, "quality_model_min_score": None}
+    toy = {**TOY_CURATE, "quality_model_keep": None}
     _, dropped, _ = refine(chunks, project_params(curate=toy).curate, {})
     assert dropped and {r.source_id for r in dropped} == {"user-7"}
 
