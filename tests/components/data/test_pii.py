@@ -47,7 +47,9 @@ def test_each_kind_is_replaced_by_its_placeholder(text, kind):
         "version 3.11.7.2 released",  # a version with four parts
         "see section 4.8.3.1. Keyword arguments",
         "released on 2008-06-02, patched 2008/06/30",  # dates
-        "call 555-0100 or (555) 123-4567",  # fictional, no valid area code
+        "call 555-0100 now",  # seven digits, no area code
+        "'+3.140000; -3.140000'",  # a formatted float, not +3 …
+        "ISBN 0-306-40615-2 and timestamp 1700000000",
         "connect to 192.0.2.1 or 2001:db8::1",  # documentation addresses (RFC 5737, 3849)
         "bind to 127.0.0.1, 10.0.0.1 or 192.168.10.254",  # not routed: identifies no one
         ">>> math.pi\n3.14159265359",  # its digits after the point read as a US number
@@ -95,6 +97,7 @@ def test_false_positives_seen_in_the_bundled_corpus(text):
         ("[+44 20 7946 0958]", "[<PHONE>]"),
         ("dial 212-555-2590 ext. 123, then", "dial <PHONE>, then"),  # the extension goes too
         ("+1 212 555 2590; or", "<PHONE>; or"),
+        ("(555) 123-4567.", "<PHONE>."),  # fictional, but written as a phone number
         ("mail jane@example.org.", "mail <EMAIL>."),
         ("at 8.8.8.8.", "at <IP_ADDRESS>."),
         ("card 4111-1111-1111-1111.", "card <CREDIT_CARD>."),
