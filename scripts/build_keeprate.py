@@ -116,7 +116,15 @@ def _minhash(text: str) -> MinHash:
 
 def licences() -> Iterator[dict]:
     paths = sorted(p for p in Path("/usr/share/common-licenses").iterdir() if not p.is_symlink())
-    paths += sorted(SITE.glob("*.dist-info/LICENSE*")) + sorted(SITE.glob("*.dist-info/licenses/*"))
+    paths += sorted(SITE.glob("*.dist-info/LICEN[CS]E*")) + sorted(
+        SITE.glob("*.dist-info/COPYING*")
+    )
+    # Licence texts only: AUTHORS and NOTICE files are lists of names, not a genre of prose.
+    paths += sorted(
+        p
+        for p in SITE.glob("*.dist-info/licenses/*")
+        if p.name.upper().startswith(("LICEN", "COPYING"))
+    )
     seen: list[MinHash] = []
     for path in paths:
         if not path.is_file():
