@@ -60,6 +60,33 @@ class EngineParams(_Section):
     docs_per_partition: int = Field(default=2000, ge=1)
 
 
+# The judge rules a per-source rule set may change (components/data/refinery.py, judge phase).
+RULE_SET_KEYS = (
+    "min_words",
+    "max_words",
+    "min_alpha_ratio",
+    "max_symbol_ratio",
+    "max_duplicate_line_fraction",
+    "max_duplicate_line_char_fraction",
+    "min_language_score",
+    "c4_remove_citations",
+    "c4_line_terminal_punct",
+    "c4_line_min_words",
+    "c4_line_javascript",
+    "c4_line_policy",
+    "c4_filter_lorem_ipsum",
+    "c4_filter_curly_bracket",
+    "c4_max_word_length",
+    "c4_min_sentences",
+    "fineweb_line_punct_min",
+    "fineweb_short_line_max",
+    "fineweb_char_duplicates_max",
+    "fineweb_newline_ratio_max",
+    "toxic_line_threshold",
+    "max_toxic_line_fraction",
+)
+
+
 class CurateParams(_Section):
     # None disables a check (datatrove convention).
     min_words: int | None = Field(default=None, ge=0)
@@ -67,6 +94,7 @@ class CurateParams(_Section):
     min_alpha_ratio: float | None = Field(default=None, ge=0, le=1)
     max_symbol_ratio: float | None = Field(default=None, ge=0)
     max_duplicate_line_fraction: float | None = Field(default=None, ge=0, le=1)
+    max_duplicate_line_char_fraction: float | None = Field(default=None, ge=0, le=1)
     max_chars_per_doc: int = Field(ge=200)
     languages: tuple[str, ...] = ("en",)  # ISO 639-1 codes kept; empty disables language ID
     min_language_score: float | None = Field(default=0.5, ge=0, le=1)
@@ -86,8 +114,9 @@ class CurateParams(_Section):
     fineweb_short_line_max: float | None = Field(default=0.67, ge=0, le=1)
     fineweb_char_duplicates_max: float | None = Field(default=0.01, ge=0, le=1)
     fineweb_newline_ratio_max: float | None = Field(default=0.3, ge=0)
-    # Quality model (hashed n-gram logistic regression trained here); None switches it off.
-    quality_model_min_score: float | None = Field(default=0.5, ge=0, le=1)
+    # Quality model (components/data/quality_model.py), trained against the reference sample:
+    # the share of that sample (out of fold) its threshold keeps; None switches it off.
+    quality_model_keep: float | None = Field(default=0.97, gt=0, le=1)
     toxic_line_threshold: float = Field(default=0.8, gt=0, le=1)
     max_toxic_line_fraction: float | None = Field(default=0.05, ge=0, le=1)
     redact_pii: bool = True
@@ -95,6 +124,42 @@ class CurateParams(_Section):
     decontam_min_words: int = Field(default=8, ge=1)
     near_dedup: NearDedupParams = NearDedupParams()
     engine: EngineParams = EngineParams()
+    # Per-source rule sets (as Dolma and NeMo Curator configure them): a named set overrides
+    # any of RULE_SET_KEYS; `source_rule_set` names each source's set, and a source not listed
+    # gets the section's own values (the rule set "default").
+    rule_sets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    source_rule_set: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _rule_sets_are_valid(self) -> CurateParams:
+        for name, overrides in self.rule_sets.items():
+            unknown = sorted(set(overrides) - set(RULE_SET_KEYS))
+            if unknown:
+                raise ValueError(
+                    f"curate.rule_sets.{name}: {unknown} cannot be set per source; "
+                    f"allowed: {list(RULE_SET_KEYS)}"
+                )
+            self.for_rule_set(name)  # range checks, with the key named
+        missing = sorted(set(self.source_rule_set.values()) - set(self.rule_sets) - {"default"})
+        if missing:
+            raise ValueError(
+                f"curate.source_rule_set names rule sets {missing} that curate.rule_sets does "
+                f"not define (defined: {sorted(self.rule_sets)})"
+            )
+        return self
+
+    def rule_set_of(self, source: str) -> str:
+        return self.source_rule_set.get(source, "default")
+
+    def for_rule_set(self, name: str) -> CurateParams:
+        """This section with the rule set's overrides applied (validated)."""
+        if name == "default":
+            return self
+        base = self.model_dump(exclude={"rule_sets", "source_rule_set"})
+        try:
+            return CurateParams.model_validate({**base, **self.rule_sets[name]})
+        except ValidationError as err:
+            raise ValueError(f"curate.rule_sets.{name}: {_describe(err)}") from None
 
 
 class MixParams(_Section):

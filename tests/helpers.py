@@ -22,8 +22,19 @@ def project_params(**sections: dict[str, Any]) -> Params:
 
 # Curation blocks that judge natural-language quality switched off, so that toy documents reach
 # the blocks a test is about (dedup, quarantine bookkeeping).
+# The published C4 line rules and FineWeb's character-duplicates rule off: test documents are a
+# few lines (abuse, leaked items, PII) that those rules would strip before the block under test
+# sees them.
+LINE_RULES_OFF: dict[str, Any] = {
+    "c4_remove_citations": False,
+    "c4_line_terminal_punct": False,
+    "c4_line_min_words": None,
+    "c4_filter_curly_bracket": False,
+    "fineweb_char_duplicates_max": None,
+}
 TOY_CURATE: dict[str, Any] = {
     "languages": (),
+    **LINE_RULES_OFF,
     "c4_min_sentences": None,
     "fineweb_line_punct_min": None,
     "fineweb_short_line_max": None,

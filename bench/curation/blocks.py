@@ -157,8 +157,8 @@ BLOCKS: tuple[Block, ...] = (
         "quality_model",
         skipped="no offline counterpart: DataTrove's FastTextClassifierFilter applies a "
         "pre-trained fastText classifier downloaded from a URL/the HF hub; ours is trained "
-        "in the run",
-        enabled=lambda cfg: cfg.quality_model_min_score is not None,
+        "in the run on the bundled reference sample",
+        enabled=lambda cfg: cfg.quality_model_keep is not None,
     ),
     Block(
         "pii",

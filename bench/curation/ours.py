@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 from bench.curation.measure import block_result, chain_result, progress, timed
 from components.config import CurateParams
 from components.data import refinery
 from components.data.blocks import Chain
-from components.data.documents import Doc, Rejected
+from components.data.documents import Doc
 from components.data.langid import identify
 from components.data.pii import PiiRedactor
+from components.data.quality_model import load_reference
+
+REFERENCE = Path("data/keeprate/clean.jsonl")  # the curate stage's `reference` (dvc.yaml)
 
 EvalSets = dict[str, list[str]]
 Group = tuple[list[Any], Any]  # (transforms, the filter after them)
@@ -50,7 +54,7 @@ def warm_up() -> None:
 
 def blocks(docs: list[Doc], cfg: CurateParams, eval_sets: EvalSets, seed: int) -> dict:
     """Each block alone, a fresh instance over every document; stateful dedup blocks see the
-    whole corpus. The quality model is fitted on the heuristic blocks' split, as in refine()."""
+    whole corpus. The quality model is fitted on the reference sample, as in refine()."""
     out, reasons = {}, {}
     for transforms, flt in grouped(all_filters(cfg, eval_sets)):
         name = flt.name
@@ -58,8 +62,8 @@ def blocks(docs: list[Doc], cfg: CurateParams, eval_sets: EvalSets, seed: int) -
         out[name] = block_result(len(docs), t, dropped=sum(map(bool, reasons[name])))
         if transforms:
             out[name]["includes"] = [*(b.name for b in transforms), name]
-    if (min_score := cfg.quality_model_min_score) is not None:
-        out["quality_model"] = quality_model_block(docs, cfg, reasons, min_score, seed)
+    if cfg.quality_model_keep is not None:
+        out["quality_model"] = quality_model_block(docs, cfg, seed)
     if cfg.redact_pii:
         out["pii"] = pii_block(docs)
     return out
@@ -67,7 +71,10 @@ def blocks(docs: list[Doc], cfg: CurateParams, eval_sets: EvalSets, seed: int) -
 
 def whole(docs: list[Doc], cfg: CurateParams, eval_sets: EvalSets, seed: int) -> dict:
     """The refinery's `refine()`, every block, each seeing what survived the blocks before."""
-    (kept, _, stats), t = timed(lambda: refinery.refine(docs, cfg, eval_sets, seed))
+    reference = load_reference(REFERENCE)
+    (kept, _, stats), t = timed(
+        lambda: refinery.refine(docs, cfg, eval_sets, seed, reference=reference)
+    )
     dropped = {k.removeprefix("dropped."): v for k, v in stats.items() if k.startswith("dropped.")}
     return chain_result(len(docs), len(kept), dropped, t)
 
@@ -156,25 +163,16 @@ def decide_all(transforms: list[Any], flt: Any, docs: list[Doc]) -> list[str]:
     return out
 
 
-def quality_model_block(
-    docs: list[Doc], cfg: CurateParams, reasons: dict[str, list[str]], min_score: float, seed: int
-) -> dict:
-    """Fit and scoring on the heuristic blocks' split of the corpus, as refine() does."""
-    names = [f.name for _, f in grouped(refinery.judge_blocks(cfg))]
-    kept, rejected = [], []
-    for i, d in enumerate(docs):
-        if why := next((reasons[n][i] for n in names if reasons[n][i]), ""):
-            rejected.append(Rejected(d.id, d.source, d.id, why, "", d.text))
-        else:
-            kept.append(d)
+def quality_model_block(docs: list[Doc], cfg: CurateParams, seed: int) -> dict:
+    """Fit on the reference sample and scoring of every document, as refine() does."""
 
     def fit_and_score() -> tuple[int, float]:
-        model, stats = refinery.fit_quality_model(kept, rejected, seed)
-        scores = model.score([d.id for d in kept], [d.text for d in kept])
-        return int((scores < min_score).sum()), stats["quality_model.heldout_accuracy"]
+        model, stats = refinery.quality_fit(cfg, seed, load_reference(REFERENCE))
+        scores = model.score([d.id for d in docs], [d.text for d in docs])
+        return int((scores < model.threshold).sum()), stats["quality_model.heldout_accuracy"]
 
     (low, accuracy), t = timed(fit_and_score)
-    result = block_result(len(docs), t, docs_scored=len(kept), dropped=low)
+    result = block_result(len(docs), t, docs_scored=len(docs), dropped=low)
     return {**result, "heldout_accuracy": accuracy}
 
 

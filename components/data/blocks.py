@@ -4,6 +4,8 @@
   block's module; the detail says what was found, for the quarantine. Nothing is remembered
   per document: the decision carries everything.
 - A transform: `apply(doc) -> doc`.
+- A filter whose model is cheap on many inputs and slow one by one (a classifier) may also
+  offer `filter_batch(docs) -> [Decision]`, the same decisions in one call; a chain uses it.
 - Both expose `counters`: a Counter whose keys are already prefixed by what they count
   (`pii.EMAIL`, `c4_lines_removed.javascript`), so the refinery adds them up without knowing
   which block said what. A filter with nothing to count has an empty one.
@@ -41,6 +43,16 @@ class Transform(Protocol):
     counters: Counter
 
     def apply(self, doc: Doc) -> Doc: ...
+
+
+@runtime_checkable
+class BatchFilter(Protocol):
+    name: str
+    counters: Counter
+
+    def filter(self, doc: Doc) -> Decision: ...
+
+    def filter_batch(self, docs: Sequence[Doc]) -> list[Decision]: ...
 
 
 Block = Filter | Transform
@@ -89,20 +101,30 @@ class Mean:
 
 def quarantined(doc: Doc, reason: str, detail: str) -> Rejected:
     # Curation does not know a document's file and line; its id stands in as the origin.
-    return Rejected(doc.id, doc.source, doc.id, reason, detail, doc.text)
+    return Rejected(doc.id, doc.source, doc.id, reason, detail, doc.text, doc.source_id)
 
 
 class Chain:
     """Filters and transforms, each document through them in order until a filter drops it.
 
-    The quarantine keeps the text the chain received, not what its transforms made of it, so
-    a rejected page can be read as it arrived.
+    Runs block by block over the batch (a document's fate is the same as going through the
+    blocks one document at a time, as no block looks at another document), so that a
+    `BatchFilter` scores all the batch's survivors in one call; the rejected come out in input
+    order. The quarantine keeps the text the chain received, not what its transforms made of
+    it, so a rejected page can be read as it arrived.
     """
 
     def __init__(self, blocks: Sequence[Block], name: str = "chain"):
         self.blocks, self.name = list(blocks), name
         # Decided once per block, not per document (a Protocol isinstance check is slow).
-        self._is_transform = [isinstance(b, Transform) for b in self.blocks]
+        self._kinds = [
+            "transform"
+            if isinstance(b, Transform)
+            else "batch"
+            if isinstance(b, BatchFilter)
+            else "filter"
+            for b in self.blocks
+        ]
 
     @property
     def counters(self) -> Counter:
@@ -112,26 +134,27 @@ class Chain:
         return total
 
     def run(self, docs: Iterable[Doc]) -> Outcome:
-        out = Outcome()
-        for doc in docs:
-            result = self._through(doc)
-            if isinstance(result, Rejected):
-                out.rejected.append(result)
-            else:
-                out.kept.append(result)
-        return out
-
-    def _through(self, doc: Doc) -> Doc | Rejected:
-        current = doc
-        for block, is_transform in zip(self.blocks, self._is_transform, strict=True):
-            if is_transform:
-                current = block.apply(current)
+        received = list(docs)
+        current = list(enumerate(received))  # (position in the batch, document now)
+        rejected: list[tuple[int, Rejected]] = []
+        for block, kind in zip(self.blocks, self._kinds, strict=True):
+            if kind == "transform":
+                current = [(i, block.apply(d)) for i, d in current]
                 continue
-            decision = block.filter(current)
-            if decision is not True:
-                _, reason, detail = decision
-                return quarantined(doc, reason, detail)
-        return current
+            batch = [d for _, d in current]
+            decisions = (
+                block.filter_batch(batch) if kind == "batch" else [block.filter(d) for d in batch]
+            )
+            survivors = []
+            for (i, d), decision in zip(current, decisions, strict=True):
+                if decision is True:
+                    survivors.append((i, d))
+                else:
+                    _, reason, detail = decision
+                    rejected.append((i, quarantined(received[i], reason, detail)))
+            current = survivors
+        rejected.sort(key=lambda r: r[0])
+        return Outcome(kept=[d for _, d in current], rejected=[r for _, r in rejected])
 
 
 def run_steps(steps: Sequence[Step], docs: list[Doc]) -> Outcome:

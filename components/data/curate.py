@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from components.atomic import atomic_dir
 from components.config import CurateParams, StageParams
@@ -24,6 +26,7 @@ from components.data.documents import (
     write_quarantine,
 )
 from components.data.engine import open_engine
+from components.data.quality_model import load_reference
 from components.data.refinery import refine
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
@@ -38,6 +41,7 @@ class Reads(StageParams):
 class Paths:
     docs: Path  # ingested directory
     tasks: Path  # task directory holding the eval sets to decontaminate against
+    reference: Path  # the quality model's reference sample (JSONL; its `tuning` split)
     out: Path  # curated directory: docs.parquet + quarantine.parquet
     metrics: Path
 
@@ -71,7 +75,18 @@ def split_long(doc: Doc, max_chars: int) -> list[Doc]:
             current = current + sep + piece if current else piece
     if current:
         chunks.append(current)
-    return [Doc(f"{doc.id}-{i}", text, doc.source) for i, text in enumerate(chunks)]
+    return [replace(doc, id=f"{doc.id}-{i}", text=text) for i, text in enumerate(chunks)]
+
+
+def quality_by_source(kept: list[Doc]) -> dict[str, float]:
+    """The quality model's score distribution per source, as deciles of what was kept."""
+    out: dict[str, float] = {}
+    for source in sorted({d.source for d in kept}):
+        scores = [d.quality for d in kept if d.source == source and d.quality is not None]
+        if scores:
+            for q in (10, 50, 90):
+                out[f"quality.p{q}.{source}"] = round(float(np.percentile(scores, q)), 4)
+    return out
 
 
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
@@ -81,7 +96,14 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     eval_sets = load_eval_sets([paths.tasks / name for name in EVAL_SET_FILES])
     with open_engine(cfg.engine) as engine:
         workers = engine.workers
-        kept, rejected, stats = refine(chunks, cfg, eval_sets, seed=params.seed, engine=engine)
+        kept, rejected, stats = refine(
+            chunks,
+            cfg,
+            eval_sets,
+            seed=params.seed,
+            engine=engine,
+            reference=load_reference(paths.reference),
+        )
     if not kept:
         raise ValueError("curation rejected every document; loosen params.curate")
     with atomic_dir(paths.out) as out:
@@ -96,6 +118,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         **stats,
     }
     metrics.update({f"kept.{s}": n for s, n in sorted(Counter(d.source for d in kept).items())})
+    metrics.update(quality_by_source(kept))
     metrics.update(
         {
             f"kept_lang.{lang}": n

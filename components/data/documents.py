@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 DOCS_FILE = "docs.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 
-# Set by curation: `lang` by language ID ("" before it), `quality` by the quality model
-# (P(high quality), held out; None when the model is off).
+# `source_id`: the record's own id (a JSONL record's `id`), else its file (and line); kept by
+# every stage so a user can find what became of their record. Set by curation: `lang` by
+# language ID ("" before it), `quality` by the quality model (None when the model is off).
 DOC_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -22,6 +23,7 @@ DOC_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("lang", pa.string()),
         ("quality", pa.float64()),
+        ("source_id", pa.string()),
     ]
 )
 QUARANTINE_SCHEMA = pa.schema(
@@ -32,6 +34,8 @@ QUARANTINE_SCHEMA = pa.schema(
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("text", pa.string()),
+        ("source_id", pa.string()),
+        ("rule_set", pa.string()),
     ]
 )
 
@@ -43,6 +47,7 @@ class Doc:
     source: str
     lang: str = ""
     quality: float | None = None
+    source_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class Rejected:
     reason: str  # a reason code constant
     detail: str
     text: str
+    source_id: str = ""  # as Doc.source_id; ingest: the record's id if it could be read
+    rule_set: str = ""  # curation: the source's rule set whose block dropped it (curate.rule_sets)
 
 
 def doc_id(source: str, origin: str) -> str:

@@ -21,6 +21,7 @@ TOO_MANY_WORDS = "gopher_too_many_words"
 LOW_ALPHA_RATIO = "gopher_low_alpha_ratio"
 HIGH_SYMBOL_RATIO = "gopher_high_symbol_ratio"
 DUPLICATE_LINES = "gopher_duplicate_lines"
+DUPLICATE_LINE_CHARS = "gopher_duplicate_line_chars"
 EXACT_DUPLICATE = "exact_duplicate"
 
 _WORD = re.compile(r"\S+")
@@ -64,24 +65,38 @@ class GopherQualityFilter:
 
 
 class GopherRepetitionFilter:
-    """Fraction of lines that are duplicates of another line (Gopher's dup_line_frac)."""
+    """Gopher's duplicate-line rules: the fraction of lines that are duplicates of another line
+    (dup_line_frac, published 0.30), and the fraction of characters in lines repeating an
+    earlier one (dup_line_char_frac, published 0.20). The second is the one for structured
+    text: short repeated headings (`Args:`, `Returns:`, a code fence) weigh by their length."""
 
     name = "gopher_repetition"
 
-    def __init__(self, max_duplicate_line_fraction: float | None = 0.3):
+    def __init__(
+        self,
+        max_duplicate_line_fraction: float | None = 0.3,
+        max_duplicate_line_char_fraction: float | None = None,
+    ):
         self.max_duplicate_line_fraction = max_duplicate_line_fraction
+        self.max_char_fraction = max_duplicate_line_char_fraction
         self.counters: Counter = Counter()
 
     def filter(self, doc: Doc) -> Decision:
-        if self.max_duplicate_line_fraction is None:
+        if self.max_duplicate_line_fraction is None and self.max_char_fraction is None:
             return True
         lines = [ln.strip() for ln in doc.text.split("\n") if ln.strip()]
         if not lines:
             return True
         counts = Counter(lines)
-        dup = sum(c for c in counts.values() if c > 1)
-        if dup / len(lines) > self.max_duplicate_line_fraction:
-            return False, DUPLICATE_LINES, self.name
+        if self.max_duplicate_line_fraction is not None:
+            frac = sum(c for c in counts.values() if c > 1) / len(lines)
+            if frac > self.max_duplicate_line_fraction:
+                return False, DUPLICATE_LINES, f"{frac:.2f} of lines are repeated"
+        if self.max_char_fraction is not None:
+            repeated = sum(len(line) * (c - 1) for line, c in counts.items())
+            frac = repeated / len(doc.text)
+            if frac > self.max_char_fraction:
+                return False, DUPLICATE_LINE_CHARS, f"{frac:.2f} of characters in repeated lines"
         return True
 
 

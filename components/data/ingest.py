@@ -12,7 +12,7 @@ import logging
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trafilatura
@@ -100,7 +100,7 @@ def read_source_file(path: Path, source: str, raw: Path) -> Iterator[tuple[Doc, 
     else:
         yield Rejected(doc_id(source, origin), source, origin, UNSUPPORTED_FILE, suffix, "")
         return
-    yield Doc(doc_id(source, origin), text, source), origin
+    yield Doc(doc_id(source, origin), text, source, source_id=origin), origin
 
 
 def read_jsonl(path: Path, source: str, origin: str) -> Iterator[tuple[Doc, str] | Rejected]:
@@ -126,10 +126,10 @@ def read_jsonl(path: Path, source: str, origin: str) -> Iterator[tuple[Doc, str]
                 )
                 continue
             rid = record.get("id")
-            yield (
-                Doc(doc_id(source, f"{origin}:{rid}" if rid else where), record["text"], source),
-                where,
-            )
+            did = doc_id(source, f"{origin}:{rid}" if rid else where)
+            # The user's own id, to find their record in every later table; else file:line.
+            source_id = str(rid) if rid not in (None, "") else where
+            yield Doc(did, record["text"], source, source_id=source_id), where
 
 
 def discover(raw: Path) -> Iterator[tuple[Path, str]]:
@@ -167,7 +167,7 @@ def ingest(
             doc, origin = item
             text = normalize(doc.text, unicode_form)
             if not text:
-                rejected.append(Rejected(doc.id, source, origin, EMPTY_TEXT, "", ""))
+                rejected.append(Rejected(doc.id, source, origin, EMPTY_TEXT, "", "", doc.source_id))
                 continue
             if max_doc_chars is not None and len(text) > max_doc_chars:
                 rejected.append(
@@ -178,11 +178,33 @@ def ingest(
                         TOO_LARGE,
                         f"{len(text):,} chars > ingest.max_doc_chars {max_doc_chars:,}",
                         text[:2000],
+                        doc.source_id,
                     )
                 )
                 continue
-            docs.append(Doc(doc.id, text, source))
-    return docs, rejected
+            docs.append(replace(doc, text=text))
+    # Records that could not be parsed have no id of their own: their file and line stand in.
+    return docs, [r if r.source_id else replace(r, source_id=r.origin) for r in rejected]
+
+
+def failure_message(raw: Path, rejected: list[Rejected], quarantine: Path) -> str:
+    """Why nothing could be read: the top reasons with counts and one example each."""
+    if not rejected:
+        return f"no document found under {raw}: expected <source>/**/*.txt|html or <source>.jsonl"
+    by_reason = Counter(r.reason for r in rejected)
+    examples = {}
+    for r in rejected:
+        examples.setdefault(r.reason, r)
+    top = "; ".join(
+        f"{reason}: {n} (e.g. {examples[reason].origin}"
+        + (f": {examples[reason].detail[:120]}" if examples[reason].detail else "")
+        + ")"
+        for reason, n in by_reason.most_common(3)
+    )
+    return (
+        f"no document could be read from {raw}: all {len(rejected)} record(s) quarantined. "
+        f"Top reasons: {top}. Every record with its reason is in {quarantine}."
+    )
 
 
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
@@ -191,11 +213,12 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     docs, rejected = ingest(
         paths.raw, params.ingest.sources, params.ingest.unicode_form, params.ingest.max_doc_chars
     )
-    if not docs:
-        raise ValueError(f"no document could be read from {paths.raw}; see the quarantine")
     paths.out.mkdir(parents=True, exist_ok=True)
-    write_docs(docs, paths.out / DOCS_FILE)
+    # The quarantine first: when nothing could be read, it is what the error points to.
     write_quarantine(rejected, paths.out / QUARANTINE_FILE)
+    if not docs:
+        raise ValueError(failure_message(paths.raw, rejected, paths.out / QUARANTINE_FILE))
+    write_docs(docs, paths.out / DOCS_FILE)
     by_source = Counter(d.source for d in docs)
     by_reason = Counter(r.reason for r in rejected)
     for r in rejected:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -25,6 +26,9 @@ from components.stage import StageResult
 from components.tracking.stage_run import Tracker
 
 INDEX_FILE = "index.json"
+# Which record became which tokens: a document's span in its split's token stream (before the
+# stream is cut into sequences, so token_start // seq_len is its first sequence).
+DOCUMENTS_FILE = "documents.parquet"
 
 
 class Reads(StageParams):
@@ -71,6 +75,23 @@ def token_shares(docs: list[Doc], tokens: list[list[int]], by: str) -> dict[str,
     return {g: round(n / total, 6) for g, n in sorted(counts.items())}
 
 
+def document_spans(docs: list[Doc], tokens: list[list[int]], split: str) -> list[dict]:
+    rows, start = [], 0
+    for doc, ids in zip(docs, tokens, strict=True):
+        rows.append(
+            {
+                "id": doc.id,
+                "source_id": doc.source_id,
+                "source": doc.source,
+                "split": split,
+                "token_start": start,
+                "tokens": len(ids),
+            }
+        )
+        start += len(ids) + 1  # + EOS
+    return rows
+
+
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.pack
     tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer)
@@ -89,12 +110,16 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     train_tokens = tokenize([d.text for d in train_docs], tokenizer)
     shares = token_shares(train_docs, train_tokens, mixture["by"])
     train = pack_tokens(train_tokens, eos, cfg.seq_len)
-    val = pack_tokens(tokenize([d.text for d in val_docs], tokenizer), eos, cfg.seq_len)
+    val_tokens = tokenize([d.text for d in val_docs], tokenizer)
+    val = pack_tokens(val_tokens, eos, cfg.seq_len)
     if len(val) == 0:
         raise ValueError("validation split is shorter than one sequence; raise val_fraction")
     paths.out.mkdir(parents=True, exist_ok=True)
     np.save(paths.out / "train.npy", train)
     np.save(paths.out / "val.npy", val)
+    spans = document_spans(train_docs, train_tokens, "train")
+    spans += document_spans(val_docs, val_tokens, "val")
+    pd.DataFrame(spans).to_parquet(paths.out / DOCUMENTS_FILE, index=False)
     index = {
         "seq_len": cfg.seq_len,
         "dtype": str(train.dtype),
@@ -106,6 +131,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         "mixture_by": mixture["by"],
         "requested_share": {g: v["requested_share"] for g, v in mixture["groups"].items()},
         "train_token_share": shares,
+        "documents": DOCUMENTS_FILE,  # id, source_id, source, split, token_start, tokens
     }
     (paths.out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     metrics: dict = {

@@ -2,9 +2,10 @@
 
 1. judge — map, per partition on the engine: language ID → language tag (a transform) →
    Gopher quality → Gopher repetition → C4 line cleaning (a transform) → C4 → FineWeb →
-   toxicity.
-2. quality_model — fit, on the driver: the quality model, trained on what judge kept vs
-   rejected.
+   toxicity, with the thresholds of the document's source's rule set (`curate.rule_sets`,
+   `curate.source_rule_set`; the quarantine names the set).
+2. quality_model — fit, on the driver: the quality model, trained against the bundled
+   reference sample (components/data/quality_model.py), not against judge's verdicts.
 3. polish — map, per partition on the engine: quality-model threshold → PII redaction (a
    transform) → decontamination against the eval sets → MinHash signatures for near-dedup.
 4. dedup — sequential, on the driver in corpus order: exact dedup → near dedup on the
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from datasketch import LeanMinHash
@@ -55,7 +56,9 @@ def judge_blocks(cfg: CurateParams) -> list[Block]:
         GopherQualityFilter(
             cfg.min_words, cfg.max_words, cfg.min_alpha_ratio, cfg.max_symbol_ratio
         ),
-        GopherRepetitionFilter(cfg.max_duplicate_line_fraction),
+        GopherRepetitionFilter(
+            cfg.max_duplicate_line_fraction, cfg.max_duplicate_line_char_fraction
+        ),
         C4LineCleaner(
             cfg.c4_remove_citations,
             cfg.c4_line_terminal_punct,
@@ -104,17 +107,52 @@ def dedup_filters(
 # ---------------------------------------------------------------- steps of each phase
 
 
+class RuleSetRouter:
+    """The judge chain per rule set: each document goes through the chain of its source's rule
+    set; kept documents stay in input order, rejected ones name the set."""
+
+    name = "judge"
+
+    def __init__(self, cfg: CurateParams):
+        self.cfg = cfg
+        names = sorted({"default", *cfg.rule_sets})
+        self.chains = {n: Chain(judge_blocks(cfg.for_rule_set(n)), f"judge[{n}]") for n in names}
+
+    @property
+    def counters(self) -> Counter:
+        total: Counter = Counter()
+        for chain in self.chains.values():
+            total.update(chain.counters)
+        return total
+
+    def run(self, docs: list[Doc]) -> Outcome:
+        groups: dict[str, list[int]] = {}
+        for i, d in enumerate(docs):
+            groups.setdefault(self.cfg.rule_set_of(d.source), []).append(i)
+        kept: list[tuple[int, Doc]] = []
+        rejected: list[tuple[int, Rejected]] = []
+        for name, idx in groups.items():
+            out = self.chains[name].run([docs[i] for i in idx])
+            position = {docs[i].id: i for i in idx}
+            kept += [(position[d.id], d) for d in out.kept]
+            rejected += [(position[r.id], replace(r, rule_set=name)) for r in out.rejected]
+        return Outcome(
+            kept=[d for _, d in sorted(kept, key=lambda x: x[0])],
+            rejected=[r for _, r in sorted(rejected, key=lambda x: x[0])],
+        )
+
+
 def judge_steps(cfg: CurateParams, model: QualityModel | None) -> list[Step]:
     """`model`: unused, judge runs before the fit."""
-    return [Chain(judge_blocks(cfg), "judge")]
+    return [RuleSetRouter(cfg)]
 
 
 def polish_steps(
     cfg: CurateParams, eval_sets: dict[str, list[str]], model: QualityModel | None
 ) -> list[Step]:
     steps: list[Step] = []
-    if model is not None and cfg.quality_model_min_score is not None:
-        steps.append(QualityThreshold(model, cfg.quality_model_min_score))
+    if model is not None:
+        steps.append(QualityThreshold(model))
     if cfg.redact_pii:
         steps.append(Chain([PiiRedactor()], "pii"))
     if decontam := decontam_filters(cfg, eval_sets):
@@ -129,28 +167,23 @@ def dedup_steps(cfg: CurateParams, signatures: Mapping[str, LeanMinHash]) -> lis
     return [Chain(dedup_filters(cfg, signatures), "dedup")]
 
 
-def fit_quality_model(
-    kept: list[Doc], rejected: list[Rejected], seed: int
-) -> tuple[QualityModel, dict]:
-    """Trained on this corpus, high = heuristic keeps, low = heuristic rejects."""
-    result = fit(
-        [(d.id, d.text) for d in kept], [(r.id, r.text) for r in rejected], folds=2, seed=seed
-    )
-    return result.model, {
-        "quality_model.heldout_accuracy": round(result.heldout_accuracy, 4),
-        "quality_model.train_high": result.n_high,
-        "quality_model.train_low": result.n_low,
-    }
-
-
 def quality_fit(
-    cfg: CurateParams, seed: int, kept: list[Doc], rejected: list[Rejected]
+    cfg: CurateParams, seed: int, reference: Sequence[tuple[str, str]]
 ) -> tuple[QualityModel | None, Counter]:
-    """The fit phase: no model when it is switched off or one side of the split is empty."""
-    if cfg.quality_model_min_score is None or not kept or not rejected:
+    """The fit phase, on the reference sample only: no model when it is switched off or there
+    is no reference sample."""
+    if cfg.quality_model_keep is None or not reference:
         return None, Counter()
-    model, stats = fit_quality_model(kept, rejected, seed)
-    return model, Counter(stats)
+    result = fit(reference, cfg.quality_model_keep, folds=2, seed=seed)
+    return result.model, Counter(
+        {
+            "quality_model.heldout_accuracy": round(result.heldout_accuracy, 4),
+            "quality_model.threshold": round(result.model.threshold, 4),
+            "quality_model.reference_kept": round(result.reference_kept, 4),
+            "quality_model.train_positive_windows": result.n_positive,
+            "quality_model.train_negative_windows": result.n_negative,
+        }
+    )
 
 
 # ---------------------------------------------------------------- phases and their runner
@@ -168,10 +201,10 @@ class Map:
 
 @dataclass(frozen=True)
 class Fit:
-    """On the driver, over everything kept and rejected so far: (model, its counters)."""
+    """On the driver, once between map phases: (model, its counters)."""
 
     name: str
-    fit: Callable[[list[Doc], list[Rejected]], tuple[QualityModel | None, Counter]]
+    fit: Callable[[], tuple[QualityModel | None, Counter]]
 
 
 @dataclass(frozen=True)
@@ -185,12 +218,17 @@ class Sequential:
 Phase = Map | Fit | Sequential
 
 
-def phases(cfg: CurateParams, eval_sets: dict[str, list[str]], seed: int) -> list[Phase]:
+def phases(
+    cfg: CurateParams,
+    eval_sets: dict[str, list[str]],
+    seed: int,
+    reference: Sequence[tuple[str, str]] = (),
+) -> list[Phase]:
     """The refinery, top to bottom."""
     size = cfg.engine.docs_per_partition
     return [
         Map("judge", partial(judge_steps, cfg), size),
-        Fit("quality_model", partial(quality_fit, cfg, seed)),
+        Fit("quality_model", partial(quality_fit, cfg, seed, reference)),
         Map("polish", partial(polish_steps, cfg, eval_sets), size),
         Sequential("dedup", partial(dedup_steps, cfg)),
     ]
@@ -230,7 +268,7 @@ def run_phases(phases: Sequence[Phase], docs: list[Doc], engine: Engine) -> Corp
                 fn = partial(map_partition, phase.steps, corpus.model)
                 corpus.add(merge(engine.map(fn, parts, f"curate: {phase.name}")))
             case Fit():
-                corpus.model, counters = phase.fit(corpus.docs, corpus.rejected)
+                corpus.model, counters = phase.fit()
                 corpus.counters.update(counters)
             case Sequential():
                 corpus.add(run_steps(phase.steps(corpus.signatures), corpus.docs))
@@ -251,7 +289,10 @@ def refine(
     eval_sets: dict[str, list[str]],
     seed: int = 0,
     engine: Engine | None = None,
+    reference: Sequence[tuple[str, str]] = (),
 ) -> tuple[list[Doc], list[Rejected], dict]:
-    """The whole refinery; returns kept docs (language-tagged), rejects and statistics."""
-    corpus = run_phases(phases(cfg, eval_sets, seed), chunks, engine or InProcessEngine())
+    """The whole refinery; returns kept docs (language-tagged), rejects and statistics.
+    `reference`: (id, text) of the quality model's reference sample (none: no model)."""
+    phased = phases(cfg, eval_sets, seed, reference)
+    corpus = run_phases(phased, chunks, engine or InProcessEngine())
     return corpus.docs, corpus.rejected, statistics(corpus)

@@ -12,7 +12,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
@@ -100,31 +99,35 @@ def validate_frame(
         return next(iter(run.run_results.values())).to_json_dict()
 
 
-# Fields of a GE validation result that differ on every run of the same data and suite (uuids,
-# clock times). The report is a DVC dependency of the next stage, so it must depend only on the
-# data and the suite: with them, a rerun of a gate made everything downstream stale. When the
-# validation ran is in the stage's MLflow run.
-_VOLATILE = frozenset(
-    {"checkpoint_id", "validation_id", "validation_time", "run_time", "ge_load_time"}
+# Keys of a GE result that differ on every run of the same suite on the same data (ids, clock).
+VOLATILE_KEYS = frozenset(
+    {
+        "id",
+        "run_id",
+        "run_name",
+        "run_time",
+        "validation_time",
+        "ge_load_time",
+        "checkpoint_id",
+        "validation_id",
+    }
 )
 
 
-def reproducible(value: Any, parent: str = "") -> Any:
-    """`value` without its volatile fields (and without the random `id` of each expectation)."""
-    if isinstance(value, dict):
-        return {
-            k: reproducible(v, k)
-            for k, v in value.items()
-            if k not in _VOLATILE and not (k == "id" and parent == "expectation_config")
-        }
-    if isinstance(value, list):
-        return [reproducible(v, parent) for v in value]
-    return value
+def stable(result):
+    """The result without run ids and timestamps: the report is a DVC output that downstream
+    stages depend on, so the same data must give the same bytes or every gate run would
+    invalidate them."""
+    if isinstance(result, dict):
+        return {k: stable(v) for k, v in result.items() if k not in VOLATILE_KEYS}
+    if isinstance(result, list):
+        return [stable(v) for v in result]
+    return result
 
 
 def save_result(result: dict, report: Path, docs_site: Path, tracker: Tracker) -> None:
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(reproducible(result), indent=2, default=str))
+    report.write_text(json.dumps(stable(result), indent=2, sort_keys=True, default=str) + "\n")
     tracker.log_artifact(report, "validation")
     tracker.log_artifact(docs_site, "validation/data_docs")
 

@@ -18,7 +18,7 @@ from components.config import CurateParams, StageParams
 from components.constants import EVAL_SET_FILES
 from components.data.decontam import DecontaminationFilter, load_eval_sets
 from components.data.documents import DOCS_FILE, Doc
-from components.data.pii import find_pii
+from components.data.pii_check import find_pii
 from components.data.validate import (
     failed_expectations,
     save_result,

@@ -70,3 +70,28 @@ def test_demo_profile_restores_every_key_other_profiles_change(tmp_path):
     apply_profile("cluster", path)
     apply_profile("demo", path)
     assert load_params(path) == load_params(ROOT / "params.yaml")
+
+
+def test_rule_sets_override_the_section_per_source():
+    cfg = load_params(ROOT / "params.yaml").curate
+    structured = cfg.for_rule_set(cfg.rule_set_of("pydocs"))
+    assert cfg.rule_set_of("pydocs") == "structured" and cfg.rule_set_of("web") == "default"
+    assert structured.max_duplicate_line_fraction is None
+    assert structured.min_words == cfg.min_words  # what a set does not name, it inherits
+    assert cfg.for_rule_set("default") is cfg
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"rule_sets": {"code": {"min_wordz": 3}}}, r"rule_sets\.code: \['min_wordz'\]"),
+        ({"rule_sets": {"code": {"near_dedup": {}}}}, r"cannot be set per source"),
+        ({"rule_sets": {"code": {"min_alpha_ratio": 3}}}, r"rule_sets\.code: .*min_alpha_ratio"),
+        ({"source_rule_set": {"pydocs": "typo"}}, r"names rule sets \['typo'\]"),
+    ],
+)
+def test_bad_rule_sets_are_named(change, message):
+    raw = raw_params()
+    raw["curate"].update(change)
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)

@@ -11,6 +11,7 @@ from components.data.decontam import load_eval_sets
 from components.data.documents import Doc
 from components.data.engine import InProcessEngine, open_engine, partitions
 from components.data.ingest import ingest
+from components.data.quality_model import load_reference
 from components.data.refinery import refine
 from tests.helpers import ROOT, project_params
 
@@ -43,9 +44,10 @@ def test_refinery_on_two_dask_workers_matches_the_in_process_run(corpus):
     chunks, eval_sets = corpus
     # Small partitions: duplicates and near-duplicates fall into different partitions.
     cfg = project_params(curate={"engine": EngineParams(docs_per_partition=40)}).curate
-    local = refine(chunks, cfg, eval_sets, seed=1, engine=InProcessEngine())
+    reference = load_reference(ROOT / "data" / "keeprate" / "clean.jsonl")
+    local = refine(chunks, cfg, eval_sets, seed=1, engine=InProcessEngine(), reference=reference)
     with open_engine(cfg.engine.model_copy(update={"kind": "dask", "workers": 2})) as engine:
-        distributed = refine(chunks, cfg, eval_sets, seed=1, engine=engine)
+        distributed = refine(chunks, cfg, eval_sets, seed=1, engine=engine, reference=reference)
     (kept, rejected, stats), (d_kept, d_rejected, d_stats) = local, distributed
     assert [asdict(d) for d in d_kept] == [asdict(d) for d in kept]
     assert [asdict(r) for r in d_rejected] == [asdict(r) for r in rejected]
@@ -54,9 +56,11 @@ def test_refinery_on_two_dask_workers_matches_the_in_process_run(corpus):
     for reason in (
         "exact_duplicate",
         "near_duplicate",
-        "language_score_too_low",
+        "gopher_too_few_words",
         "quality_model_low_score",
         "eval_contamination",
     ):
         assert stats.get(f"dropped.{reason}", 0) > 0, reason
     assert stats["pii.EMAIL"] > 0 and len(kept) > 100
+    # Each source went through its rule set's chain (params.yaml curate.source_rule_set).
+    assert {r.rule_set for r in rejected if r.reason == "gopher_too_few_words"} == {"structured"}

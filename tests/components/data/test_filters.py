@@ -1,5 +1,6 @@
 from components.data.documents import Doc
 from components.data.filters import (
+    DUPLICATE_LINE_CHARS,
     DUPLICATE_LINES,
     EXACT_DUPLICATE,
     HIGH_SYMBOL_RATIO,
@@ -46,8 +47,23 @@ def test_repetition():
     assert f.filter(doc("same\nsame\nsame\nother")) == (
         False,
         DUPLICATE_LINES,
-        "gopher_repetition",
+        "0.75 of lines are repeated",
     )
+
+
+def test_repetition_by_characters_lets_short_repeated_headings_through():
+    # An API page: `Args:` and `Returns:` repeat, a third of the lines, few of the characters.
+    page = "\n".join(
+        f"def f{i}(x)\nArgs:\n    x: the value number {i} to transform and return.\nReturns:\n"
+        f"    the transformed value of number {i}, never None."
+        for i in range(4)
+    )
+    assert GopherRepetitionFilter(0.3).filter(doc(page))[1] == DUPLICATE_LINES
+    by_chars = GopherRepetitionFilter(None, max_duplicate_line_char_fraction=0.2)
+    assert by_chars.filter(doc(page)) is True
+    spam = "\n".join(["Buy cheap watches online now!!! Best prices guaranteed."] * 5 + ["Home"])
+    ok, reason, detail = by_chars.filter(doc(spam))
+    assert (ok, reason) == (False, DUPLICATE_LINE_CHARS) and "characters" in detail
 
 
 def test_exact_dedup_ignores_case_and_whitespace():

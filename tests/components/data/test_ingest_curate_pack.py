@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from components.data.curate import split_long
 from components.data.documents import Doc
@@ -87,7 +88,7 @@ def test_split_long_cuts_huge_paragraphs_and_lines_within_the_limit():
 
 
 def test_curate_counts_and_quarantines():
-    toy = {**TOY_CURATE, "min_words": 5, "quality_model_min_score": None}
+    toy = {**TOY_CURATE, "min_words": 5, "quality_model_keep": None}
     params = project_params(curate=toy)
     good = "one two three four five six seven"
     docs = [Doc("1", good, "s"), Doc("2", good.upper(), "s"), Doc("3", "tiny", "s")]
@@ -146,3 +147,70 @@ def test_html_extraction_drops_navigation_and_footer_keeps_code_blocks_as_text()
     assert "```" not in text  # no markdown fences
     for boilerplate in ("Home", "Site header", "Copyright"):
         assert boilerplate not in text
+
+
+def run_ingest(tmp_path, monkeypatch, raw, **ingest_params):
+    from components.data import ingest as ingest_stage
+    from components.tracking.stage_run import stage_run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    params = project_params(ingest={"sources": ("feed",), **ingest_params})
+    paths = ingest_stage.Paths(raw=raw, out=tmp_path / "out", metrics=tmp_path / "m.json")
+    with stage_run("ingest", stage_view("ingest", params)) as tracker:
+        return ingest_stage.run(tracker.params, paths, tracker)
+
+
+def test_a_file_that_is_not_jsonl_fails_naming_the_reason_and_the_quarantine(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "feed.jsonl").write_text("Just prose,\nnot JSON at all.\nThird line.\n")
+    with pytest.raises(ValueError, match=r"bad_json: 3 \(e\.g\. feed\.jsonl:1") as err:
+        run_ingest(tmp_path, monkeypatch, raw)
+    quarantine = tmp_path / "out" / "quarantine.parquet"
+    assert str(quarantine) in str(err.value)
+    rows = pq.read_table(quarantine).to_pylist()
+    assert [r["source_id"] for r in rows] == ["feed.jsonl:1", "feed.jsonl:2", "feed.jsonl:3"]
+
+
+def test_a_single_oversized_record_fails_with_too_large(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "feed.jsonl").write_text(json.dumps({"id": "huge-1", "text": "x " * 5000}) + "\n")
+    with pytest.raises(ValueError, match=r"too_large: 1 .*> ingest\.max_doc_chars 1,000"):
+        run_ingest(tmp_path, monkeypatch, raw, max_doc_chars=1000)
+    rows = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pylist()
+    assert [(r["reason"], r["source_id"]) for r in rows] == [("too_large", "huge-1")]
+
+
+def test_source_id_is_the_records_own_id_else_file_and_line(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    lines = [
+        json.dumps({"id": "user-7", "text": "a record with an id"}),
+        json.dumps({"text": "a record without one"}),
+        json.dumps({"id": 42, "text": "   "}),
+    ]
+    (raw / "feed.jsonl").write_text("\n".join(lines) + "\n")
+    (raw / "books").mkdir()
+    (raw / "books" / "a.txt").write_text("a text file")
+    docs, rejected = ingest(raw, ("feed", "books"), "NFC")
+    assert sorted(d.source_id for d in docs) == ["books/a.txt", "feed.jsonl:2", "user-7"]
+    assert [(r.reason, r.source_id) for r in rejected] == [(EMPTY_TEXT, "42")]
+    # Chunks of a long document keep it; so do the curation quarantine's records.
+    chunks = split_long(Doc("d", "word " * 100, "feed", source_id="user-7"), 100)
+    assert len(chunks) > 1 and {c.source_id for c in chunks} == {"user-7"}
+    toy = {**TOY_CURATE, "quality_model_keep": None}
+    _, dropped, _ = refine(chunks, project_params(curate=toy).curate, {})
+    assert dropped and {r.source_id for r in dropped} == {"user-7"}
+
+
+def test_packed_document_spans_carry_source_ids():
+    from components.data.pack import document_spans
+
+    docs = [Doc("a", "x", "s", source_id="user-1"), Doc("b", "y", "s", source_id="f.jsonl:2")]
+    rows = document_spans(docs, [[1, 2, 3], [4]], "train")
+    assert [(r["source_id"], r["token_start"], r["tokens"]) for r in rows] == [
+        ("user-1", 0, 3),
+        ("f.jsonl:2", 4, 1),  # after the first document's 3 tokens and its EOS
+    ]

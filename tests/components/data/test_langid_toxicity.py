@@ -58,3 +58,22 @@ def test_toxicity_drops_mostly_abusive_text_keeps_an_occasional_insult():
         ToxicityFilter(max_toxic_line_fraction=None).filter(Doc("a", "\n".join(abusive), "s"))
         is True
     )
+
+
+def test_toxicity_batch_decides_as_one_by_one():
+    from components.data.blocks import Chain
+
+    tox = ToxicityFilter(0.8, 0.05)
+    abuse = "shut up you fucking idiot, nobody wants your crap here"
+    docs = [
+        Doc("a", EN, "s"),
+        Doc("b", f"{EN}\n{abuse}", "s"),
+        Doc("c", "", "s"),
+        Doc("d", abuse, "s"),
+    ]
+    one_by_one = [tox.filter(d) for d in docs]
+    assert tox.filter_batch(docs) == one_by_one
+    assert [d is True for d in one_by_one] == [True, False, True, False]
+    # A chain calls it once for the batch; the rejected keep the input order.
+    out = Chain([tox]).run(docs)
+    assert [d.id for d in out.kept] == ["a", "c"] and [r.id for r in out.rejected] == ["b", "d"]

@@ -10,9 +10,11 @@ import pytest
 from components.constants import EVAL_SET_FILES
 from components.data import curate, ingest
 from components.data.decontam import item_text
-from components.data.pii import find_pii
+from components.data.pii_check import find_pii
 from components.tracking.stage_run import stage_run
-from tests.helpers import project_params, stage_view
+from tests.helpers import LINE_RULES_OFF, ROOT, project_params, stage_view
+
+REFERENCE = ROOT / "data" / "keeprate" / "clean.jsonl"
 
 SUBJECTS = [
     "The committee",
@@ -66,7 +68,7 @@ ABUSE = (
 )
 PII_LINE = (
     "You can reach Jane at jane.doe@example.org or on +44 20 7946 0958; pay to IBAN "
-    "GB82 WEST 1234 5698 7654 32 or card 4111 1111 1111 1111; the server is 192.0.2.44."
+    "GB82 WEST 1234 5698 7654 32 or card 4111 1111 1111 1111; the server is 81.2.69.160."
 )
 
 
@@ -129,7 +131,7 @@ def outcome(tmp_path_factory, tasks_dir):
     plant(tmp / "raw", leaked_item(tasks_dir))
     params = project_params(
         ingest={"sources": ("web", "feed"), "max_doc_chars": 200_000},
-        curate={"quality_model_min_score": None},
+        curate={"quality_model_keep": None, **LINE_RULES_OFF},
     )
     ingested, curated = tmp / "ingested", tmp / "curated"
     with stage_run("ingest", stage_view("ingest", params)) as tracker:
@@ -139,7 +141,7 @@ def outcome(tmp_path_factory, tasks_dir):
     with stage_run("curate", stage_view("curate", params)) as tracker:
         curate_metrics = curate.run(
             tracker.params,
-            curate.Paths(ingested, tasks_dir, curated, tmp / "c.json"),
+            curate.Paths(ingested, tasks_dir, REFERENCE, curated, tmp / "c.json"),
             tracker,
         ).metrics
     read = lambda path: pq.read_table(path).to_pylist()  # noqa: E731

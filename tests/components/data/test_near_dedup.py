@@ -72,7 +72,7 @@ def test_lsh_recall_and_precision_on_planted_duplicates():
 
 def test_refinery_counts_near_duplicates_and_can_disable_them():
     docs = [Doc("a", TEXT, "s"), Doc("b", TEXT.replace("item7 ", "item7x ", 1), "s")]
-    toy = {**TOY_CURATE, "min_words": 1, "min_alpha_ratio": None, "quality_model_min_score": None}
+    toy = {**TOY_CURATE, "min_words": 1, "min_alpha_ratio": None, "quality_model_keep": None}
     cfg = project_params(curate=toy).curate
     kept, rejected, stats = refine(docs, cfg, {})
     assert [d.id for d in kept] == ["a"] and stats[f"dropped.{NEAR_DUPLICATE}"] == 1

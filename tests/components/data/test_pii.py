@@ -12,6 +12,7 @@ from components.data.pii import (
     luhn_ok,
     redact,
 )
+from components.data.pii_check import find_pii
 
 
 @pytest.mark.parametrize(
@@ -19,9 +20,9 @@ from components.data.pii import (
     [
         ("write to jane.doe+news@example.co.uk today", EMAIL),
         ("call +44 20 7946 0958 now", PHONE),
-        ("call (555) 123-4567 now", PHONE),
-        ("server 192.168.10.254 is down", IP),
-        ("server 2001:db8:85a3::8a2e:370:7334 is down", IP),
+        ("call (212) 555-2590 now", PHONE),
+        ("server 8.8.4.4 is down", IP),
+        ("server 2a00:1450:4001:81c::200e is down", IP),
         ("card 4111 1111 1111 1111 expired", CREDIT_CARD),
         ("card 5500-0000-0000-0004 expired", CREDIT_CARD),
         ("pay to GB82 WEST 1234 5698 7654 32 please", IBAN),
@@ -43,6 +44,16 @@ def test_each_kind_is_replaced_by_its_placeholder(text, kind):
         "IBAN-like GB00 WEST 1234 5698 7654 32",  # fails mod-97
         "999.999.999.999 is not an address",
         "Act 3, Scene 2, line 45",
+        "version 3.11.7.2 released",  # a version with four parts
+        "see section 4.8.3.1. Keyword arguments",
+        "released on 2008-06-02, patched 2008/06/30",  # dates
+        "call 555-0100 now",  # seven digits, no area code
+        "'+3.140000; -3.140000'",  # a formatted float, not +3 …
+        "ISBN 0-306-40615-2 and timestamp 1700000000",
+        "connect to 192.0.2.1 or 2001:db8::1",  # documentation addresses (RFC 5737, 3849)
+        "bind to 127.0.0.1, 10.0.0.1 or 192.168.10.254",  # not routed: identifies no one
+        ">>> math.pi\n3.14159265359",  # its digits after the point read as a US number
+        "0 1 1 2 3 5 8 13 21 34 55 89 144 233 377 610 987 1597",  # a list of numbers
     ],
 )
 def test_ordinary_numbers_survive(text):
@@ -75,3 +86,41 @@ def test_redactor_counts_and_keeps_clean_docs_identical():
 )
 def test_false_positives_seen_in_the_bundled_corpus(text):
     assert redact(text) == (text, {})
+
+
+@pytest.mark.parametrize(
+    "text, redacted",
+    [
+        ("call (212) 555-2590.", "call <PHONE>."),  # a sentence's full stop
+        ("or 212-555-2590.", "or <PHONE>."),
+        ("(office: 212.555.2590)", "(office: <PHONE>)"),  # brackets
+        ("[+44 20 7946 0958]", "[<PHONE>]"),
+        ("dial 212-555-2590 ext. 123, then", "dial <PHONE>, then"),  # the extension goes too
+        ("+1 212 555 2590; or", "<PHONE>; or"),
+        ("(555) 123-4567.", "<PHONE>."),  # fictional, but written as a phone number
+        ("mail jane@example.org.", "mail <EMAIL>."),
+        ("at 8.8.8.8.", "at <IP_ADDRESS>."),
+        ("card 4111-1111-1111-1111.", "card <CREDIT_CARD>."),
+    ],
+)
+def test_trailing_punctuation_brackets_and_extensions(text, redacted):
+    assert redact(text)[0] == redacted
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "call (212) 555-2590.",
+        "or 212-555-2590.",
+        "+44 20 7946 0958",
+        "jane.doe+news@example.co.uk",
+        "4111 1111 1111 1111",
+        "GB82 WEST 1234 5698 7654 32",
+        "8.8.4.4",
+        "2a00:1450:4001:81c::200e",
+    ],
+)
+def test_the_gate_detector_finds_what_the_redactor_removes(text):
+    # Independent detectors (components/data/pii_check.py): both must see it, neither after.
+    assert sum(find_pii(text).values()) == 1
+    assert not find_pii(redact(text)[0])

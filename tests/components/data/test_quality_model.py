@@ -1,13 +1,23 @@
+from dataclasses import replace
+
 import numpy as np
 
-from components.data.quality_model import _vectorizer, corrupt, fit, fold_of
+from components.data.documents import Doc
+from components.data.quality_model import (
+    QualityThreshold,
+    _vectorizer,
+    corrupt,
+    fit,
+    fold_of,
+    windows,
+)
 
 
-def prose(i: int) -> str:
+def prose(i: int, lines: int = 6) -> str:
     return "\n".join(
         f"The survey team measured the river at station {i + k} and wrote down the results. "
         f"They compared the water levels with last year's records before going home."
-        for k in range(6)
+        for k in range(lines)
     )
 
 
@@ -18,23 +28,49 @@ def test_corrupt_keeps_words_but_not_order():
     assert sorted(bad.split()) == sorted(text.split()) and bad != text
 
 
-def test_cross_fit_separates_real_text_from_word_salad_held_out():
-    high = [(f"h{i}", prose(i)) for i in range(60)]
-    rejected = [
-        (f"r{i}", t) for i, t in enumerate(["buy now " * 40, "click here " * 40, "x y z " * 40] * 4)
-    ]
-    result = fit(high, rejected, folds=2, seed=0)
-    assert result.n_high == 60 and result.n_low == 60 + 12
+def test_windows_are_whole_lines_of_about_the_same_size():
+    text = prose(0, lines=40)
+    parts = windows(text, 1000)
+    assert "\n".join(parts) == text
+    assert all(1000 <= len(p) < 1500 for p in parts[:-1]) and len(parts[-1]) >= 500
+    assert windows("short", 1000) == ["short"]
+
+
+def test_trained_on_the_reference_it_separates_text_from_word_salad_held_out():
+    reference = [(f"h{i}", prose(i)) for i in range(60)]
+    result = fit(reference, keep=0.9, folds=2, seed=0)
     assert result.heldout_accuracy > 0.9
-    scores = result.model.score([i for i, _ in high], [t for _, t in high])
-    assert len(scores) == 60 and (scores > 0.5).mean() > 0.9
+    # The threshold keeps the target share of the reference, scored out of fold.
+    assert 0.88 <= result.reference_kept <= 0.95
+    rng = np.random.default_rng(1)
+    unseen = [prose(100 + i) for i in range(20)]
+    salad = [corrupt(t, rng) for t in unseen]
+    scores = result.model.score([f"u{i}" for i in range(40)], unseen + salad)
+    assert scores[:20].min() > scores[20:].max()
+    assert (scores[20:] < result.model.threshold).all()
+
+
+def test_score_does_not_depend_on_length():
+    result = fit([(f"h{i}", prose(i)) for i in range(60)], keep=0.9, seed=0)
+    short, long = prose(500, lines=8), prose(500, lines=80)
+    a, b = result.model.score(["x", "x"], [short, long])
+    assert abs(a - b) < 0.1
 
 
 def test_each_document_is_scored_by_the_model_that_did_not_train_on_it():
-    high = [(f"h{i}", prose(i)) for i in range(40)]
-    rejected = [(f"r{i}", "buy now " * (30 + i)) for i in range(20)]
-    model = fit(high, rejected, folds=2, seed=0).model
-    doc_id, text = high[0]
+    reference = [(f"h{i}", prose(i)) for i in range(40)]
+    model = fit(reference, keep=0.9, folds=2, seed=0).model
+    doc_id, text = reference[0]
     own = model.models[fold_of(doc_id, 2)].predict_proba(_vectorizer().transform([text]))[0, 1]
     assert model.score([doc_id], [text])[0] == own
-    assert {fold_of(i, 2) for i, _ in high} == {0, 1}  # both folds are used
+    assert {fold_of(i, 2) for i, _ in reference} == {0, 1}  # both folds are used
+
+
+def test_threshold_step_tags_scores_and_quarantines_below():
+    fitted = fit([(f"h{i}", prose(i)) for i in range(40)], keep=0.9, seed=0).model
+    model = replace(fitted, threshold=0.5)
+    rng = np.random.default_rng(2)
+    docs = [Doc("good", prose(900), "s"), Doc("bad", corrupt(prose(901), rng), "s")]
+    out = QualityThreshold(model).run(docs)
+    assert [d.id for d in out.kept] == ["good"] and out.kept[0].quality is not None
+    assert [r.id for r in out.rejected] == ["bad"]

@@ -17,6 +17,7 @@ from components.data.refinery import (
     Map,
     Sequential,
     judge_blocks,
+    judge_steps,
     map_partition,
     phases,
     refine,
@@ -91,14 +92,14 @@ def spam_steps(model: object) -> list:
 
 def test_the_phase_list_is_what_runs(monkeypatch):
     shouted = Sequential("shout", lambda signatures: [Chain([Shout()])])
-    fitted = Fit("count", lambda kept, rejected: (None, Counter({"fit.kept": len(kept)})))
+    fitted = Fit("count", lambda: (None, Counter({"fit.ran": 1})))
     toy = [Map("spam", spam_steps, docs_per_partition=2), fitted, shouted]
-    monkeypatch.setattr(refinery, "phases", lambda cfg, eval_sets, seed: toy)
+    monkeypatch.setattr(refinery, "phases", lambda cfg, eval_sets, seed, reference: toy)
     kept, rejected, stats = refine(docs("a", "spam", "b", "c", "spam"), project_params().curate, {})
     assert [d.text for d in kept] == ["A", "B", "C"]
     assert [r.id for r in rejected] == ["1", "4"]
     # Three partitions, each with fresh blocks: their counters add up to the corpus's.
-    assert stats == {"dropped.spam": 2, "fit.kept": 3, "spam.seen": 5}
+    assert stats == {"dropped.spam": 2, "fit.ran": 1, "spam.seen": 5}
 
 
 def test_the_refinery_is_judge_fit_polish_dedup():
@@ -155,3 +156,24 @@ def test_every_block_reports_its_counters_even_when_no_document_reaches_it():
     _, rejected, stats = refine(docs("too short"), cfg, {"eval.jsonl": [LEAK]})
     assert len(rejected) == 1
     assert stats["pii.docs_redacted"] == 0 and stats["contaminated_docs.eval.jsonl"] == 0
+
+
+def test_each_source_is_judged_by_its_rule_set_and_the_quarantine_names_it():
+    strict = {**TOY_CURATE, "min_words": 10}
+    sets = {"lenient": {"min_words": 1}}
+    cfg = project_params(
+        curate={**strict, "rule_sets": sets, "source_rule_set": {"docs": "lenient"}}
+    ).curate
+    six = "This line has six words here."
+    batch = [Doc("w", six, "web"), Doc("d", six, "docs"), Doc("x", six, "web")]
+    out = run_steps(judge_steps(cfg, None), batch)
+    assert [d.id for d in out.kept] == ["d"]
+    assert [(r.id, r.rule_set) for r in out.rejected] == [("w", "default"), ("x", "default")]
+    lenient_only = project_params(
+        curate={
+            **strict,
+            "rule_sets": sets,
+            "source_rule_set": {"docs": "lenient", "web": "lenient"},
+        }
+    ).curate
+    assert len(run_steps(judge_steps(lenient_only, None), batch).kept) == 3

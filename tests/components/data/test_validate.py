@@ -57,3 +57,25 @@ def test_failing_gate_raises_after_saving_the_report(tmp_path, monkeypatch):
     assert json.loads(paths.report.read_text())["success"] is False
     # Data Docs HTML for people to read, next to the JSON result.
     assert (paths.docs_site / "index.html").exists()
+
+
+def test_two_gate_runs_write_identical_reports(tmp_path, monkeypatch):
+    # The report is a DVC dependency of curate: run ids or timestamps in it would re-run
+    # curation after every gate run on unchanged data.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    (tmp_path / "docs").mkdir()
+    frame().to_parquet(tmp_path / "docs" / "docs.parquet")
+    reports = []
+    for i in range(2):
+        paths = validate.Paths(
+            docs=tmp_path / "docs",
+            report=tmp_path / f"report{i}.json",
+            docs_site=tmp_path / f"site{i}",
+            metrics=tmp_path / f"m{i}.json",
+        )
+        with stage_run("validate_raw", stage_view("validate_raw", project_params())) as tracker:
+            validate.run(tracker.params, paths, tracker)
+        reports.append(paths.report.read_bytes())
+    assert reports[0] == reports[1]
+    assert json.loads(reports[0])["success"] is True
