@@ -105,8 +105,7 @@ def test_a_raising_reward_fails_the_stage_by_name(models, tmp_path, monkeypatch)
     params = tiny_params(align={**RL, "rl": {**RL["rl"], "rewards": {"flaky": 1.0}}})
     with pytest.raises(
         rewards.RewardFunctionError, match="reward function 'flaky' raised KeyError"
-    ):
-        with stage_run("align", stage_view("align", params)) as tracker:
-            align.run(tracker.params, paths, tracker)
+    ), stage_run("align", stage_view("align", params)) as tracker:
+        align.run(tracker.params, paths, tracker)
     assert not paths.out.exists()
     assert MlflowClient().search_model_versions(f"name='{MODEL_POLICY}'") == []
