@@ -111,14 +111,17 @@ def greedy_completions(
     stop = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(IM_END)]
     texts: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        enc = tokenizer.apply_chat_template(
-            list(prompts[i : i + batch_size]),
-            add_generation_prompt=True,
-            tokenize=True,
-            padding=True,
-            padding_side="left",  # every prompt ends where generation continues
+        texts_in = tokenizer.apply_chat_template(
+            list(prompts[i : i + batch_size]), add_generation_prompt=True, tokenize=False
+        )
+        # Left padding keeps every prompt's last token where generation continues
+        # (apply_chat_template pads on the tokenizer's side, right here).
+        enc = tokenizer(
+            texts_in,
             return_tensors="pt",
-            return_dict=True,
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
         ).to(model.device)
         out = model.generate(
             **enc,
