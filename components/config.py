@@ -331,14 +331,48 @@ class RewardParams(_Section):
     max_examples: int | None = Field(default=None, ge=1)
 
 
+# Offline preference methods: DPO and the DPOTrainer `loss_type` variants of TRL's stable API
+# (ipo: IPO, hinge: SLiC, robust: rDPO, apo_zero: APO-zero), and KTO (its own trainer, on the
+# pairs unpaired into desirable/undesirable completions).
+PreferenceMethod = Literal["dpo", "ipo", "hinge", "robust", "apo_zero", "kto"]
+# On-policy RL from the SFT model: TRL's GRPOTrainer and RLOOTrainer.
+RlMethod = Literal["grpo", "rloo"]
+
+
+class RlParams(_Section):
+    """On-policy RL (`align.method: grpo | rloo`); `align.beta` weighs the KL to the SFT model."""
+
+    # Reward name -> weight: `correct`, `exact` (components/training/rewards.py) or
+    # `reward_model` (the reward stage's model). Weight 0 leaves a reward out.
+    rewards: dict[str, float] = Field(min_length=1)
+    num_generations: int = Field(ge=2)  # completions per prompt (the group); divides batch_size
+    max_completion_length: int = Field(ge=1)
+    temperature: float = Field(gt=0)
+    use_vllm: Literal["auto", "on", "off"] = "auto"  # auto: vLLM colocated when on a GPU
+    eval_max_prompts: int | None = Field(default=None, ge=1)  # held-out prompts before/after
+
+
 class AlignParams(_Section):
-    method: Literal["dpo"] = "dpo"
+    method: PreferenceMethod | RlMethod = "dpo"
+    # Further offline methods trained from the same SFT model and scored on the same held-out
+    # pairs, for the comparison table in align's metrics; only `method` is saved and registered.
+    compare: tuple[PreferenceMethod, ...] = ()
     beta: float = Field(gt=0)
     epochs: float = Field(gt=0)
     lr: float = Field(gt=0)
     batch_size: int = Field(ge=1)
     max_length: int = Field(ge=8)
     max_examples: int | None = Field(default=None, ge=1)
+    rl: RlParams
+
+    @model_validator(mode="after")
+    def _rl_batches_whole_groups(self) -> Self:
+        if self.method in ("grpo", "rloo") and self.batch_size % self.rl.num_generations:
+            raise ValueError(
+                f"align.batch_size ({self.batch_size}) must be a multiple of "
+                f"align.rl.num_generations ({self.rl.num_generations}): a batch holds whole groups"
+            )
+        return self
 
 
 class QuantizeParams(_Section):

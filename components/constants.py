@@ -25,6 +25,8 @@ TAG_DATA_HASH: Final = "data_hash"
 TAG_PARAMS_HASH: Final = "params_hash"
 TAG_PARENT_MODEL: Final = "parent_model"
 TAG_STAGE: Final = "stage"
+# On a policy trained with the reward model's scores (RL): `name/version` of that reward model.
+TAG_REWARD_MODEL: Final = "reward_model"
 LINEAGE_TAGS: Final = (TAG_GIT_COMMIT, TAG_DATA_HASH, TAG_PARAMS_HASH, TAG_PARENT_MODEL, TAG_STAGE)
 # Content hash of the registered model directory (its files, the registry record excluded):
 # the identity of the weights, by which a downstream stage finds its parent's version and a

@@ -1,13 +1,26 @@
-"""align stage: Direct Preference Optimization of the SFT model with TRL's DPOTrainer.
+"""align stage: preference optimisation or on-policy RL of the SFT model with TRL.
+
+`align.method` picks one of:
+- offline preference methods on the preference pairs: `dpo` (DPOTrainer, sigmoid loss), its
+  stable `loss_type` variants `ipo`, `hinge` (SLiC), `robust` (rDPO), `apo_zero`, and `kto`
+  (KTOTrainer on the pairs unpaired into desirable / undesirable completions);
+- on-policy RL on the pairs' prompts: `grpo`, `rloo` (components/training/rl.py), rewarded by
+  the verifiable task checks and optionally the reward model (components/training/rewards.py).
 
 Setup -> train -> evaluate -> save, top to bottom:
 1. read preference pairs (TRL conversational format), subsample `align.max_examples` by seed;
-2. the policy and a frozen reference are two loads of the SFT model; DPOTrainer minimises
+   drop pairs no method can learn from (identical or empty completions, prompts that fill
+   `max_length`), counted per reason in the metrics (`dropped.*`, `dropped_test.*`);
+2. the policy and a frozen reference are two loads of the SFT model; e.g. DPO minimises
    -log sigmoid(beta * [(log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))]);
-3. held-out preference accuracy of the implicit reward r(x, y) = beta * (log pi - log ref)(y|x)
-   on the test pairs, computed by `implicit_rewards` below (exact per pair; TRL's eval metric
-   averages per-batch means);
-4. save the policy atomically at `out`, register it as `llmops-policy` (parent: the SFT model).
+3. offline methods: held-out preference accuracy of the implicit reward
+   r(x, y) = beta * (log pi - log ref)(y|x) on the test pairs (`implicit_rewards`, exact per
+   pair; TRL's eval metric averages per-batch means); `align.compare` trains more methods from
+   the same SFT model for a comparison table (`methods.<m>.*`), saving only `method`'s policy;
+   RL: greedy accuracy and reward on held-out prompts before and after (`heldout_before.*`,
+   `heldout_after.*`);
+4. save the policy atomically at `out`, register it as `llmops-policy` (parent: the SFT model;
+   with a reward-model reward, the reward model's version as the `reward_model` tag).
 """
 
 from __future__ import annotations
@@ -19,25 +32,30 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from mlflow import MlflowClient
 from transformers import (
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     TrainerCallback,
 )
-from trl import DPOConfig, DPOTrainer
+from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, unpair_preference_dataset
 
 from components.config import AlignParams, PostTrainParams, StageParams
-from components.constants import MODEL_POLICY
+from components.constants import MODEL_POLICY, TAG_REWARD_MODEL
 from components.modeling.io import check_weights
 from components.stage import StageResult
+from components.tracking import lineage
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
+from components.training import rewards, rl
 from components.training.trainer_common import (
     AUTO_DEVICE,
     TrackerCallback,
     atomic_model_dir,
+    drop_bad_pairs,
     load_preference_pairs,
     loss_summary,
     pair_accuracy,
@@ -47,8 +65,17 @@ from components.training.trainer_common import (
 
 log = logging.getLogger(__name__)
 
-# params.align.method -> TRL loss_type ("sigmoid" is the loss of the DPO paper).
-LOSS_TYPES = {"dpo": "sigmoid"}
+# Offline method -> DPOTrainer loss_type ("sigmoid" is the loss of the DPO paper); kto has its
+# own trainer. All are in TRL's stable API (trl.DPOTrainer / trl.KTOTrainer).
+LOSS_TYPES = {
+    "dpo": "sigmoid",
+    "ipo": "ipo",
+    "hinge": "hinge",
+    "robust": "robust",
+    "apo_zero": "apo_zero",
+}
+RL_METHODS = tuple(rl.TRAINERS)
+EVAL_BATCH_SIZE = 16  # prompts per greedy generate() call in the RL before/after measurement
 
 
 class Reads(StageParams):
@@ -60,6 +87,7 @@ class Reads(StageParams):
 @dataclass(frozen=True)
 class Paths:
     sft: Path  # SFT model directory: the policy's start and the frozen reference
+    reward: Path  # reward model directory (an RL reward when align.rl.rewards.reward_model > 0)
     train: Path  # prefs_train.jsonl
     test: Path  # prefs_test.jsonl (held out)
     out: Path  # aligned policy directory
@@ -75,7 +103,11 @@ def load_policy_and_reference(sft_dir: Path) -> tuple[PreTrainedModel, PreTraine
 
 
 def dpo_config(
-    cfg: AlignParams, scratch: Path, seed: int, posttrain: PostTrainParams = AUTO_DEVICE
+    cfg: AlignParams,
+    scratch: Path,
+    seed: int,
+    posttrain: PostTrainParams = AUTO_DEVICE,
+    method: str | None = None,
 ) -> DPOConfig:
     return DPOConfig(
         **trainer_kwargs(scratch, seed, posttrain),
@@ -84,8 +116,35 @@ def dpo_config(
         per_device_train_batch_size=cfg.batch_size,
         max_length=cfg.max_length,  # prompt + completion, truncated keeping the start
         beta=cfg.beta,
-        loss_type=[LOSS_TYPES[cfg.method]],
+        loss_type=[LOSS_TYPES[method or cfg.method]],
     )
+
+
+def kto_config(
+    cfg: AlignParams, scratch: Path, seed: int, posttrain: PostTrainParams = AUTO_DEVICE
+) -> KTOConfig:
+    if cfg.batch_size < 2:
+        raise ValueError(
+            "align.method kto needs align.batch_size >= 2: KTO estimates its KL term from "
+            "mismatched completions within a batch"
+        )
+    return KTOConfig(
+        **trainer_kwargs(scratch, seed, posttrain),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.lr,
+        per_device_train_batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        beta=cfg.beta,
+    )
+
+
+def unpaired(pairs: list[dict[str, Any]], seed: int) -> Dataset:
+    """KTO's data: each pair becomes a desirable (chosen) and an undesirable (rejected) row.
+
+    TRL unpairs in blocks (all chosen, then all rejected); shuffled so that each batch mixes
+    both labels, which KTO's sequential sampler then keeps in order.
+    """
+    return unpair_preference_dataset(Dataset.from_list(pairs)).shuffle(seed=seed)
 
 
 def build_trainer(
@@ -98,11 +157,23 @@ def build_trainer(
     seed: int,
     callbacks: list[TrainerCallback] | None = None,
     posttrain: PostTrainParams = AUTO_DEVICE,
-) -> DPOTrainer:
+    method: str | None = None,
+) -> DPOTrainer | KTOTrainer:
+    """The trainer of an offline method (`method`, default `cfg.method`)."""
+    method = method or cfg.method
+    if method == "kto":
+        return KTOTrainer(
+            model=policy,
+            ref_model=reference,
+            args=kto_config(cfg, scratch, seed, posttrain),
+            train_dataset=unpaired(pairs, seed),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
     return DPOTrainer(
         model=policy,
         ref_model=reference,
-        args=dpo_config(cfg, scratch, seed, posttrain),
+        args=dpo_config(cfg, scratch, seed, posttrain, method),
         train_dataset=Dataset.from_list(pairs),
         processing_class=tokenizer,
         callbacks=callbacks,
@@ -181,13 +252,18 @@ def evaluate_pairs(
     }
 
 
-def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
+def train_offline(
+    method: str,
+    params: Reads,
+    paths: Paths,
+    tokenizer: PreTrainedTokenizerBase,
+    train_pairs: list[dict[str, Any]],
+    test_pairs: list[dict[str, Any]],
+    tracker: Tracker,
+) -> tuple[PreTrainedModel, dict[str, float]]:
+    """Train one offline method from the SFT model; (policy, its metrics)."""
     cfg = params.align
-    train_pairs = load_preference_pairs(paths.train, cfg.max_examples, params.seed)
-    test_pairs = load_preference_pairs(paths.test, None, params.seed)
-    tokenizer = AutoTokenizer.from_pretrained(paths.sft)
     policy, reference = load_policy_and_reference(paths.sft)
-
     with scratch_dir("align") as scratch:
         trainer = build_trainer(
             policy,
@@ -197,31 +273,165 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             cfg,
             scratch,
             params.seed,
-            callbacks=[TrackerCallback(tracker)],
+            callbacks=[TrackerCallback(tracker)] if method == cfg.method else None,
             posttrain=params.posttrain,
+            method=method,
         )
-        n_fit = len(trainer.train_dataset)  # pairs whose prompt fits in max_length
         result = trainer.train()
     held_out = evaluate_pairs(policy, reference, tokenizer, test_pairs, cfg.beta, cfg.max_length)
     log.info(
-        "align: held-out implicit-reward accuracy %.3f on %d pairs",
+        "align %s: held-out implicit-reward accuracy %.3f on %d pairs",
+        method,
         held_out["test_accuracy"],
         len(test_pairs),
     )
+    return policy, {
+        **loss_summary(trainer.state.log_history),
+        **held_out,
+        "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
+    }
+
+
+def run_offline(
+    params: Reads,
+    paths: Paths,
+    tokenizer: PreTrainedTokenizerBase,
+    train_pairs: list[dict[str, Any]],
+    test_pairs: list[dict[str, Any]],
+    tracker: Tracker,
+) -> tuple[PreTrainedModel, dict[str, float]]:
+    """`align.method`'s policy; metrics of it and, as `methods.<m>.*`, of every method run."""
+    cfg = params.align
+    methods = [cfg.method, *(m for m in dict.fromkeys(cfg.compare) if m != cfg.method)]
+    table: dict[str, float] = {}
+    for method in methods:
+        policy_m, metrics_m = train_offline(
+            method, params, paths, tokenizer, train_pairs, test_pairs, tracker
+        )
+        table.update({f"methods.{method}.{k}": v for k, v in metrics_m.items()})
+        if method == cfg.method:
+            policy, metrics = policy_m, metrics_m
+    return policy, {**metrics, **table, "n_test_pairs": len(test_pairs)}
+
+
+def load_reward_model(reward_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    model = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32)
+    return model.eval().requires_grad_(False), AutoTokenizer.from_pretrained(reward_dir)
+
+
+def rl_rewards(
+    cfg: AlignParams, reward_dir: Path
+) -> tuple[list[rewards.RewardFunc], list[float], bool]:
+    """(reward functions, weights, whether the reward model is one of them)."""
+    uses_rm = cfg.rl.rewards.get(rewards.REWARD_MODEL, 0) != 0
+    rm = None
+    if uses_rm:
+        model, rm_tokenizer = load_reward_model(reward_dir)
+        rm = rewards.reward_model_reward(model, rm_tokenizer, cfg.max_length, EVAL_BATCH_SIZE)
+    funcs, weights = rewards.weighted_rewards(dict(cfg.rl.rewards), rm)
+    return funcs, weights, uses_rm
+
+
+def run_rl(
+    params: Reads,
+    paths: Paths,
+    tokenizer: PreTrainedTokenizerBase,
+    train_pairs: list[dict[str, Any]],
+    test_pairs: list[dict[str, Any]],
+    tracker: Tracker,
+) -> tuple[PreTrainedModel, dict[str, float], bool]:
+    """GRPO / RLOO from the SFT model; (policy, metrics, whether the reward model rewarded)."""
+    cfg = params.align
+    funcs, weights, uses_rm = rl_rewards(cfg, paths.reward)
+    held_out = rl.rl_prompts(test_pairs[: cfg.rl.eval_max_prompts])
+
+    def measure(model: PreTrainedModel) -> dict[str, float]:
+        return rl.heldout_scores(
+            model,
+            tokenizer,
+            held_out,
+            funcs,
+            weights,
+            cfg.rl.max_completion_length,
+            EVAL_BATCH_SIZE,
+        )
+
+    policy = AutoModelForCausalLM.from_pretrained(paths.sft, dtype=torch.float32)
+    before = measure(policy)
+    with scratch_dir("align") as scratch:
+        trainer = rl.build_rl_trainer(
+            policy,
+            tokenizer,
+            funcs,
+            weights,
+            rl.rl_prompts(train_pairs),
+            cfg,
+            scratch,
+            params.seed,
+            callbacks=[TrackerCallback(tracker)],
+            posttrain=params.posttrain,
+        )
+        result = trainer.train()
+    policy = trainer.model
+    after = measure(policy)
+    log.info(
+        "align %s: held-out accuracy %s -> %s", cfg.method, before["accuracy"], after["accuracy"]
+    )
+    history = trainer.state.log_history
+    return (
+        policy,
+        {
+            **loss_summary(history),
+            **rl.log_series(history, "reward"),
+            **rl.log_series(history, "kl"),
+            **{f"heldout_before.{k}": v for k, v in before.items()},
+            **{f"heldout_after.{k}": v for k, v in after.items()},
+            "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
+            "n_eval_prompts": len(held_out),
+        },
+        uses_rm,
+    )
+
+
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
+    cfg = params.align
+    tokenizer = AutoTokenizer.from_pretrained(paths.sft)
+    train_pairs, dropped = drop_bad_pairs(
+        load_preference_pairs(paths.train, cfg.max_examples, params.seed),
+        tokenizer,
+        cfg.max_length,
+        f"align: {paths.train}",
+    )
+    test_pairs, dropped_test = drop_bad_pairs(
+        load_preference_pairs(paths.test, None, params.seed),
+        tokenizer,
+        cfg.max_length,
+        f"align: {paths.test}",
+    )
+    uses_rm = False
+    if cfg.method in RL_METHODS:
+        policy, metrics, uses_rm = run_rl(
+            params, paths, tokenizer, train_pairs, test_pairs, tracker
+        )
+    else:
+        policy, metrics = run_offline(params, paths, tokenizer, train_pairs, test_pairs, tracker)
 
     with atomic_model_dir(paths.out) as tmp:
         policy.save_pretrained(tmp)  # safetensors
         tokenizer.save_pretrained(tmp)
-    register_model_dir(
+    mv = register_model_dir(
         tracker, paths.out, MODEL_POLICY, data_path=paths.train, parent_dir=paths.sft
     )
+    if uses_rm:
+        MlflowClient().set_model_version_tag(
+            MODEL_POLICY, mv.version, TAG_REWARD_MODEL, lineage.parent_model(paths.reward)
+        )
     return StageResult(
         metrics={
-            **loss_summary(trainer.state.log_history),
-            **held_out,
-            "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
-            "n_examples": len(train_pairs),
-            "n_train_pairs": n_fit,
-            "n_test_pairs": len(test_pairs),
+            **metrics,
+            "n_examples": len(train_pairs) + sum(dropped.values()),
+            "n_train_pairs": len(train_pairs),
+            **{f"dropped.{k}": v for k, v in dropped.items()},
+            **{f"dropped_test.{k}": v for k, v in dropped_test.items()},
         }
     )

@@ -7,6 +7,7 @@
   ZeRO on several GPUs, no checkpoints, no integrations, seeds.
 - `read_jsonl` / `subsample` / `load_preference_pairs` / `pair_accuracy` / `loss_summary` /
   `trainable_fraction` are the small pure helpers the stages share;
+- `drop_bad_pairs` removes preference pairs no method can learn from, counting each reason;
 - `atomic_model_dir` writes a model directory so a failed run never leaves a half-written one
   at the DVC output path.
 """
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from transformers import TrainerCallback
+from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from components.atomic import atomic_dir
 from components.tracking.stage_run import Tracker
@@ -32,6 +34,8 @@ from components.training.trainer_args import (  # noqa: F401 - the stages import
     cpu_trainer_kwargs,
     trainer_kwargs,
 )
+
+log = logging.getLogger(__name__)
 
 
 class TrackerCallback(TrainerCallback):
@@ -99,6 +103,53 @@ def load_preference_pairs(path: Path, max_examples: int | None, seed: int) -> li
                     "conversational preference format)"
                 )
     return [{k: row[k] for k in PAIR_KEYS} for row in rows]
+
+
+# Why a preference pair is dropped before training (metric keys `dropped.<reason>`).
+DROP_IDENTICAL = "identical_chosen_rejected"  # no preference to learn
+DROP_EMPTY = "empty_completion"  # a blank chosen or rejected answer
+DROP_LONG_PROMPT = "prompt_too_long"  # prompt + assistant header leave no room in max_length
+DROP_REASONS = (DROP_IDENTICAL, DROP_EMPTY, DROP_LONG_PROMPT)
+
+
+def pair_problem(
+    pair: dict[str, Any], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> str | None:
+    """The reason to drop `pair` (one of DROP_REASONS), or None to keep it."""
+    chosen, rejected = (pair[k][0]["content"] for k in ("chosen", "rejected"))
+    if not chosen.strip() or not rejected.strip():
+        return DROP_EMPTY
+    if chosen.strip() == rejected.strip():
+        return DROP_IDENTICAL
+    prompt_ids = tokenizer.apply_chat_template(
+        pair["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+    if len(prompt_ids) >= max_length:
+        return DROP_LONG_PROMPT
+    return None
+
+
+def drop_bad_pairs(
+    pairs: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, what: str
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(kept pairs, count per reason in DROP_REASONS); never drops silently: logs the counts."""
+    kept: list[dict[str, Any]] = []
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+    for pair in pairs:
+        reason = pair_problem(pair, tokenizer, max_length)
+        if reason is None:
+            kept.append(pair)
+        else:
+            dropped[reason] += 1
+    if any(dropped.values()):
+        log.warning(
+            "%s: dropped %d of %d pairs: %s", what, len(pairs) - len(kept), len(pairs), dropped
+        )
+    if not kept:
+        raise ValueError(
+            f"{what}: every pair was dropped ({dropped}); check the data and max_length"
+        )
+    return kept, dropped
 
 
 def pair_accuracy(chosen: Sequence[float], rejected: Sequence[float]) -> float:

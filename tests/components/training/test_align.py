@@ -10,7 +10,13 @@ from components.constants import MODEL_POLICY, MODEL_SFT, REGISTRY_RECORD
 from components.modeling.io import load_for_inference
 from components.tracking.stage_run import stage_run
 from components.training import align
-from components.training.trainer_common import load_preference_pairs
+from components.training.trainer_common import (
+    DROP_EMPTY,
+    DROP_IDENTICAL,
+    DROP_LONG_PROMPT,
+    drop_bad_pairs,
+    load_preference_pairs,
+)
 from tests.components.training.tiny import (
     pref_rows,
     save_base_model,
@@ -90,7 +96,12 @@ def test_run_aligns_saves_and_registers(sft_dir, tasks, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     out = tmp_path / "models" / "policy"
     paths = align.Paths(
-        sft=sft_dir, train=tasks[0], test=tasks[1], out=out, metrics=tmp_path / "align.json"
+        sft=sft_dir,
+        reward=tmp_path / "unused-reward",  # DPO reads no reward model
+        train=tasks[0],
+        test=tasks[1],
+        out=out,
+        metrics=tmp_path / "align.json",
     )
     params = tiny_params(align={"epochs": 2, "max_examples": None})
     with stage_run("align", stage_view("align", params)) as tracker:
@@ -121,3 +132,67 @@ def test_run_aligns_saves_and_registers(sft_dir, tasks, tmp_path, monkeypatch):
     mv = MlflowClient().get_model_version(MODEL_POLICY, record["version"])
     assert mv.tags["parent_model"] == f"{MODEL_SFT}/2"
     assert mv.tags["stage"] == "align"
+
+
+def test_bad_pairs_are_dropped_with_counts(sft_dir):
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    good = pref_rows(3)
+    same = {**good[0], "rejected": [{"role": "assistant", "content": " the answer is 0 "}]}
+    same["chosen"] = [{"role": "assistant", "content": "the answer is 0"}]
+    empty = {**good[1], "rejected": [{"role": "assistant", "content": "  "}]}
+    long = {**good[2], "prompt": [{"role": "user", "content": "what is 1 + 2? " * 40}]}
+    pairs = [
+        {k: r[k] for k in ("prompt", "chosen", "rejected")} for r in [*good, same, empty, long]
+    ]
+    kept, dropped = drop_bad_pairs(pairs, tokenizer, max_length=48, what="test")
+    assert kept == pairs[:3]
+    assert dropped == {DROP_IDENTICAL: 1, DROP_EMPTY: 1, DROP_LONG_PROMPT: 1}
+    with pytest.raises(ValueError, match="every pair was dropped"):
+        drop_bad_pairs([same], tokenizer, max_length=48, what="test")
+
+
+@pytest.mark.parametrize("method", ["ipo", "hinge", "robust", "apo_zero"])
+def test_dpo_loss_variants_reach_trl(sft_dir, tasks, tmp_path, method):
+    params = tiny_params(align={"method": method})
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    policy, reference = align.load_policy_and_reference(sft_dir)
+    pairs = load_preference_pairs(tasks[0], 8, 0)
+    trainer = align.build_trainer(
+        policy, reference, tokenizer, pairs, params.align, tmp_path, params.seed
+    )
+    assert trainer.args.loss_type == [align.LOSS_TYPES[method]]
+
+
+def test_kto_trains_on_unpaired_pairs(sft_dir, tasks, tmp_path):
+    params = tiny_params(align={"method": "kto"})
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    policy, reference = align.load_policy_and_reference(sft_dir)
+    pairs = load_preference_pairs(tasks[0], 8, 0)
+    trainer = align.build_trainer(
+        policy, reference, tokenizer, pairs, params.align, tmp_path, params.seed
+    )
+    labels = trainer.train_dataset["label"]
+    assert sorted(labels) == [False] * 8 + [True] * 8
+    assert labels[:4] != [labels[0]] * 4  # shuffled: batches mix desirable and undesirable
+    trainer.train()
+    assert any("loss" in e for e in trainer.state.log_history)
+
+
+def test_compare_writes_a_method_table(sft_dir, tasks, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = align.Paths(
+        sft=sft_dir,
+        reward=tmp_path / "unused-reward",
+        train=tasks[0],
+        test=tasks[1],
+        out=tmp_path / "policy",
+        metrics=tmp_path / "align.json",
+    )
+    params = tiny_params(align={"method": "dpo", "compare": ["ipo", "kto", "dpo"]})
+    with stage_run("align", stage_view("align", params)) as tracker:
+        m = align.run(tracker.params, paths, tracker).metrics
+    for method in ("dpo", "ipo", "kto"):
+        assert 0 <= m[f"methods.{method}.test_accuracy"] <= 1
+        assert f"methods.{method}.train_loss_last" in m
+    assert m["test_accuracy"] == m["methods.dpo.test_accuracy"]
+    assert m["dropped.identical_chosen_rejected"] == 0 and m["n_train_pairs"] == 24
