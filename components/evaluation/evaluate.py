@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from lm_eval.tasks import TaskManager
 from matplotlib.figure import Figure  # no pyplot: no global backend or display needed
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
-from components.chat import IM_END
 from components.config import EvaluateParams, StageParams
 from components.evaluation import harness
 from components.evaluation.eval_set import read_eval_set
@@ -79,44 +78,6 @@ def perplexity(
         total_nll += float(nll)
         count += ids[:, 1:].numel()
     return math.exp(total_nll / count)
-
-
-def chat_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[str]:
-    """Each prompt as one user turn, followed by the assistant header the model continues."""
-    return [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-        )
-        for p in prompts
-    ]
-
-
-@torch.no_grad()
-def generate_greedy(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    max_new_tokens: int,
-) -> list[str]:
-    """Greedy completions of chat-formatted prompts in one left-padded batch."""
-    # Left padding keeps every prompt's last token at the end, where generation continues.
-    enc = tokenizer(
-        chat_prompts(tokenizer, prompts),
-        return_tensors="pt",
-        padding=True,
-        padding_side="left",
-        add_special_tokens=False,
-    )
-    stop = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(IM_END)]
-    out = model.generate(
-        **enc,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=stop,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    new = out[:, enc["input_ids"].shape[1] :]  # (B, <= max_new_tokens)
-    return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
 def render_plot(rows: Sequence[dict[str, Any]], path: Path) -> None:

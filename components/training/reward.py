@@ -118,6 +118,7 @@ def score(
     end, where the reward is read), so every held-out pair is scored.
     """
     model.eval()
+    device = next(model.parameters()).device
     rewards: list[float] = []
     for i in range(0, len(conversations), batch_size):
         seqs = [
@@ -130,12 +131,12 @@ def score(
         ]
         ids = torch.nn.utils.rnn.pad_sequence(
             seqs, batch_first=True, padding_value=tokenizer.pad_token_id
-        )  # (B, T)
+        )  # (B, T), right-padded: the head reads the last non-pad token
         mask = torch.nn.utils.rnn.pad_sequence(
             [torch.ones_like(s) for s in seqs], batch_first=True
         )  # (B, T)
-        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, 1)
-        rewards.extend(logits[:, 0].tolist())
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, 1)
+        rewards.extend(logits[:, 0].float().tolist())
     return rewards
 
 

@@ -20,10 +20,10 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from components.evaluation.judge import is_correct, normalize_answer
+from components.training.reward import score
 
 RewardFunc = Callable[..., list[float]]
 Conversation = list[dict[str, str]]
@@ -58,40 +58,6 @@ def exact(completions: Sequence[Any], answer: Sequence[str], **_: Any) -> list[f
 VERIFIABLE: dict[str, RewardFunc] = {"correct": correct, "exact": exact}
 
 
-@torch.no_grad()
-def score_conversations(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    conversations: list[Conversation],
-    max_length: int,
-    batch_size: int,
-) -> list[float]:
-    """Reward-model score of each full conversation, tokenized with the chat template.
-
-    A conversation longer than `max_length` keeps its last `max_length` tokens (the response
-    end, where the reward is read).
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    rewards: list[float] = []
-    for i in range(0, len(conversations), batch_size):
-        seqs = [
-            torch.tensor(
-                tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"][
-                    -max_length:
-                ]
-            )
-            for c in conversations[i : i + batch_size]
-        ]
-        ids = torch.nn.utils.rnn.pad_sequence(
-            seqs, batch_first=True, padding_value=tokenizer.pad_token_id
-        )  # (B, T), right-padded: the head reads the last non-pad token
-        mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(s) for s in seqs], batch_first=True)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, 1)
-        rewards.extend(logits[:, 0].float().tolist())
-    return rewards
-
-
 def reward_model_reward(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int
 ) -> RewardFunc:
@@ -101,7 +67,7 @@ def reward_model_reward(
         prompts: Sequence[Conversation], completions: Sequence[Conversation], **_: Any
     ) -> list[float]:
         conversations = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
-        return score_conversations(model, tokenizer, conversations, max_length, batch_size)
+        return score(model, tokenizer, conversations, max_length, batch_size)
 
     return reward_model
 

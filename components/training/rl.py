@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from components.chat import IM_END
 from components.config import AlignParams, PostTrainParams
+from components.modeling.generate import generate_greedy
 from components.training.accelerator import resolve_device
 from components.training.rewards import RewardFunc, correct
 from components.training.trainer_common import AUTO_DEVICE, trainer_kwargs
@@ -98,43 +98,6 @@ def build_rl_trainer(
     )
 
 
-@torch.no_grad()
-def greedy_completions(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[list[dict[str, str]]],
-    max_new_tokens: int,
-    batch_size: int,
-) -> list[str]:
-    """Greedy completion text of each conversational prompt, in left-padded batches."""
-    model.eval()
-    stop = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(IM_END)]
-    texts: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        texts_in = tokenizer.apply_chat_template(
-            list(prompts[i : i + batch_size]), add_generation_prompt=True, tokenize=False
-        )
-        # Left padding keeps every prompt's last token where generation continues
-        # (apply_chat_template pads on the tokenizer's side, right here).
-        enc = tokenizer(
-            texts_in,
-            return_tensors="pt",
-            padding=True,
-            padding_side="left",
-            add_special_tokens=False,
-        ).to(model.device)
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=stop,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        new = out[:, enc["input_ids"].shape[1] :]  # (B, <= max_new_tokens)
-        texts.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
-    return texts
-
-
 def heldout_scores(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -147,7 +110,7 @@ def heldout_scores(
     """Greedy accuracy (the `correct` rule), weighted reward and each reward's mean."""
     prompts = [r["prompt"] for r in rows]
     answers = [r["answer"] for r in rows]
-    texts = greedy_completions(model, tokenizer, prompts, max_new_tokens, batch_size)
+    texts = generate_greedy(model, tokenizer, prompts, max_new_tokens, batch_size)
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     n = len(rows)
     scores = {"accuracy": sum(correct(completions, answers)) / n}

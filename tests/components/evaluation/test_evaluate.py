@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 from components.config import ModelParams
 from components.evaluation import evaluate, harness
 from components.evaluation.eval_set import EvalSetError, read_eval_set
+from components.modeling.generate import chat_prompts, generate_greedy, user_turns
 from components.modeling.io import load_for_inference
 from components.modeling.llama import build_model
 from components.tokenizer.train import train_tokenizer
@@ -75,11 +76,11 @@ def test_perplexity_is_exp_of_mean_token_nll(loaded):
 
 def test_generation_uses_chat_template_and_left_padding_matches_single_prompts(loaded):
     model, tokenizer = loaded
-    [formatted] = evaluate.chat_prompts(tokenizer, ["What is 2 + 3?"])
+    [formatted] = chat_prompts(tokenizer, user_turns(["What is 2 + 3?"]))
     assert formatted == "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
     prompts = ["What is 2 + 3?", "Reverse: a much longer prompt than the first one", "It is"]
-    batched = evaluate.generate_greedy(model, tokenizer, prompts, max_new_tokens=5)
-    single = [evaluate.generate_greedy(model, tokenizer, [p], max_new_tokens=5)[0] for p in prompts]
+    batched = generate_greedy(model, tokenizer, user_turns(prompts), max_new_tokens=5)
+    single = [generate_greedy(model, tokenizer, user_turns([p]), 5)[0] for p in prompts]
     assert batched == single
     assert all(batched)  # not a degenerate comparison of empty strings
     assert not any("<|" in out for out in batched)  # special tokens are not decoded
@@ -116,7 +117,7 @@ def test_harness_scores_the_bundled_tasks_with_the_project_judge(loaded, tmp_pat
     model, tokenizer = loaded
     # An answer the tiny model certainly gets wrong, and one it gets right by construction:
     # the expected answer is whatever it generates greedily for that prompt.
-    [first] = evaluate.generate_greedy(model, tokenizer, ["Reverse: abc"], max_new_tokens=4)
+    [first] = generate_greedy(model, tokenizer, user_turns(["Reverse: abc"]), max_new_tokens=4)
     examples = [
         {"id": "r1", "task": "reverse", "prompt": "Reverse: abc", "answer": first.split()[0]},
         {"id": "a1", "task": "add", "prompt": "What is 2 + 3?", "answer": "zzzz"},
