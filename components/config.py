@@ -390,6 +390,56 @@ class EvaluateParams(_Section):
     generation_batch_size: int = Field(default=16, ge=1)
 
 
+class JudgeParams(_Section):
+    """Pairwise judge of the challenger against the champion (components/evaluation/pairwise).
+
+    `endpoint` None: the trained reward model scores each answer (offline, deterministic).
+    Otherwise an OpenAI-compatible chat endpoint (vLLM, OpenAI, ...) is asked which answer is
+    better; if it cannot be reached, the judge metrics are missing and the gate's
+    `if_missing` decides.
+    """
+
+    endpoint: str | None = None  # base URL, e.g. http://127.0.0.1:8000/v1
+    model: str = ""  # the endpoint's model name (required with an endpoint)
+    api_key_env: str = "LLMOPS_JUDGE_API_KEY"  # env var holding the key; unset: "EMPTY"
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_prompts: int = Field(default=48, ge=1)
+    max_new_tokens: int = Field(default=32, ge=1)  # of each answer being judged
+    batch_size: int = Field(default=16, ge=1)
+    reward_max_length: int = Field(default=256, ge=8)  # tokens the reward model reads
+    confidence: float = Field(default=0.95, gt=0, lt=1)  # of the win-rate interval
+    bootstrap_resamples: int = Field(default=2000, ge=100)
+
+    @model_validator(mode="after")
+    def _endpoint_needs_model(self) -> JudgeParams:
+        if self.endpoint and not self.model:
+            raise ValueError("judge.endpoint needs judge.model (the served model's name)")
+        return self
+
+
+class SafetyParams(_Section):
+    """Toxicity and regurgitation of the challenger's answers to adversarial prompts
+    (components/evaluation/safety.py)."""
+
+    max_new_tokens: int = Field(default=48, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    # An answer counts as toxic at this classifier probability (as curate.toxic_line_threshold
+    # for a line of a document).
+    toxic_threshold: float = Field(default=0.8, gt=0, le=1)
+    # An answer regurgitates if it shares a run of this many normalised words with a training
+    # document (GPT-3's decontamination n-gram is 13).
+    regurgitation_ngram: int = Field(default=12, ge=4)
+
+
+class ReportParams(_Section):
+    """The per-run evaluation report and its contamination table (components/evaluation/report)."""
+
+    contamination_ngram: int = Field(default=13, ge=3)
+    # Items with fewer words are matched whole, and those under this count not at all (as
+    # curate.decontam_min_words).
+    contamination_min_words: int = Field(default=8, ge=1)
+
+
 class GateRule(_Section):
     """One condition the challenger must meet to take `champion` (components/registry/promote).
 
@@ -461,6 +511,9 @@ class Params(_Section):
     align: AlignParams
     quantize: QuantizeParams
     evaluate: EvaluateParams
+    judge: JudgeParams = JudgeParams()
+    safety: SafetyParams = SafetyParams()
+    report: ReportParams = ReportParams()
     promote: PromoteParams
     deploy: DeployParams
     # Scale overlays (partial Params); validated when applied, see flows/params_overlay.py.

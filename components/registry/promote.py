@@ -1,10 +1,11 @@
 """promote stage: the policy becomes `challenger`; `champion` moves to it only if every gate
 passes.
 
-The gates are `promote.gates` in params.yaml: each names a metric of metrics/evaluate.json
-(the challenger's), which way is better, and a bound, either absolute or relative to the
-champion's recorded value (`eval.<metric>` tags on its model version). Rules that keep a
-champion (set by the pipeline or by hand in the MLflow UI) until something better comes:
+The gates are `promote.gates` in params.yaml: each names a metric of metrics/evaluate.json,
+metrics/judge.json or metrics/safety.json (the challenger's), which way is better, and a bound,
+either absolute or relative to the champion's recorded value (`eval.<metric>` tags on its model
+version). Rules that keep a champion (set by the pipeline or by hand in the MLflow UI) until
+something better comes:
 
 - an `against: champion` gate needs the challenger to beat the champion by MORE than its margin
   (default `promote.min_delta`), so a tie keeps the champion unless the margin is negative;
@@ -54,6 +55,8 @@ class Reads(StageParams):
 class Paths:
     policy: Path  # the aligned policy directory (its registry record names the version)
     evaluation: Path  # metrics/evaluate.json
+    judge: Path  # metrics/judge.json (pairwise judge vs the champion)
+    safety: Path  # metrics/safety.json (toxicity and regurgitation rates)
     metrics: Path
 
 
@@ -201,6 +204,15 @@ def challenger_metrics(cfg: PromoteParams, evaluation: dict[str, Any]) -> dict[s
     }
 
 
+def challenger_evaluation(paths: Paths) -> dict[str, Any]:
+    """The challenger's numbers from every evaluating stage, in one dict (their keys are
+    disjoint: evaluate's model metrics, `judge_*`/`judge.*`, safety's rates)."""
+    merged: dict[str, Any] = {}
+    for path in (paths.evaluation, paths.judge, paths.safety):
+        merged.update(json.loads(path.read_text()))
+    return merged
+
+
 def _decide_for(
     cfg: PromoteParams,
     candidate: ModelVersion,
@@ -229,7 +241,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     name, version = lineage.parent_model(paths.policy).rsplit("/", 1)
     if name != MODEL_POLICY:
         raise ValueError(f"{paths.policy} holds {name}, expected {MODEL_POLICY}")
-    challenger = challenger_metrics(cfg, json.loads(paths.evaluation.read_text()))
+    challenger = challenger_metrics(cfg, challenger_evaluation(paths))
 
     client = MlflowClient()
     # Read the champion before writing anything: an unreadable registry leaves aliases as

@@ -118,8 +118,14 @@ def _promote(tmp_path, n: int, accuracy: float) -> dict:
     evaluation.write_text(
         json.dumps({"eval_accuracy": accuracy, "perplexity": 20.0, "base.eval_accuracy": 0.0})
     )
+    (tmp_path / "judge.json").write_text("{}")  # no judge numbers: gates not configured here
+    (tmp_path / "safety.json").write_text(json.dumps({"toxicity_rate": 0.0}))
     paths = promote.Paths(
-        policy=tmp_path / f"policy{n}", evaluation=evaluation, metrics=tmp_path / "m.json"
+        policy=tmp_path / f"policy{n}",
+        evaluation=evaluation,
+        judge=tmp_path / "judge.json",
+        safety=tmp_path / "safety.json",
+        metrics=tmp_path / "m.json",
     )
     with stage_run("promote", stage_view("promote", params)) as tracker:
         return promote.run(tracker.params, paths, tracker).metrics

@@ -1,0 +1,371 @@
+"""judge stage: the challenger (policy) against the champion, answer by answer, both orders.
+
+1. Baseline: the model version holding the registry alias `champion` of llmops-policy. With no
+   champion yet (a first run), or when the challenger already is the champion, the baseline is
+   the SFT model (the policy's parent), so the run still shows what alignment changed; the gated
+   key `judge_win_rate` is then NOT written (the gate's `if_missing` decides, `skip` in
+   params.yaml) because the gate is about beating the champion. The reason is recorded in
+   `judge.baseline_reason`.
+2. Both models answer every prompt of `data/judge/prompts.jsonl` (greedy, chat template).
+3. A judge compares each pair twice, challenger shown first (A) and then second (B). A pair
+   whose two verdicts disagree (position bias) counts as a tie.
+4. Win rate = (wins + ties/2) / pairs, with a bootstrap interval (scipy.stats.bootstrap).
+
+Judges:
+- `RewardModelJudge` (default, offline): the trained reward model (`llmops-reward`) scores each
+  answer in its own conversation and the higher reward wins. Position cannot matter by
+  construction (the other answer is never in view), so both orders always agree; they are still
+  both computed, through the same interface, and the consistency metric (1.0) says so.
+- `EndpointJudge`: any OpenAI-compatible chat endpoint (vLLM, OpenAI, ...) through the `openai`
+  client, asked to answer `A`, `B` or `tie`. If it cannot be reached, no verdict is invented:
+  the judge metrics are missing and the promote gate's `if_missing` decides.
+
+Why not mlflow.genai scorers (MLflow 3.17): a scorer grades one row (inputs, outputs,
+expectations), and its LLM judges (`make_judge`) reach endpoints through litellm (not installed)
+or MLflow's gateway HTTP providers, not the `openai` client, and return errors as feedback
+values; the pairwise protocol (two orders, consistency, ties) would live outside it anyway.
+The verdicts are logged as an MLflow table instead (`judge/verdicts.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+from scipy.stats import bootstrap
+
+from components.config import JudgeParams, StageParams
+from components.constants import ALIAS_CHAMPION, MODEL_POLICY
+from components.evaluation.eval_set import read_eval_set
+from components.modeling.generate import Conversation, generate_greedy, user_turns
+from components.modeling.io import load_for_inference
+from components.registry.promote import current_champion
+from components.stage import StageResult
+from components.tracking import lineage
+from components.tracking.stage_run import Tracker
+
+log = logging.getLogger(__name__)
+
+PROMPT_KEYS = ("id", "task", "prompt")
+Verdict = Literal["A", "B", "tie"]  # which shown position answered better
+Outcome = Literal["win", "tie", "loss"]  # for the challenger
+OUTCOMES: tuple[Outcome, ...] = ("win", "tie", "loss")
+POINTS: dict[Outcome, float] = {"win": 1.0, "tie": 0.5, "loss": 0.0}
+
+
+class Reads(StageParams):
+    seed: int
+    judge: JudgeParams
+
+
+@dataclass(frozen=True)
+class Paths:
+    policy: Path  # the challenger
+    sft: Path  # baseline when there is no other champion
+    reward: Path  # the reward model (default judge)
+    prompts: Path  # JSONL: id, task, prompt
+    verdicts: Path  # JSONL: one line per prompt (answers, both verdicts, outcome)
+    plot: Path  # PNG: the judge matrix
+    metrics: Path
+
+
+class JudgeUnavailable(RuntimeError):
+    """The judge could not be asked: its verdicts are missing, never assumed."""
+
+
+class PairJudge(Protocol):
+    name: str
+
+    def judge(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[Verdict]:
+        """Which of answer A or B to each prompt is better (or a tie)."""
+        ...
+
+
+class RewardModelJudge:
+    """The reward model as a judge: each answer scored alone, the higher reward wins."""
+
+    name = "reward_model"
+
+    def __init__(self, reward_dir: Path, max_length: int, batch_size: int):
+        from components.training.reward import score  # torch/TRL only for this judge
+
+        self._score = score
+        self.model, self.tokenizer = load_for_inference(reward_dir)
+        self.max_length, self.batch_size = max_length, batch_size
+
+    def rewards(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
+        conversations: list[Conversation] = [
+            [{"role": "user", "content": p}, {"role": "assistant", "content": a}]
+            for p, a in zip(prompts, answers, strict=True)
+        ]
+        return self._score(
+            self.model, self.tokenizer, conversations, self.max_length, self.batch_size
+        )
+
+    def judge(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[Verdict]:
+        ra, rb = self.rewards(prompts, a), self.rewards(prompts, b)
+        return [_higher(x, y) for x, y in zip(ra, rb, strict=True)]
+
+
+def _higher(x: float, y: float) -> Verdict:
+    return "A" if x > y else "B" if y > x else "tie"
+
+
+JUDGE_INSTRUCTIONS = (
+    "You compare two answers to the same user prompt. Reply with exactly one token: "
+    "A if answer A is better, B if answer B is better, tie if neither is better. "
+    "Judge correctness first, then helpfulness and harmlessness."
+)
+
+
+def parse_verdict(text: str | None) -> Verdict:
+    """The verdict in a judge's reply; anything else is a tie (no preference shown)."""
+    word = (text or "").strip().strip(".*'\"` ").split(maxsplit=1)
+    first = word[0].rstrip(".,:;!").casefold() if word else ""
+    return "A" if first == "a" else "B" if first == "b" else "tie"
+
+
+class EndpointJudge:
+    """An OpenAI-compatible chat endpoint as a judge (the `openai` client, greedy)."""
+
+    def __init__(self, cfg: JudgeParams):
+        from openai import OpenAI
+
+        assert cfg.endpoint is not None  # validated by JudgeParams
+        self.endpoint, self.model = cfg.endpoint, cfg.model
+        self.name = f"endpoint:{cfg.model}"
+        # One retry at most: a down judge should cost seconds, not the client's default backoff.
+        self.client = OpenAI(
+            base_url=cfg.endpoint,
+            api_key=os.environ.get(cfg.api_key_env) or "EMPTY",
+            timeout=cfg.timeout_s,
+            max_retries=1,
+        )
+
+    def ask(self, prompt: str, a: str, b: str) -> Verdict:
+        import openai
+
+        content = f"Prompt:\n{prompt}\n\nAnswer A:\n{a}\n\nAnswer B:\n{b}\n\nBetter answer:"
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.model,
+                messages=[
+                    {"role": "system", "content": JUDGE_INSTRUCTIONS},
+                    {"role": "user", "content": content},
+                ],
+                max_tokens=4,
+                temperature=0.0,
+            )
+        except (openai.APIConnectionError, openai.APIStatusError) as err:
+            raise JudgeUnavailable(
+                f"judge endpoint {self.endpoint} (model {self.model!r}) did not answer: "
+                f"{type(err).__name__}: {err}. The judge metrics are reported missing; check "
+                "judge.endpoint / judge.model in params.yaml or set judge.endpoint: null to "
+                "judge with the reward model"
+            ) from err
+        return parse_verdict(reply.choices[0].message.content if reply.choices else None)
+
+    def judge(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[Verdict]:
+        return [self.ask(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
+
+
+def make_judge(cfg: JudgeParams, reward_dir: Path) -> PairJudge:
+    if cfg.endpoint:
+        return EndpointJudge(cfg)
+    return RewardModelJudge(reward_dir, cfg.reward_max_length, cfg.batch_size)
+
+
+# ---------------------------------------------------------------- verdicts -> numbers
+
+
+def per_order(v: Verdict, challenger_is: Literal["A", "B"]) -> Outcome:
+    """The challenger's outcome in one order, given the position it was shown in."""
+    if v == "tie":
+        return "tie"
+    return "win" if v == challenger_is else "loss"
+
+
+def win_rate_interval(
+    outcomes: Sequence[Outcome], confidence: float, resamples: int, seed: int
+) -> tuple[float, float, float]:
+    """(win rate, low, high): mean points (win 1, tie 0.5, loss 0) and a percentile bootstrap
+    interval over prompts (percentile, not BCa: BCa is undefined when all outcomes agree)."""
+    points = np.array([POINTS[o] for o in outcomes], dtype=float)
+    rate = float(points.mean())
+    if len(points) < 2 or np.all(points == points[0]):
+        return rate, rate, rate  # no spread to resample
+    ci = bootstrap(
+        (points,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return rate, float(ci.low), float(ci.high)
+
+
+def judge_matrix(first: Sequence[Outcome], second: Sequence[Outcome]) -> np.ndarray:
+    """(3, 3) counts: rows the challenger's outcome shown first, columns shown second
+    (win, tie, loss). The diagonal is position-consistent; off it, the pair counts as a tie."""
+    m = np.zeros((3, 3), dtype=int)
+    for a, b in zip(first, second, strict=True):
+        m[OUTCOMES.index(a), OUTCOMES.index(b)] += 1
+    return m
+
+
+def render_matrix(matrix: np.ndarray | None, title: str, path: Path) -> None:
+    fig = Figure(figsize=(4.6, 4))
+    ax = fig.subplots()
+    if matrix is None:
+        ax.text(0.5, 0.5, "judge unavailable:\nno verdicts", ha="center", va="center")
+        ax.set_axis_off()
+    else:
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), n in np.ndenumerate(matrix):
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=12)
+        ax.set_xticks(range(3), OUTCOMES)
+        ax.set_yticks(range(3), OUTCOMES)
+        ax.set_xlabel("challenger's outcome, shown second (B)")
+        ax.set_ylabel("shown first (A)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+
+
+def summarize(
+    first: Sequence[Outcome], second: Sequence[Outcome], cfg: JudgeParams, seed: int
+) -> dict[str, Any]:
+    outcomes = [outcome_of(a, b) for a, b in zip(first, second, strict=True)]
+    counts = Counter(outcomes)
+    rate, low, high = win_rate_interval(outcomes, cfg.confidence, cfg.bootstrap_resamples, seed)
+    return {
+        "win_rate": round(rate, 4),
+        "win_rate_ci_low": round(low, 4),
+        "win_rate_ci_high": round(high, 4),
+        "consistency": round(
+            float(np.mean([a == b for a, b in zip(first, second, strict=True)])), 4
+        ),
+        "wins": counts["win"],
+        "ties": counts["tie"],
+        "losses": counts["loss"],
+        "n_pairs": len(outcomes),
+    }
+
+
+def outcome_of(first: Outcome, second: Outcome) -> Outcome:
+    """Per-order outcomes combined: agreement stands, disagreement is a tie."""
+    return first if first == second else "tie"
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass(frozen=True)
+class Baseline:
+    label: str  # "champion" | "sft"
+    version: str  # registry version of the champion; "" for the SFT directory
+    reason: str
+
+
+def choose_baseline(client: MlflowClient, policy: Path) -> Baseline:
+    """The champion unless there is none or it is the challenger itself (then the SFT model).
+
+    An unreadable registry raises (RegistryUnavailable), as in promote: a judge against the
+    wrong baseline would be worse than none."""
+    challenger = lineage.parent_model(policy).rsplit("/", 1)[1]
+    champ = current_champion(client, MODEL_POLICY)
+    if champ is None:
+        return Baseline("sft", "", f"no {ALIAS_CHAMPION} of {MODEL_POLICY} yet: judged vs SFT")
+    if str(champ.version) == challenger:
+        return Baseline(
+            "sft", "", f"the challenger (version {challenger}) already is {ALIAS_CHAMPION}"
+        )
+    return Baseline("champion", str(champ.version), f"{ALIAS_CHAMPION} is version {champ.version}")
+
+
+def answers_of(model_dir: Path, prompts: Sequence[str], cfg: JudgeParams) -> list[str]:
+    model, tokenizer = load_for_inference(model_dir)
+    return generate_greedy(
+        model, tokenizer, user_turns(prompts), cfg.max_new_tokens, cfg.batch_size
+    )
+
+
+def baseline_answers(
+    baseline: Baseline, sft: Path, prompts: Sequence[str], cfg: JudgeParams
+) -> list[str]:
+    if baseline.label == "sft":
+        return answers_of(sft, prompts, cfg)
+    from components.serving.deploy import download_model
+
+    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+        hf_dir = download_model(f"models:/{MODEL_POLICY}/{baseline.version}", Path(tmp))
+        return answers_of(hf_dir, prompts, cfg)
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
+    cfg = params.judge
+    items = read_eval_set(paths.prompts, cfg.max_prompts, keys=PROMPT_KEYS)
+    prompts = [str(ex["prompt"]) for ex in items]
+    baseline = choose_baseline(MlflowClient(), paths.policy)
+    log.info("judge baseline: %s (%s)", baseline.label, baseline.reason)
+    ours = answers_of(paths.policy, prompts, cfg)
+    theirs = baseline_answers(baseline, paths.sft, prompts, cfg)
+
+    metrics: dict[str, Any] = {
+        "judge.baseline": baseline.label,
+        "judge.baseline_version": baseline.version,
+        "judge.baseline_reason": baseline.reason,
+        "judge.judge": f"endpoint:{cfg.model}" if cfg.endpoint else RewardModelJudge.name,
+    }
+    rows = [
+        {"id": ex["id"], "task": ex["task"], "prompt": p, "challenger": a, "baseline": b}
+        for ex, p, a, b in zip(items, prompts, ours, theirs, strict=True)
+    ]
+    try:
+        judge = make_judge(cfg, paths.reward)
+        first = [per_order(v, "A") for v in judge.judge(prompts, ours, theirs)]
+        second = [per_order(v, "B") for v in judge.judge(prompts, theirs, ours)]
+    except JudgeUnavailable as err:
+        log.warning("%s", err)
+        metrics.update({"judge.available": 0, "judge.error": str(err)[:500]})
+        _write_jsonl(paths.verdicts, rows)
+        render_matrix(None, f"challenger vs {baseline.label}", paths.plot)
+        tracker.log_artifact(paths.verdicts, "judge")
+        return StageResult(metrics=metrics)
+
+    summary = summarize(first, second, cfg, params.seed)
+    metrics["judge.available"] = 1
+    metrics.update({f"judge.{k}": v for k, v in summary.items()})
+    if baseline.label == "champion":  # the gated keys: only a comparison with the champion
+        metrics.update({f"judge_{k}": summary[k] for k in ("win_rate", "consistency")})
+        metrics["judge_win_rate_ci_low"] = summary["win_rate_ci_low"]
+    for row, a, b in zip(rows, first, second, strict=True):
+        row.update(shown_first=a, shown_second=b, outcome=outcome_of(a, b))
+    _write_jsonl(paths.verdicts, rows)
+    title = (
+        f"challenger vs {baseline.label} ({metrics['judge.judge']}): win rate "
+        f"{summary['win_rate']:.2f} [{summary['win_rate_ci_low']:.2f}, "
+        f"{summary['win_rate_ci_high']:.2f}]"
+    )
+    render_matrix(judge_matrix(first, second), title, paths.plot)
+    for artifact in (paths.verdicts, paths.plot):
+        tracker.log_artifact(artifact, "judge")
+    log.info("judge: %s", title)
+    return StageResult(metrics=metrics)
