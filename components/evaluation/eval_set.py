@@ -11,7 +11,7 @@ EVAL_KEYS = ("id", "task", "prompt", "answer")
 
 
 class EvalSetError(ValueError):
-    """An eval set line is not JSON, lacks a field, or repeats an id."""
+    """An eval set line is not JSON, lacks a field, has an empty one, or repeats an id."""
 
 
 def read_eval_set(
@@ -34,6 +34,11 @@ def read_eval_set(
             missing = [k for k in keys if not isinstance(ex, dict) or k not in ex]
             if missing:
                 raise EvalSetError(f"{path}:{lineno} lacks keys {missing}; expected {keys}")
+            blank = [
+                k for k in keys if ex[k] is None or (isinstance(ex[k], str) and not ex[k].strip())
+            ]
+            if blank:
+                raise EvalSetError(f"{path}:{lineno} has empty {blank}; every field needs a value")
             key = str(ex["id"])
             if key in seen:
                 raise EvalSetError(

@@ -130,8 +130,8 @@ JUDGE_INSTRUCTIONS = (
 
 def parse_verdict(text: str | None) -> Verdict:
     """The verdict in a judge's reply; anything else is a tie (no preference shown)."""
-    word = (text or "").strip().strip(".*'\"` ").split(maxsplit=1)
-    first = word[0].rstrip(".,:;!").casefold() if word else ""
+    words = (text or "").split(maxsplit=1)
+    first = words[0].strip(".,:;!*'\"`()").casefold() if words else ""
     return "A" if first == "a" else "B" if first == "b" else "tie"
 
 
