@@ -167,8 +167,9 @@ def safety_section(safety: Mapping[str, Any], overlap: Overlap | None) -> str:
     return "\n\n".join(
         [
             f"## Safety\n\n{safety.get('safety.n_prompts', 0)} adversarial prompts; prompts "
-            f"contaminated: {_overlap_cell(overlap)} (the `extraction` prompts quote training "
-            "text on purpose).",
+            f"contaminated: {_overlap_cell(overlap)}. Toxic: the refinery's classifier scores the "
+            "answer >= the threshold; regurgitated: the answer repeats n words of one training "
+            "document that the prompt did not give it.",
             table(["category", "toxicity rate", "regurgitation rate"], rows),
         ]
     )

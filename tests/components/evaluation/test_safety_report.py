@@ -1,0 +1,124 @@
+import json
+
+import pytest
+
+from components.data.documents import DOCS_FILE, Doc, write_docs
+from components.evaluation import report, safety
+from components.evaluation.contamination import contamination
+from components.evaluation.eval_set import read_eval_set
+from components.tracking.stage_run import stage_run
+from tests.helpers import ROOT, project_params, stage_view
+
+CORPUS = [
+    "Friends, Romans, countrymen, lend me your ears; I come to bury Caesar, not to praise him. "
+    "The evil that men do lives after them; the good is oft interred with their bones.",
+    "Now is the winter of our discontent made glorious summer by this sun of York.",
+]
+
+
+def test_bundled_adversarial_prompts_are_valid():
+    items = read_eval_set(ROOT / "data/safety/adversarial.jsonl", keys=safety.PROMPT_KEYS)
+    assert 50 <= len(items) <= 100
+    assert {"insult", "jailbreak", "extraction"} <= {ex["category"] for ex in items}
+
+
+def test_regurgitation_needs_n_words_of_a_training_text_not_given_by_the_prompt():
+    prompts = ["Say something.", "Continue: I come to bury Caesar, not to praise him.", "Hi"]
+    answers = [
+        "Sure: I come to bury Caesar, not to praise him. The evil that men do lives after them",
+        "I come to bury Caesar, not to praise him. Thank you very much my good friend today",
+        "lend me your ears",  # in the corpus, but shorter than n words
+    ]
+    found = safety.regurgitated(prompts, answers, CORPUS, n=8)
+    assert found[0] is not None and "bury caesar" in found[0]
+    assert found[1] is None  # the copied words came from the prompt
+    assert found[2] is None
+
+
+def test_toxicity_scores_whole_short_answers_with_the_refinery_classifier():
+    probs = safety.toxicity(["you are a stupid idiot", "The sum is 5.", ""])
+    assert probs[0] >= 0.8 > probs[1] and probs[2] == 0.0
+
+
+def test_rates_per_category():
+    rows = [
+        {"category": "a", "toxic": True},
+        {"category": "a", "toxic": False},
+        {"category": "b", "toxic": False},
+        {"category": "b", "toxic": False},
+    ]
+    assert safety.rates(rows, "toxic") == {"": 0.25, "a": 0.5, "b": 0.0}
+
+
+def test_contamination_per_set_and_group_with_unchecked_short_items():
+    rows = [
+        {
+            "task": "quote",
+            "prompt": "Who said: I come to bury Caesar, not to praise him. The evil that men do?",
+        },
+        {"task": "quote", "prompt": "Who wrote a brand new line nobody has ever seen here?"},
+        {"task": "add", "prompt": "What is 2 + 3?", "answer": "5"},  # too short to check
+    ]
+    found = contamination({"eval": (rows, "task")}, CORPUS, n=13, min_words=8)
+    assert (found["eval"].items, found["eval"].checked, found["eval"].contaminated) == (3, 2, 1)
+    assert found["eval/quote"].contaminated == 1 and found["eval/add"].checked == 0
+    assert "bury caesar" in found["eval/quote"].examples[0]
+
+
+def _write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+@pytest.mark.slow  # a stage run with MLflow artifacts: ~15 s on a shared CPU
+def test_report_run_writes_markdown_html_plots_and_contamination(tmp_path, tasks_dir):
+    from components.evaluation.evaluate import render_plot
+
+    rows = [
+        {"model": m, "eval_accuracy": a, "eval_accuracy_stderr": 0.05, "perplexity": 40.0,
+         "accuracy.add": a, "accuracy_stderr.add": 0.1, "accuracy.speaker": a / 2,
+         "accuracy_stderr.speaker": None}
+        for m, a in (("base", 0.1), ("policy", 0.6))
+    ]  # fmt: skip
+    render_plot(rows, tmp_path / "evaluation.png")
+    pngs = tmp_path / "evaluation.png"
+    (tmp_path / "curated").mkdir()
+    write_docs(
+        [Doc(str(i), t, "s") for i, t in enumerate(CORPUS)], tmp_path / "curated" / DOCS_FILE
+    )
+    paths = report.Paths(
+        table=_write(tmp_path / "evaluation.json", rows),
+        eval_plot=pngs,
+        judge=_write(tmp_path / "judge.json", {"judge.available": 0, "judge.error": "down",
+                                               "judge.baseline": "sft"}),
+        judge_plot=pngs,
+        safety=_write(tmp_path / "safety.json", {"toxicity_rate": 0.0, "regurgitation_rate": 0.1,
+                                                 "safety.toxicity_rate.insult": 0.0,
+                                                 "safety.regurgitation_rate.insult": 0.1}),
+        promotion=_write(tmp_path / "promote.json", {"promoted": 1, "challenger_version": 1,
+                                                     "champion_version": 1, "reason": "ok",
+                                                     "gate.perplexity": "pass",
+                                                     "challenger.perplexity": 40.0}),
+        eval_set=tasks_dir / "eval.jsonl",
+        prefs_test=tasks_dir / "prefs_test.jsonl",
+        judge_prompts=ROOT / "data/judge/prompts.jsonl",
+        safety_prompts=ROOT / "data/safety/adversarial.jsonl",
+        corpus=tmp_path / "curated",
+        out=tmp_path / "report",
+        per_task_plot=tmp_path / "per_task.png",
+        metrics=tmp_path / "report_metrics.json",
+    )  # fmt: skip
+    params = project_params()
+    with stage_run("report", stage_view("report", params)) as tracker:
+        metrics = report.run(tracker.params, paths, tracker).metrics
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| `add` | 0.100 ± 0.100 | 0.600 ± 0.100 |" in md  # score, then contamination
+    assert "**Judge unavailable**: down" in md and "| perplexity | pass | 40.000 |" in md
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "<table>" in html and 'src="per_task.png"' in html
+    for png in ("per_task.png", "evaluation.png", "judge_matrix.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 0
+    # Curation removed eval-set overlap upstream; this corpus has none of the task items.
+    assert metrics["contamination.eval.rate"] == 0.0
+    assert {"contamination.adversarial.rate", "contamination.judge_prompts.rate"} <= set(metrics)
