@@ -24,6 +24,13 @@ def test_dvc_dag_declares_every_stage_of_the_package_in_a_valid_order():
         ("quantize", "evaluate"),
         ("evaluate", "promote"),
         ("promote", "deploy"),
+        ("align", "judge"),
+        ("reward", "judge"),
+        ("judge", "promote"),
+        ("curate", "safety"),
+        ("safety", "promote"),
+        ("promote", "report"),
+        ("evaluate", "report"),
     ]:
         assert pos[before] < pos[after]
 
