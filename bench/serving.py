@@ -43,8 +43,9 @@ from components.serving.client import percentile  # noqa: E402
 
 OUT = ROOT / "bench" / "results"
 TEXTS = ROOT / "data" / "keeprate" / "clean.jsonl"
+# llm-compressor's environment (it pins transformers <= 5.17): see the Makefile.
 QUANTIZE_PYTHON = Path(
-    os.environ.get("LLMOPS_QUANTIZE_PYTHON", "/work/main/.venv-quantize/bin/python")
+    os.environ.get("LLMOPS_QUANTIZE_PYTHON", ROOT / ".venv-quantize" / "bin" / "python")
 )
 BENCH_MODEL = ModelParams(
     hidden_size=512,
@@ -58,7 +59,6 @@ BENCH_MODEL = ModelParams(
 )
 VOCAB = 8192
 MAX_MODEL_LEN = 512
-CLIENTS = (1, 4, 16, 64)
 PROMPT_WORDS = (8, 40, 160)  # ~1.3 tokens per word with this tokenizer
 OUTPUT_TOKENS = (16, 48, 96)
 PORT = 8931
@@ -241,28 +241,23 @@ def transformers_serve(model_dir: Path, log: Path) -> Iterator[str]:
             vllm_server.stop(proc)
 
 
-def requests_for(clients: int, quick: bool) -> int:
-    # Every client busy for a few requests; at 64 clients one request each (wall-time budget).
-    return (
-        max(clients, 4 if quick else 8)
-        if clients >= 16
-        else (4 if quick else 8) * max(1, clients // 2)
-    )
+# Requests per point: every client busy for at least one request, the baseline's share of the
+# ~10-minute budget in mind (it serves one request at a time).
+REQUESTS = {1: 6, 4: 12, 16: 32, 64: 64}
+QUICK_REQUESTS = {1: 3, 16: 16}
 
 
-def bench_server(name: str, server, clients: tuple[int, ...], quick: bool, tokenizer) -> dict:
+def bench_server(
+    name: str, server, model: str, requests: dict[int, int], tokenizer
+) -> dict[str, dict]:
     points = {}
     with server as base_url:
-        model = "bench" if name.startswith("vllm") else str(WORK_FP)
         asyncio.run(run_point(base_url, model, 1, 2, seed=99))  # warm-up, not measured
-        for c in clients:
-            point = asyncio.run(run_point(base_url, model, c, requests_for(c, quick), seed=c))
+        for c, n in requests.items():
+            point = asyncio.run(run_point(base_url, model, c, n, seed=c))
             points[str(c)] = summarize(point, tokenizer)
             print(f"{name:12s} {c:3d} clients: {points[str(c)]}", flush=True)
     return points
-
-
-WORK_FP = Path()
 
 
 def goals(servers: dict[str, dict]) -> dict[str, Any]:
@@ -328,7 +323,6 @@ def log_to_mlflow(result: dict, paths: list[Path]) -> None:
 
 
 def main() -> None:
-    global WORK_FP
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 and 16 clients, fewer requests")
     ap.add_argument(
@@ -342,10 +336,9 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     args.work.mkdir(parents=True, exist_ok=True)
-    clients = (1, 16) if args.quick else CLIENTS
+    requests = QUICK_REQUESTS if args.quick else REQUESTS
     t0 = time.perf_counter()
     fp_dir = build_model(args.work)
-    WORK_FP = fp_dir
     tokenizer = AutoTokenizer.from_pretrained(fp_dir)
     dirs = {"fp": fp_dir}
     for variant in args.variants.split(","):
@@ -356,14 +349,14 @@ def main() -> None:
     for variant, d in dirs.items():
         log = args.work / f"vllm_{variant}.log"
         servers[f"vllm_{variant}"] = bench_server(
-            f"vllm_{variant}", vllm(d, variant, log), clients, args.quick, tokenizer
+            f"vllm_{variant}", vllm(d, variant, log), "bench", requests, tokenizer
         )
     if not args.no_baseline:
         servers["transformers"] = bench_server(
             "transformers",
             transformers_serve(fp_dir, args.work / "transformers.log"),
-            clients,
-            args.quick,
+            str(fp_dir),  # with a preloaded model HF's server names it by its path
+            requests,
             tokenizer,
         )
     result = {
@@ -377,7 +370,7 @@ def main() -> None:
         "workload": {
             "prompt_words": PROMPT_WORDS,
             "output_tokens": OUTPUT_TOKENS,
-            "requests": {c: requests_for(c, args.quick) for c in clients},
+            "requests_per_point": requests,
             "decoding": "greedy, streaming /v1/completions",
         },
         "servers": servers,
