@@ -236,6 +236,9 @@ def test_endpoint_requires_the_key_serves_adapters_and_is_evaluated_live(
         for path in UNGUARDED:
             assert _get(f"{root}{path}") == 200, path
         completion = {"model": "adapter-a", "prompt": "the king", "max_tokens": 4}
+        # Outside /v1 and so answered without the key (README: why the server stays on localhost)
+        assert _get(f"{root}/tokenize", None, {"model": "tiny", "prompt": "the king"}) == 200
+        assert _get(f"{root}/invocations", None, {**completion, "model": "tiny"}) == 200
         assert _get(f"{root}/v1/completions", key, completion) == 200
         load = {"lora_name": "adapter-b", "lora_path": str(second)}
         assert _get(f"{root}/v1/load_lora_adapter", None, load) == 401
