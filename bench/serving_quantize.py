@@ -7,9 +7,11 @@ vLLM serves without a `--quantization` flag (it reads the scheme from config.jso
     python bench/serving_quantize.py FP_DIR OUT_DIR int8|int4 [--samples N]
 
 int8 is W8A8 (int8 weights per channel, int8 activations per token, dynamic: no calibration
-needed for the activations; the weights are rounded by QuantizationModifier); int4 is W4A16 with
-GPTQ (group size 128, so every quantized layer's input size must be a multiple of 128) on
-calibration passages taken from the bench's text.
+needed for the activations); int4 is W4A16 (group size 128, so every quantized layer's input
+size must be a multiple of 128). Weights are rounded to nearest (QuantizationModifier) unless
+--gptq: the bench measures serving speed, which depends on the checkpoint's format and not on
+how its values were chosen, and GPTQ took over 13 minutes on this shared 2-core machine (the
+quantize stage uses GPTQ where quality matters).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> None:
     ap.add_argument("--texts", type=Path, default=Path("data/keeprate/clean.jsonl"))
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=256)
+    ap.add_argument("--gptq", action="store_true", help="GPTQ instead of round-to-nearest")
     args = ap.parse_args()
 
     from llmcompressor import oneshot
@@ -50,10 +53,8 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.fp_dir)
     scheme = SCHEMES[args.variant]
     # lm_head stays fp: it is tied to the embedding, and vLLM's CPU kernels take Linear only.
-    if args.variant == "int8":
-        recipe = QuantizationModifier(targets="Linear", scheme=scheme, ignore=["lm_head"])
-    else:
-        recipe = GPTQModifier(targets="Linear", scheme=scheme, ignore=["lm_head"])
+    modifier = GPTQModifier if args.gptq else QuantizationModifier
+    recipe = modifier(targets="Linear", scheme=scheme, ignore=["lm_head"])
     oneshot(
         model=model,
         tokenizer=tokenizer,

@@ -13,7 +13,13 @@ vllm/v1/worker/cpu_worker.py):
 - `--enforce-eager`: the default torch.compile warm-up costs ~30 s of a ~100 s start on 2 cores
   for no measurable latency gain on a tiny model; with eager mode and an explicit KV size the
   worker also skips its warm-up pass (start ~45 s);
-- float32 (params `deploy.dtype`): bfloat16 crashed with an illegal instruction at head size 32.
+- dtype per variant (`server_dtype`): float32 for fp and int8 (W8A8 runs its int8 GEMMs with
+  float32 activations around them); bfloat16 for int4, as vLLM's CPU W4A16 kernel requires.
+  bfloat16 once crashed with an illegal instruction at head size 32 on this machine (another
+  session served it through ~1,000 requests since), so fp stays float32 on CPU.
+
+The API key reaches the server as VLLM_API_KEY (vLLM reads it when --api-key is absent), so it
+is not on the command line, which any local user can read in /proc.
 """
 
 from __future__ import annotations
