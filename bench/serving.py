@@ -287,6 +287,35 @@ def goals(servers: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The README table: server x clients -> tokens/s, requests/s, TTFT p50, latency p50/p99."""
+    lines = [
+        "| server | clients | requests | tokens/s | requests/s | TTFT p50 s | latency p50 s "
+        "| latency p99 s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, points in result["servers"].items():
+        for c, p in points.items():
+            lines.append(
+                f"| {name} | {c} | {p['n_ok']}/{p['n']} | {p['tokens_per_s']} | "
+                f"{p['requests_per_s']} | {p['ttft_p50_s']} | {p['latency_p50_s']} | "
+                f"{p['latency_p99_s']} |"
+            )
+    goals = ", ".join(f"{k}: {v}" for k, v in result["goals"].items())
+    m = result["machine"]
+    return "\n".join(
+        [
+            *lines,
+            "",
+            f"Goals: {goals}.",
+            "",
+            f"Machine: {m['cpus']} CPUs ({m['cpu']}), "
+            f"load average at the end {m['load_avg_at_end']}; {m['note']}.",
+            "",
+        ]
+    )
+
+
 def plot(servers: dict[str, dict], path: Path) -> None:
     import matplotlib
 
@@ -387,6 +416,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     png = args.out.with_suffix(".png")
     plot(servers, png)
+    args.out.with_suffix(".md").write_text(markdown(result))
     print(json.dumps(result["goals"], indent=2))
     if not args.no_mlflow:
         log_to_mlflow(result, [args.out, png])

@@ -48,3 +48,18 @@ def test_goals_compare_at_16_clients():
     assert g["vllm_vs_baseline_tokens_per_s_16"] == 4.0 and g["goal_vllm_3x"]
     assert g["vllm_p99_lower_16"] and g["int8_vs_fp_tokens_per_s_16"] == 1.05
     assert not g["goal_int8_1_1x"] and "int4_vs_fp_tokens_per_s_16" not in g
+
+
+def test_markdown_table_has_a_row_per_server_and_point():
+    point = {
+        "n": 2, "n_ok": 2, "tokens_per_s": 5.0, "requests_per_s": 0.5,
+        "ttft_p50_s": 0.1, "latency_p50_s": 1.0, "latency_p99_s": 2.0,
+    }  # fmt: skip
+    result = {
+        "servers": {"vllm_fp": {"1": point, "16": point}, "transformers": {"1": point}},
+        "goals": {"goal_vllm_3x": True},
+        "machine": {"cpus": 2, "cpu": "x86_64", "load_avg_at_end": (1, 1, 1), "note": "shared"},
+    }
+    md = serving.markdown(result)
+    assert md.count("| vllm_fp |") == 2 and "| transformers | 1 | 2/2 | 5.0 |" in md
+    assert "goal_vllm_3x: True" in md and "2 CPUs" in md
