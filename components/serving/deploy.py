@@ -281,7 +281,11 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     paths.out.write_text(json.dumps(report, indent=2) + "\n")
     tracker.log_dict(report, "deploy_report.json")
     return StageResult(
-        metrics={**_metrics(version, server.startup_s, load), **live_eval.flat(scores)},
+        metrics={
+            **_metrics(version, server.startup_s, load),  # model_version: the served one
+            "champion_version": int(champion.version),
+            **live_eval.flat(scores),
+        },
         notes={
             "sample_chat_reply": load["chat"]["sample_reply"],
             "sample_completion": load["completion"]["sample_reply"],
