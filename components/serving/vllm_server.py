@@ -15,8 +15,9 @@ vllm/v1/worker/cpu_worker.py):
   worker also skips its warm-up pass (start ~45 s);
 - dtype per variant (`server_dtype`): float32 for fp and int8 (W8A8 runs its int8 GEMMs with
   float32 activations around them); bfloat16 for int4, as vLLM's CPU W4A16 kernel requires.
-  bfloat16 once crashed with an illegal instruction at head size 32 on this machine (another
-  session served it through ~1,000 requests since), so fp stays float32 on CPU.
+  bfloat16 once crashed with an illegal instruction at head size 32; on an avx512_bf16 CPU it
+  served that shape through 200 requests (2026-11-26), so fp stays float32 on CPU, which any
+  x86-64 CPU runs.
 
 The API key reaches the server as VLLM_API_KEY (vLLM reads it when --api-key is absent), so it
 is not on the command line, which any local user can read in /proc.
