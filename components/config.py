@@ -489,6 +489,27 @@ class DeployParams(_Section):
     startup_timeout_s: int = Field(ge=10)
     n_requests: int = Field(ge=1)
     max_tokens: int = Field(ge=1)
+    # Which registered form of the champion is served: the fp policy itself, or the version of
+    # llmops-policy-int8 / -int4 quantized from it (tag parent_model = llmops-policy/<version>).
+    variant: Literal["fp", "int8", "int4"] = "fp"
+    # The API key vLLM requires on /v1/* (401 without it): read from this environment variable,
+    # or from api_key_file (a secret mounted as a file; it wins). With neither set, `llmops
+    # serve` refuses to start unless require_api_key is false; the deploy stage's own short-lived
+    # server gets a random one-time key.
+    api_key_env: str | None = "LLMOPS_API_KEY"
+    api_key_file: str | None = None
+    require_api_key: bool = True
+    # LoRA adapters served beside the base model: {served name: registry URI of a PEFT
+    # adapter directory}, e.g. {"support": "models:/llmops-lora/3"}; requests pick one by name.
+    adapters: dict[str, str] = {}
+    max_lora_rank: int = Field(default=16, ge=1)
+    # Lets /v1/load_lora_adapter and /v1/unload_lora_adapter add adapters to a running server
+    # (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING; guarded by the API key like all of /v1).
+    runtime_lora: bool = False
+    # lm-evaluation-harness against the live endpoint (local-completions backend): the bundled
+    # task families to run (empty: none), at most eval_limit examples each.
+    eval_tasks: tuple[str, ...] = ()
+    eval_limit: int = Field(default=20, ge=1)
 
 
 class Params(_Section):

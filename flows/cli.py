@@ -129,7 +129,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from components.config import load_params
     from components.serving.deploy import Reads, serve_forever
 
-    sys.exit(serve_forever(Reads.narrow(load_params(args.params)), args.model_uri))
+    params = Reads.narrow(load_params(args.params))
+    if args.variant:
+        params = params.model_copy(
+            update={"deploy": params.deploy.model_copy(update={"variant": args.variant})}
+        )
+    sys.exit(serve_forever(params, args.model_uri))
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
@@ -284,7 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     pa.set_defaults(func=cmd_params)
 
     sv = sub.add_parser("serve", help="serve the champion model with vLLM until interrupted")
-    sv.add_argument("--model-uri", default="models:/llmops-policy@champion")
+    sv.add_argument(
+        "--model-uri",
+        default=None,
+        help="a registry URI to serve instead of the champion (e.g. models:/llmops-policy/3)",
+    )
+    sv.add_argument(
+        "--variant",
+        choices=("fp", "int8", "int4"),
+        help="the champion's registered form to serve (default: deploy.variant)",
+    )
     sv.set_defaults(func=cmd_serve)
 
     pr = sub.add_parser(

@@ -41,9 +41,30 @@ class RequestResult:
     error: str = ""
 
 
-def make_client(base_url: str) -> OpenAI:
-    # No retries: a retried request would hide a failure and skew latency.
-    return OpenAI(base_url=base_url, api_key="EMPTY", timeout=REQUEST_TIMEOUT_S, max_retries=0)
+def make_client(base_url: str, api_key: str | None = None) -> OpenAI:
+    # No retries: a retried request would hide a failure and skew latency. "EMPTY" is what the
+    # client sends to a server without a key (it insists on some value).
+    return OpenAI(
+        base_url=base_url,
+        api_key=api_key or "EMPTY",
+        timeout=REQUEST_TIMEOUT_S,
+        max_retries=0,
+    )
+
+
+def answer_check(base_url: str, model: str, api_key: str | None = None) -> str:
+    """One short greedy completion; raises unless it comes back with at least one token
+    (`min_tokens`: a model whose first token is EOS still proves it answers)."""
+    resp = make_client(base_url, api_key).completions.create(
+        model=model,
+        prompt=PROMPTS[0],
+        max_tokens=4,
+        temperature=0,
+        extra_body={"min_tokens": 1},
+    )
+    if not resp.choices or not resp.usage or resp.usage.completion_tokens < 1:
+        raise RuntimeError(f"the completion came back without tokens: {resp}")
+    return resp.choices[0].text
 
 
 def _chat(client: OpenAI, model: str, prompt: str, max_tokens: int) -> tuple[str, int]:
@@ -117,9 +138,10 @@ def run_load(
     max_tokens: int,
     kinds: Sequence[Kind] = ("chat", "completion"),
     prompts: Sequence[str] = PROMPTS,
+    api_key: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """`n_requests` of each kind; returns {kind: summary + the per-request records}."""
-    client = make_client(base_url)
+    client = make_client(base_url, api_key)
     out: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         results = [

@@ -1,23 +1,31 @@
-"""deploy stage: serve the registry's champion with vLLM, send a smoke load, record the numbers.
+"""deploy stage: serve the registry's champion with vLLM, check it answers, evaluate it as served,
+send a smoke load, record the numbers.
 
-setup (resolve `llmops-policy@champion`, download its HF directory) -> serve (vLLM subprocess)
--> load (chat + completion requests through the openai client) -> cleanup (server stopped).
+setup (resolve `llmops-policy@champion`, then the registered form `deploy.variant` names: the fp
+policy, or the llmops-policy-int8 / -int4 version quantized from it; download it and any LoRA
+adapters) -> serve (vLLM subprocess, API key required) -> check (one completion) -> evaluate
+(lm-evaluation-harness `local-chat-completions` on the bundled tasks, `deploy.eval_tasks`) ->
+load (chat + completion requests through the openai client) -> cleanup (server stopped).
 
 For real use the same server runs in the foreground with `llmops serve` (`serve_forever`):
-    llmops serve [--model-uri models:/llmops-policy@champion]
+    LLMOPS_API_KEY=... llmops serve [--variant int8] [--model-uri models:/llmops-policy/3]
 which runs, from the serving environment,
     python -m vllm.entrypoints.openai.api_server --model <downloaded>/artifacts/<hf dir>
         --served-model-name llmops-policy --host 127.0.0.1 --port <deploy.port>
-        --dtype <deploy.dtype> --max-model-len <deploy.max_model_len> [CPU flags]
-(see `vllm_server.server_command`); then point any OpenAI client at
-http://127.0.0.1:<deploy.port>/v1 with api_key "EMPTY" and model "llmops-policy".
+        --dtype <per device and variant> --max-model-len <deploy.max_model_len> [CPU flags]
+        [--enable-lora --lora-modules name=<adapter dir> ...]
+with VLLM_API_KEY in its environment (see `vllm_server.server_command`); then point any OpenAI
+client at http://127.0.0.1:<deploy.port>/v1 with that key and model "llmops-policy".
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +37,15 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from components.config import DeployParams, StageParams
-from components.constants import ALIAS_CHAMPION, LINEAGE_TAGS, MODEL_POLICY
-from components.serving import client, vllm_server
+from components.constants import (
+    ALIAS_CHAMPION,
+    LINEAGE_TAGS,
+    MODEL_POLICY,
+    MODEL_POLICY_INT4,
+    MODEL_POLICY_INT8,
+    TAG_PARENT_MODEL,
+)
+from components.serving import client, live_eval, vllm_server
 from components.stage import StageResult
 from components.tracking import mlflow_env
 from components.tracking.hf_pyfunc import HF_ARTIFACT
@@ -48,12 +63,25 @@ class Reads(StageParams):
 @dataclass(frozen=True)
 class Paths:
     promotion: Path  # metrics/promote.json (the promote stage's decision; a DVC dependency)
+    eval_set: Path  # data/tasks/eval.jsonl: the bundled tasks' data, evaluated on the endpoint
     out: Path  # JSON report: model, server command, per-request numbers
     metrics: Path
 
 
 class NoChampionError(LookupError):
     """No registered version holds the champion alias."""
+
+
+class VariantNotFoundError(LookupError):
+    """No quantized version of the champion is registered for `deploy.variant`."""
+
+
+class ApiKeyError(RuntimeError):
+    """A production server would start without an API key, or the key file is unusable."""
+
+
+# The registered model holding each quantized form of the policy (the quantize stage's).
+VARIANT_MODELS: Mapping[str, str] = {"int8": MODEL_POLICY_INT8, "int4": MODEL_POLICY_INT4}
 
 
 def champion_version(mlflow_client: MlflowClient, name: str = MODEL_POLICY) -> ModelVersion:
@@ -66,8 +94,71 @@ def champion_version(mlflow_client: MlflowClient, name: str = MODEL_POLICY) -> M
         ) from err
 
 
-def hf_model_dir(model_root: Path) -> Path:
-    """The HF directory inside a downloaded pyfunc model (path recorded in its MLmodel file)."""
+def registered_variants(mlflow_client: MlflowClient) -> dict[str, list[str]]:
+    """{registered name: ["<version> (parent <name/version>)", ...]} of the quantized models."""
+    return {
+        name: [
+            f"{v.version} (parent {v.tags.get(TAG_PARENT_MODEL) or '?'})"
+            for v in sorted(_versions(mlflow_client, name), key=lambda v: int(v.version))
+        ]
+        for name in VARIANT_MODELS.values()
+    }
+
+
+def _versions(mlflow_client: MlflowClient, name: str) -> list[ModelVersion]:
+    return list(mlflow_client.search_model_versions(f"name = '{name}'"))
+
+
+def variant_version(
+    mlflow_client: MlflowClient, champion: ModelVersion, variant: str
+) -> tuple[str, ModelVersion]:
+    """(registered name, version) serving `variant` of `champion`: the champion itself for fp,
+    else the newest version of the variant's model whose parent_model is the champion."""
+    if variant == "fp":
+        return champion.name, champion
+    name = VARIANT_MODELS[variant]
+    parent = f"{champion.name}/{champion.version}"
+    matches = [v for v in _versions(mlflow_client, name) if v.tags.get(TAG_PARENT_MODEL) == parent]
+    if not matches:
+        raise VariantNotFoundError(
+            f"deploy.variant is {variant!r} but no version of {name!r} was quantized from the "
+            f"champion {parent}; registered: {registered_variants(mlflow_client)}. Run the "
+            "quantize stage on the champion (`dvc repro quantize`) or set deploy.variant: fp"
+        )
+    return name, max(matches, key=lambda v: int(v.version))
+
+
+def api_key(cfg: DeployParams, *, one_time_ok: bool) -> str | None:
+    """The key the server requires: deploy.api_key_file, else $<deploy.api_key_env>; else a
+    random one-time key when `one_time_ok` (the deploy stage's private server), else an error
+    unless deploy.require_api_key is false."""
+    if cfg.api_key_file:
+        path = Path(cfg.api_key_file)
+        key = path.read_text().strip() if path.is_file() else ""
+        if not key:
+            raise ApiKeyError(
+                f"deploy.api_key_file is {path} but it is missing or empty: write the key "
+                "there (one line) or unset deploy.api_key_file to read it from "
+                f"${cfg.api_key_env}"
+            )
+        return key
+    if cfg.api_key_env and (key := os.environ.get(cfg.api_key_env, "").strip()):
+        return key
+    if one_time_ok:
+        return secrets.token_urlsafe(24)
+    if cfg.require_api_key:
+        raise ApiKeyError(
+            f"no API key for the server: set ${cfg.api_key_env} (deploy.api_key_env) or "
+            "deploy.api_key_file; for a local development server without one set "
+            "deploy.require_api_key: false"
+        )
+    log.warning("serving WITHOUT an API key (deploy.require_api_key: false)")
+    return None
+
+
+def hf_model_dir(model_root: Path, marker: str = "config.json") -> Path:
+    """The HF directory inside a downloaded pyfunc model (path recorded in its MLmodel file);
+    `marker` is the file it must hold (adapter_config.json for a PEFT adapter)."""
     mlmodel = model_root / "MLmodel"
     rel = f"artifacts/{HF_ARTIFACT}"
     if mlmodel.exists():
@@ -75,19 +166,33 @@ def hf_model_dir(model_root: Path) -> Path:
         artifacts = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {})
         rel = artifacts.get(HF_ARTIFACT, {}).get("path", rel)
     hf_dir = model_root / rel
-    if not (hf_dir / "config.json").exists():
+    if not (hf_dir / marker).exists():
         raise FileNotFoundError(
-            f"{hf_dir} holds no config.json: {model_root} is not a model registered by "
+            f"{hf_dir} holds no {marker}: {model_root} is not a model registered by "
             f"components.tracking.registry (expected the HF directory under artifact "
             f"{HF_ARTIFACT!r})"
         )
     return hf_dir
 
 
-def download_model(model_uri: str, dst: Path) -> Path:
+def download_model(model_uri: str, dst: Path, marker: str = "config.json") -> Path:
     """Download a registered model and return its HF directory."""
     root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
-    return hf_model_dir(root)
+    return hf_model_dir(root, marker)
+
+
+def download_adapters(adapters: Mapping[str, str], dst: Path) -> dict[str, Path]:
+    """{served name: local PEFT directory} for deploy.adapters ({name: registry URI})."""
+    out = {}
+    for name, uri in adapters.items():
+        try:
+            out[name] = download_model(uri, dst / name, marker="adapter_config.json")
+        except MlflowException as err:
+            raise LookupError(
+                f"deploy.adapters[{name!r}] is {uri!r}, which the registry cannot resolve: "
+                f"{err.message}"
+            ) from err
+    return out
 
 
 def _metrics(version: ModelVersion, startup_s: float, load: dict[str, dict[str, Any]]) -> dict:
@@ -114,24 +219,35 @@ def _check(load: dict[str, dict[str, Any]]) -> None:
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.deploy
     promotion = json.loads(paths.promotion.read_text())
-    version = champion_version(MlflowClient())
-    if str(promotion.get("champion_version")) != str(version.version):
+    mlflow_client = MlflowClient()
+    champion = champion_version(mlflow_client)
+    if str(promotion.get("champion_version")) != str(champion.version):
         log.warning(
             "registry champion is version %s but %s says %s: serving the registry's",
-            version.version,
+            champion.version,
             paths.promotion,
             promotion.get("champion_version"),
         )
-    model_uri = f"models:/{MODEL_POLICY}/{version.version}"
-    tracker.set_tags({"deploy.model_uri": model_uri})
+    name, version = variant_version(mlflow_client, champion, cfg.variant)
+    model_uri = f"models:/{name}/{version.version}"
+    tracker.set_tags({"deploy.model_uri": model_uri, "deploy.variant": cfg.variant})
+    key = api_key(cfg, one_time_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="llmops-deploy-") as tmp:
         hf_dir = download_model(model_uri, Path(tmp) / "model")
+        adapters = download_adapters(cfg.adapters, Path(tmp) / "adapters")
         log_path = Path(tmp) / SERVER_LOG
         try:
-            with vllm_server.running_server(hf_dir, cfg, MODEL_POLICY, log_path) as server:
+            with vllm_server.running_server(
+                hf_dir, cfg, MODEL_POLICY, log_path, api_key=key, adapters=adapters
+            ) as server:
+                scores = live_eval.evaluate_endpoint(server, cfg, paths.eval_set)
                 load = client.run_load(
-                    server.base_url, server.served_name, cfg.n_requests, cfg.max_tokens
+                    server.base_url,
+                    server.served_name,
+                    cfg.n_requests,
+                    cfg.max_tokens,
+                    api_key=server.api_key,
                 )
         finally:
             if log_path.exists():
@@ -140,9 +256,11 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     _check(load)
     report = {
         "model": {
-            "name": MODEL_POLICY,
+            "name": name,
+            "variant": cfg.variant,
             "version": version.version,
             "uri": model_uri,
+            "champion": f"{champion.name}/{champion.version}",
             "run_id": version.run_id,
             "lineage": {k: version.tags.get(k, "") for k in LINEAGE_TAGS},
         },
@@ -151,15 +269,23 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             "startup_s": round(server.startup_s, 2),
             "base_url": server.base_url,
             "served_model_name": server.served_name,
+            "adapters": sorted(adapters),
+            "api_key": "configured" if key and not _one_time(cfg) else "one-time",
+            "check_reply": server.check_reply,
         },
         "params": cfg.model_dump(mode="json"),
+        "lm_eval": scores,
         **load,
     }
     paths.out.parent.mkdir(parents=True, exist_ok=True)
     paths.out.write_text(json.dumps(report, indent=2) + "\n")
     tracker.log_dict(report, "deploy_report.json")
     return StageResult(
-        metrics=_metrics(version, server.startup_s, load),
+        metrics={
+            **_metrics(version, server.startup_s, load),  # model_version: the served one
+            "champion_version": int(champion.version),
+            **live_eval.flat(scores),
+        },
         notes={
             "sample_chat_reply": load["chat"]["sample_reply"],
             "sample_completion": load["completion"]["sample_reply"],
@@ -167,18 +293,38 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     )
 
 
-def serve_forever(
-    params: Reads,
-    model_uri: str = f"models:/{MODEL_POLICY}@{ALIAS_CHAMPION}",
-) -> int:
-    """`llmops serve`: download `model_uri` and serve it in the foreground until Ctrl-C."""
+def _one_time(cfg: DeployParams) -> bool:
+    return not cfg.api_key_file and not (cfg.api_key_env and os.environ.get(cfg.api_key_env))
+
+
+def resolve_served(model_uri: str | None, variant: str) -> str:
+    """The registry URI `llmops serve` serves: `model_uri` as given, else the champion's
+    `variant` (read from the registry now, so a champion set by hand in the UI is served)."""
+    if model_uri:
+        return model_uri
+    mlflow_client = MlflowClient()
+    name, version = variant_version(mlflow_client, champion_version(mlflow_client), variant)
+    return f"models:/{name}/{version.version}"
+
+
+def serve_forever(params: Reads, model_uri: str | None = None) -> int:
+    """`llmops serve`: download the champion's `deploy.variant` (or `model_uri`) and its
+    adapters, serve them in the foreground until Ctrl-C; an API key is required unless
+    deploy.require_api_key is false."""
     mlflow_env.configure()
+    cfg = params.deploy
+    key = api_key(cfg, one_time_ok=False)
+    uri = resolve_served(model_uri, cfg.variant)
     with tempfile.TemporaryDirectory(prefix="llmops-serve-") as tmp:
         try:
-            hf_dir = download_model(model_uri, Path(tmp) / "model")
+            hf_dir = download_model(uri, Path(tmp) / "model")
         except MlflowException as err:
             raise NoChampionError(
-                f"cannot resolve {model_uri}: {err.message}. If no model holds the "
+                f"cannot resolve {uri}: {err.message}. If no model holds the "
                 f"{ALIAS_CHAMPION} alias yet, run the promote stage"
             ) from err
-        return vllm_server.serve_foreground(hf_dir, params.deploy, MODEL_POLICY)
+        adapters = download_adapters(cfg.adapters, Path(tmp) / "adapters")
+        log.info("serving %s", uri)
+        return vllm_server.serve_foreground(
+            hf_dir, cfg, MODEL_POLICY, api_key=key, adapters=adapters
+        )

@@ -13,7 +13,14 @@ vllm/v1/worker/cpu_worker.py):
 - `--enforce-eager`: the default torch.compile warm-up costs ~30 s of a ~100 s start on 2 cores
   for no measurable latency gain on a tiny model; with eager mode and an explicit KV size the
   worker also skips its warm-up pass (start ~45 s);
-- float32 (params `deploy.dtype`): bfloat16 crashed with an illegal instruction at head size 32.
+- dtype per variant (`server_dtype`): float32 for fp and int8 (W8A8 runs its int8 GEMMs with
+  float32 activations around them); bfloat16 for int4, as vLLM's CPU W4A16 kernel requires.
+  bfloat16 once crashed with an illegal instruction at head size 32; on an avx512_bf16 CPU it
+  served that shape through 200 requests (2026-11-26), so fp stays float32 on CPU, which any
+  x86-64 CPU runs.
+
+The API key reaches the server as VLLM_API_KEY (vLLM reads it when --api-key is absent), so it
+is not on the command line, which any local user can read in /proc.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -86,10 +93,13 @@ def server_command(
     *,
     python: str | Path | None = None,
     cpu: bool | None = None,
+    adapters: Mapping[str, str | Path] | None = None,
 ) -> list[str]:
-    """The argv that serves `model_dir` under `served_name` on 127.0.0.1:cfg.port."""
+    """The argv that serves `model_dir` under `served_name` on 127.0.0.1:cfg.port, with the
+    LoRA `adapters` ({served name: PEFT directory}) beside it. The API key is not in it (argv
+    is world-readable in /proc): it goes through the environment (`server_env`)."""
     if cpu is None:
-        cpu = on_cpu() if cfg.device == "auto" else cfg.device == "cpu"
+        cpu = is_cpu(cfg)
     cmd = [
         str(python or serve_python()),
         "-m",
@@ -109,6 +119,7 @@ def server_command(
         "--generation-config",
         "auto",  # stop tokens (EOS, <|im_end|>) from the model directory
     ]
+    cmd += lora_flags(cfg, adapters or {})
     if cpu:
         if cfg.tensor_parallel_size > 1:
             raise ValueError(
@@ -129,16 +140,51 @@ def server_command(
     return cmd
 
 
+def is_cpu(cfg: DeployParams) -> bool:
+    return on_cpu() if cfg.device == "auto" else cfg.device == "cpu"
+
+
+def lora_flags(cfg: DeployParams, adapters: Mapping[str, str | Path]) -> list[str]:
+    """`--enable-lora` when adapters are served or may be loaded at runtime."""
+    if not adapters and not cfg.runtime_lora:
+        return []
+    flags = ["--enable-lora", "--max-lora-rank", str(cfg.max_lora_rank)]
+    if adapters:
+        flags += ["--lora-modules", *(f"{name}={path}" for name, path in adapters.items())]
+    return flags
+
+
 def server_dtype(cfg: DeployParams, cpu: bool) -> str:
-    """`auto`: bfloat16 on GPUs (what the model trained in), float32 on vLLM's CPU backend."""
+    """`auto`: bfloat16 on GPUs (what the model trained in); on vLLM's CPU backend float32,
+    except int4 (W4A16), whose CPU kernel takes bfloat16 activations only."""
+    if cpu and cfg.variant == "int4" and cfg.dtype not in ("auto", "bfloat16"):
+        raise ValueError(
+            f"deploy.dtype is {cfg.dtype} but the int4 (W4A16) variant serves on vLLM's CPU "
+            "backend in bfloat16 only: set deploy.dtype to auto or bfloat16"
+        )
     if cfg.dtype != "auto":
         return cfg.dtype
-    return "float32" if cpu else "bfloat16"
+    if not cpu or cfg.variant == "int4":
+        return "bfloat16"
+    return "float32"
 
 
-def server_env(python: str | Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def server_env(
+    python: str | Path,
+    base: Mapping[str, str] | None = None,
+    *,
+    api_key: str | None = None,
+    runtime_lora: bool = False,
+) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env.update(SERVER_ENV)
+    env.pop("VLLM_API_KEY", None)  # only the key we were given guards the server
+    if api_key:
+        # vLLM reads --api-key or, without it, VLLM_API_KEY (vllm/entrypoints/serve/middleware/
+        # register.py): the environment keeps the key out of `ps`.
+        env["VLLM_API_KEY"] = api_key
+    if runtime_lora:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "1"
     if Path(python) != Path(sys.executable):
         # A separate environment: our import paths would mix two transformers versions.
         env.pop("PYTHONPATH", None)
@@ -309,6 +355,8 @@ class Server:
     log_path: Path
     startup_s: float
     pid: int
+    api_key: str | None = field(default=None, repr=False)
+    check_reply: str = ""  # the answer to the readiness completion
 
 
 def start(
@@ -319,6 +367,8 @@ def start(
     *,
     python: str | Path | None = None,
     cpu: bool | None = None,
+    api_key: str | None = None,
+    adapters: Mapping[str, str | Path] | None = None,
 ) -> tuple[subprocess.Popen, list[str]]:
     """Spawn the server in its own session (process group), output to `log_file`; its pid is
     recorded (pid_file) so a server orphaned by a killed `llmops` is stopped by the next one."""
@@ -330,14 +380,14 @@ def start(
             "stop the process listening there or choose another deploy.port"
         )
     python = python or serve_python()
-    cmd = server_command(model_dir, cfg, served_name, python=python, cpu=cpu)
+    cmd = server_command(model_dir, cfg, served_name, python=python, cpu=cpu, adapters=adapters)
     log.info("starting vLLM: %s", " ".join(cmd))
     proc = subprocess.Popen(
         cmd,
         stdout=log_file,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env=server_env(python),
+        env=server_env(python, api_key=api_key, runtime_lora=cfg.runtime_lora),
         start_new_session=True,
     )
     _record_owner(proc, cfg.port)
@@ -366,14 +416,21 @@ def running_server(
     *,
     python: str | Path | None = None,
     cpu: bool | None = None,
+    api_key: str | None = None,
+    adapters: Mapping[str, str | Path] | None = None,
 ) -> Iterator[Server]:
-    """A ready vLLM server for the duration of the block; always stopped on exit."""
+    """A vLLM server that answered a completion, for the duration of the block; always stopped
+    on exit."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log_file, _sigterm_as_exit():
-        proc, cmd = start(model_dir, cfg, served_name, log_file, python=python, cpu=cpu)
+        proc, cmd = start(
+            model_dir, cfg, served_name, log_file,
+            python=python, cpu=cpu, api_key=api_key, adapters=adapters,
+        )  # fmt: skip
         try:
             startup_s = wait_ready(proc, cfg, log_path)
+            reply = check_answers(base_url(cfg), served_name, api_key, log_path)
             log.info("vLLM ready on port %d after %.1f s (log: %s)", cfg.port, startup_s, log_path)
             yield Server(
                 base_url=base_url(cfg),
@@ -382,9 +439,25 @@ def running_server(
                 log_path=log_path,
                 startup_s=startup_s,
                 pid=proc.pid,
+                api_key=api_key,
+                check_reply=reply,
             )
         finally:
             stop(proc)
+
+
+def check_answers(url: str, model: str, api_key: str | None, log_path: Path | None = None) -> str:
+    """One short completion: /health says the process is up, this says the model answers."""
+    from components.serving.client import answer_check  # the openai client: imported late
+
+    try:
+        return answer_check(url, model, api_key)
+    except Exception as err:
+        tail = f"; last lines of {log_path}:\n{log_tail(log_path)}" if log_path else ""
+        raise ServerError(
+            f"vLLM is up (/health answers) but {model!r} did not answer a completion at "
+            f"{url}: {err}{tail}"
+        ) from err
 
 
 def serve_foreground(
@@ -394,16 +467,30 @@ def serve_foreground(
     *,
     python: str | Path | None = None,
     cpu: bool | None = None,
+    api_key: str | None = None,
+    adapters: Mapping[str, str | Path] | None = None,
 ) -> int:
-    """Run the server with its output on this terminal until it exits, Ctrl-C or SIGTERM.
+    """Run the server with its output on this terminal until it exits, Ctrl-C or SIGTERM;
+    it is announced only once it has answered a completion.
 
     Returns the server's exit code (130 after Ctrl-C).
     """
     with _sigterm_as_exit():
-        proc, cmd = start(model_dir, cfg, served_name, None, python=python, cpu=cpu)
+        proc, cmd = start(
+            model_dir, cfg, served_name, None,
+            python=python, cpu=cpu, api_key=api_key, adapters=adapters,
+        )  # fmt: skip
         print("serving with:\n  " + " ".join(cmd), flush=True)
-        print(f"OpenAI API at {base_url(cfg)} (model {served_name!r}); Ctrl-C stops", flush=True)
         try:
+            wait_ready(proc, cfg, Path("(this terminal)"))
+            reply = check_answers(base_url(cfg), served_name, api_key)
+            names = [served_name, *(adapters or {})]
+            print(
+                f"OpenAI API at {base_url(cfg)} (models {names}; "
+                f"{'API key required' if api_key else 'NO API key'}); answered {reply!r}; "
+                "Ctrl-C stops",
+                flush=True,
+            )
             return proc.wait()
         except KeyboardInterrupt:
             return 130

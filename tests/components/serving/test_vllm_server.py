@@ -230,7 +230,9 @@ def test_vllm_serves_a_chat_reply_through_the_openai_client(tiny_model_dir, tmp_
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_deploy_stage_serves_the_registry_champion(tiny_model_dir, tmp_path, monkeypatch):
+def test_deploy_stage_serves_the_registry_champion(
+    tiny_model_dir, tmp_path, monkeypatch, tasks_dir
+):
     """The stage end to end: register, alias champion, deploy.run downloads, serves, reports."""
     import json
     import shutil
@@ -244,7 +246,9 @@ def test_deploy_stage_serves_the_registry_champion(tiny_model_dir, tmp_path, mon
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     model_dir = shutil.copytree(tiny_model_dir, tmp_path / "policy")
     (tmp_path / "data.txt").write_text("training data")
-    params = project_params(deploy={"port": _free_port(), "n_requests": 2, "max_tokens": 8})
+    params = project_params(
+        deploy={"port": _free_port(), "n_requests": 2, "max_tokens": 8, "eval_limit": 2}
+    )
     with stage_run("align", stage_view("align", params)) as tracker:
         mv = register_model_dir(tracker, model_dir, MODEL_POLICY, data_path=tmp_path / "data.txt")
     MlflowClient().set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, mv.version)
@@ -252,6 +256,7 @@ def test_deploy_stage_serves_the_registry_champion(tiny_model_dir, tmp_path, mon
 
     paths = deploy.Paths(
         promotion=tmp_path / "promote.json",
+        eval_set=tasks_dir / "eval.jsonl",
         out=tmp_path / "deploy.json",
         metrics=tmp_path / "metrics.json",
     )
@@ -262,6 +267,9 @@ def test_deploy_stage_serves_the_registry_champion(tiny_model_dir, tmp_path, mon
     report = json.loads(paths.out.read_text())
     assert report["chat"]["completion_tokens"] > 0
     assert report["model"]["uri"] == f"models:/{MODEL_POLICY}/{mv.version}"
+    # Evaluated as served: every bundled family scored through the endpoint.
+    assert report["lm_eval"] and "lm_eval.llmops_add.acc" in result.metrics
+    assert report["server"]["api_key"] == "one-time" and report["server"]["check_reply"]
 
 
 # A stand-in for vLLM's server: listens on the port; its argv names the server module, as a
