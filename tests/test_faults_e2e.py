@@ -40,6 +40,9 @@ def _env(root: Path) -> dict[str, str]:
         ENV_PROJECT_DIR: str(root),
         "PATH": path,
         "TQDM_DISABLE": "1",
+        # Prefect's ephemeral API server may take longer than its default 20 s to start on
+        # busy shared cores (the test harness allows 120 s too).
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     }
 
 
