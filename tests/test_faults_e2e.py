@@ -139,5 +139,5 @@ def test_the_final_state_is_a_clean_runs(killed_then_rerun):
     for name in names:
         versions = client.search_model_versions(f"name = '{name}'")
         assert len(versions) == 1, f"{name}: {[v.version for v in versions]}"
-    # The SQLite registry returns the version as an int here (a server returns a str).
+    # int(): this client returned the version as an int from the SQLite registry.
     assert int(client.get_model_version_by_alias(MODEL_POLICY, ALIAS_CHAMPION).version) == 1
