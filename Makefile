@@ -63,7 +63,8 @@ test-faults: setup
 	$(BIN)/python -m pytest -m "faults or not slow" tests/flows/test_faults.py \
 	  tests/flows/test_run_lock.py tests/components/tracking/test_registry.py \
 	  tests/components/data/test_validate_report.py tests/components/modeling/test_io.py \
-	  tests/components/serving/test_vllm_server.py -k "not vllm_serves and not deploy_stage"
+	  tests/components/serving/test_vllm_server.py tests/test_faults_e2e.py \
+	  -k "not vllm_serves and not deploy_stage"
 
 bench-pretrain: setup
 	$(BIN)/python bench/pretrain.py

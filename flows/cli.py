@@ -39,7 +39,8 @@ def _kv(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_stage(args: argparse.Namespace) -> None:
-    """Run one stage, holding the project's run lock unless the run that started it holds it.
+    """Run one stage, holding the project's run lock unless the run that started it holds it;
+    under a plain `dvc repro` the first stage takes the lock for the whole repro (run_lock).
 
     Exits EXIT_TRANSIENT (75) when the failure is worth a retry (decided by exception type,
     components/failures.py) or another run holds the lock, 1 on any other failure; the flow
@@ -47,7 +48,7 @@ def cmd_stage(args: argparse.Namespace) -> None:
     from flows import run_lock
     from flows.recovery import recover
 
-    with run_lock.hold(args.root, run_lock.command_line()) as (_, previous):
+    with run_lock.hold_stage(args.root, run_lock.command_line()) as (_, previous):
         recover(args.root, previous)
         _run_stage(args)
 

@@ -13,6 +13,11 @@ what `dvc repro` runs), `llmops params apply|set`.
   it (a lock follows the inode: the lock file itself must stay put).
 - Stages a locked run starts (`dvc repro` -> `llmops stage`) carry the run's token in
   $LLMOPS_RUN_TOKEN; a stage whose token is the holder's runs inside that lock, not against it.
+- A user's own `dvc repro` (or `dvc exp run`) is one run too, not one per stage: its first
+  `llmops stage` takes the lock on behalf of that `dvc` process and hands it to a small keeper
+  process that holds it until `dvc` exits (hold_stage). The later stages of the same repro find
+  their `dvc` ancestor named as the holder and run inside; a second run that tries to start
+  between two stages is refused like any other.
 - `finished: false` in run.json found by the next holder means the previous one died without
   releasing: its MLflow and Prefect runs are debris to mark failed (flows/recovery.py) and the
   params.yaml it changed is restored from the copy taken before the change.
@@ -24,8 +29,11 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +50,7 @@ LOCK_NAME = "run.lock"
 HOLDER_NAME = "run.json"
 PARAMS_BACKUP = "params.yaml.before-run"
 WAIT_POLL_S = 2.0
+KEEPER_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -159,7 +168,7 @@ def _check_no_orphans(previous: Holder | None) -> None:
 
 
 @contextmanager
-def _locked_fd(root: Path, command: str, wait: bool) -> Iterator[None]:
+def _locked_fd(root: Path, command: str, wait: bool) -> Iterator[int]:
     directory = state_dir(root)
     directory.mkdir(exist_ok=True)
     fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited
@@ -174,7 +183,7 @@ def _locked_fd(root: Path, command: str, wait: bool) -> Iterator[None]:
                 )
             log.info("waiting for the run in progress to finish: %s", running)
             fcntl.flock(fd, fcntl.LOCK_EX)  # blocks until the holder releases or dies
-        yield
+        yield fd
     finally:
         os.close(fd)  # closing releases the lock
 
@@ -199,18 +208,8 @@ def hold(
         yield current, None
         return
     with _locked_fd(root, command, wait):
-        previous = read_holder(root)
-        _check_no_orphans(previous)
-        previous = previous if previous and not previous.finished else None
-        holder = Holder(
-            token=uuid.uuid4().hex,
-            pid=os.getpid(),
-            pgid=os.getpgrp(),
-            host=socket.gethostname(),
-            command=command,
-            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            flow_run_id=flow_run_id,
-        )
+        previous = _take_over(root)
+        holder = _new_holder(os.getpid(), os.getpgrp(), command, flow_run_id)
         write_holder(root, holder)
         saved = os.environ.get(ENV_RUN_TOKEN)
         os.environ[ENV_RUN_TOKEN] = holder.token  # the stages this run starts inherit it
@@ -218,6 +217,130 @@ def hold(
             yield holder, previous
         finally:
             _release(root, holder.token, saved)
+
+
+def _take_over(root: Path) -> Holder | None:
+    """With the lock taken: the previous holder if it died without finishing, else None."""
+    previous = read_holder(root)
+    _check_no_orphans(previous)
+    return previous if previous and not previous.finished else None
+
+
+def _new_holder(pid: int, pgid: int, command: str, flow_run_id: str = "") -> Holder:
+    return Holder(
+        token=uuid.uuid4().hex,
+        pid=pid,
+        pgid=pgid,
+        host=socket.gethostname(),
+        command=command,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        flow_run_id=flow_run_id,
+    )
+
+
+@contextmanager
+def hold_stage(root: Path, command: str) -> Iterator[tuple[Holder, Holder | None]]:
+    """The lock for `llmops stage`: inside the run that started it (its token), else inside the
+    `dvc repro` that started it (taken for the whole repro by its first stage), else its own.
+    Yields like hold(). Raises RunLocked when another run holds it."""
+    current = read_holder(root)
+    token = os.environ.get(ENV_RUN_TOKEN)
+    repro = None if token and current and current.token == token else repro_ancestor()
+    if repro is None:
+        with hold(root, command) as held:
+            yield held
+        return
+    pid, argv = repro
+    if _held_for(root, current, pid):
+        os.environ[ENV_RUN_TOKEN] = current.token  # its MLflow runs carry the repro's token
+        yield current, None
+        return
+    with _locked_fd(root, _command(argv), wait=False) as fd:
+        previous = _take_over(root)
+        holder = _new_holder(pid, os.getpgid(pid), _command(argv))
+        write_holder(root, holder)
+        _start_keeper(root, holder.token, pid, fd)
+        os.environ[ENV_RUN_TOKEN] = holder.token
+        yield holder, previous
+
+
+def _held_for(root: Path, current: Holder | None, pid: int) -> bool:
+    if current is None or current.finished or current.host != socket.gethostname():
+        return False
+    return current.pid == pid and _lock_is_held(root)
+
+
+def _command(argv: list[str]) -> str:
+    return " ".join(["dvc", *argv[_dvc_index(argv) + 1 :]])[:300]
+
+
+def _dvc_index(argv: list[str]) -> int:
+    for i, arg in enumerate(argv):
+        if Path(arg).name == "dvc":
+            return i
+    return -1
+
+
+def is_dvc_repro(argv: list[str]) -> bool:
+    """`dvc repro ...` or `dvc exp run ...` (global options such as -v may come first)."""
+    i = _dvc_index(argv)
+    words = [a for a in argv[i + 1 :] if not a.startswith("-")] if i >= 0 else []
+    return words[:1] == ["repro"] or words[:2] == ["exp", "run"]
+
+
+def repro_ancestor(levels: int = 3) -> tuple[int, list[str]] | None:
+    """(pid, argv) of the `dvc repro` that started this process: its parent, or the shell's
+    parent (DVC runs a stage's cmd through $SHELL -c, which may or may not exec it)."""
+    import psutil
+
+    proc = psutil.Process().parent()
+    for _ in range(levels):
+        if proc is None:
+            return None
+        try:
+            argv = proc.cmdline()
+        except psutil.Error:
+            return None
+        if is_dvc_repro(argv):
+            return proc.pid, argv
+        proc = proc.parent()
+    return None
+
+
+def _start_keeper(root: Path, token: str, pid: int, fd: int) -> None:
+    """A process that shares the locked file description (so the lock stays held after this
+    stage exits) until `dvc` (pid) exits; it is in dvc's process group, so killing the group
+    kills it too and leaves the record unfinished for the next run to recover."""
+    package_dir = str(Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [package_dir, os.environ.get("PYTHONPATH")])),
+    }
+    subprocess.Popen(
+        [sys.executable, "-m", "flows.run_lock", str(root), token, str(pid), str(fd)],
+        pass_fds=(fd,),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def keep(root: Path, token: str, pid: int, fd: int) -> None:
+    """The keeper's body: wait for `dvc` to exit, mark the run finished, release the lock."""
+    import psutil
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops dvc, which then ends this
+    try:
+        proc = psutil.Process(pid)
+        while proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(KEEPER_POLL_S)
+    except psutil.NoSuchProcess:
+        pass
+    latest = read_holder(root)
+    if latest and latest.token == token:
+        write_holder(root, replace(latest, finished=True))
+    os.close(fd)
 
 
 def _release(root: Path, token: str, saved_env: str | None) -> None:
@@ -261,3 +384,7 @@ def restore_params(root: Path, params_file: Path, backup: str | Path, why: str) 
 
 def command_line() -> str:
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]
+
+
+if __name__ == "__main__":  # the keeper of a `dvc repro`'s lock (_start_keeper)
+    keep(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

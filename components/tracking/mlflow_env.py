@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
+import sqlalchemy
+from mlflow.utils.file_utils import local_file_uri_to_path
 
 from components.constants import EXPERIMENT
 from components.project import project_root
+
+log = logging.getLogger(__name__)
 
 # The embedded store's directory under the project root.
 LOCAL_DIR = ".mlflow"
@@ -86,9 +92,95 @@ def configure(root: Path | None = None) -> str:
     if os.environ.get("MLFLOW_REGISTRY_URI"):
         mlflow.set_registry_uri(os.environ["MLFLOW_REGISTRY_URI"])
     exp = mlflow.get_experiment_by_name(EXPERIMENT)
+    if exp is not None and db is not None:
+        relocate(uri, exp.artifact_location)
     if exp is None:
         exp_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root(uri))
     else:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+# Where MLflow keeps absolute artifact paths in a SQLite store (MLflow 3): resolve_uri_if_local()
+# makes every location absolute when it is recorded, and runs, logged models and model versions
+# copy their experiment's location. MLflow has no project-relative artifact root without a server.
+def _path_columns() -> list[tuple[Any, Any]]:
+    """(column, extra row condition) of every column that holds an artifact location."""
+    from mlflow.store.model_registry.dbmodels.models import SqlModelVersion
+    from mlflow.store.tracking.dbmodels.models import (
+        SqlExperiment,
+        SqlLoggedModel,
+        SqlRun,
+        SqlTraceTag,
+    )
+    from mlflow.utils.mlflow_tags import MLFLOW_ARTIFACT_LOCATION
+
+    anywhere = sqlalchemy.true()
+    tag = SqlTraceTag.__table__.c
+    return [
+        (SqlExperiment.__table__.c.artifact_location, anywhere),
+        (SqlRun.__table__.c.artifact_uri, anywhere),
+        (SqlLoggedModel.__table__.c.artifact_location, anywhere),
+        (SqlModelVersion.__table__.c.source, anywhere),
+        (SqlModelVersion.__table__.c.storage_location, anywhere),
+        (tag.value, tag.key == MLFLOW_ARTIFACT_LOCATION),
+    ]
+
+
+def moved_from(uri: str, recorded: str) -> tuple[Path, Path] | None:
+    """(old, new) folder holding the store's directory, when the experiment's recorded artifact
+    root has this store's layout (`<folder>/<store dir>/artifacts`) under another folder: the
+    project was moved or copied. None when it is where it belongs, or was chosen on purpose."""
+    expected = artifact_root(uri)
+    if expected is None or recorded == expected or not recorded.startswith("file:"):
+        return None
+    old, new = Path(local_file_uri_to_path(recorded)), Path(local_file_uri_to_path(expected))
+    if old.parts[-2:] != new.parts[-2:]:
+        return None
+    return old.parent.parent, new.parent.parent
+
+
+def relocate(uri: str, recorded: str) -> int:
+    """Point every artifact location recorded under the project's old folder at the project's
+    folder now; returns how many were rewritten. A moved or copied project then logs into and
+    loads from its own `.mlflow/artifacts`, not from the old folder (which may be gone)."""
+    moved = moved_from(uri, recorded)
+    if moved is None:
+        return 0
+    old, new = moved
+    prefixes = [(old.as_uri() + "/", new.as_uri() + "/"), (f"{old}/", f"{new}/")]
+    count = 0
+    engine = sqlalchemy.create_engine(uri)
+    try:
+        # One transaction: a half-relocated store would split a run's artifacts between folders.
+        with engine.begin() as conn:
+            for column, condition in _path_columns():
+                for before, after in prefixes:
+                    count += _replace_prefix(conn, column, condition, before, after)
+    finally:
+        engine.dispose()
+    log.warning(
+        "this project was moved or copied from %s: %d artifact locations in its MLflow store "
+        "(%s) pointed there and now point into %s",
+        old,
+        count,
+        sqlite_path(uri),
+        new,
+    )
+    return count
+
+
+def _replace_prefix(conn: Any, column: Any, condition: Any, before: str, after: str) -> int:
+    # substr, not LIKE: SQLite's LIKE ignores case and treats _ and % as wildcards.
+    stmt = (
+        sqlalchemy.update(column.table)
+        .where(sqlalchemy.func.substr(column, 1, len(before)) == before, condition)
+        .values(
+            {
+                column.name: sqlalchemy.literal(after)
+                + sqlalchemy.func.substr(column, len(before) + 1)
+            }
+        )
+    )
+    return conn.execute(stmt).rowcount

@@ -152,3 +152,83 @@ def test_stage_processes_of_a_killed_run_block_the_next(project):
     time.sleep(0.2)
     with run_lock.hold(project, "next"):
         pass
+
+
+# Two stages of a user's plain `dvc repro`, each taking the lock like `llmops stage` does. The
+# second waits for a "go" file before touching the lock: the repro is then between stages.
+REPRO_STAGE = """\
+import sys, time
+from pathlib import Path
+from flows import run_lock
+name = sys.argv[1]
+if name == "second":
+    Path("second-started").touch()
+    while not Path("go").exists():
+        time.sleep(0.05)
+with run_lock.hold_stage(Path.cwd(), "llmops stage " + name) as (holder, previous):
+    Path(name + ".txt").write_text(holder.token)
+"""
+
+
+def _repro_project(root: Path) -> None:
+    import yaml
+
+    from flows.dvc_stage import dvc_executable
+
+    (root / "stage.py").write_text(REPRO_STAGE)
+    stages = {
+        "first": {"cmd": "python stage.py first", "deps": ["stage.py"], "outs": ["first.txt"]},
+        "second": {"cmd": "python stage.py second", "deps": ["first.txt"], "outs": ["second.txt"]},
+    }
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    subprocess.run([dvc_executable(), "init", "--no-scm", "-q"], cwd=root, check=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.05)
+
+
+def test_a_plain_dvc_repro_holds_the_lock_between_its_stages(project):
+    from flows.dvc_stage import dvc_executable
+
+    _repro_project(project)
+    env = {**_env(project), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    repro = subprocess.Popen(
+        [dvc_executable(), "repro"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for(project / "second-started", repro)
+        assert (project / "first.txt").exists()  # the first stage is done, the second not begun
+        with (
+            pytest.raises(RunLocked, match=f"`dvc repro` \\(pid {repro.pid} "),
+            run_lock.hold(project, "llmops run --set align.lr=0.0001"),
+        ):
+            pass
+        (project / "go").touch()
+        assert repro.wait(timeout=60) == 0, repro.stdout.read()
+    finally:
+        repro.kill()
+    # Both stages ran inside one lock: the repro's.
+    assert (project / "first.txt").read_text() == (project / "second.txt").read_text()
+    deadline = time.monotonic() + 10
+    while not run_lock.read_holder(project).finished:  # the keeper notices dvc has exited
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    with run_lock.hold(project, "next") as (_, previous):
+        assert previous is None  # the repro finished cleanly: nothing to recover
+
+
+def test_dvc_repro_is_recognised_from_its_command_line():
+    assert run_lock.is_dvc_repro(["/venv/bin/python", "/venv/bin/dvc", "repro", "-s", "sft"])
+    assert run_lock.is_dvc_repro(["dvc", "-v", "exp", "run", "--set-param", "a=1"])
+    assert not run_lock.is_dvc_repro(["dvc", "status", "--json"])
+    assert not run_lock.is_dvc_repro(["/bin/sh", "-c", "python stage.py repro"])
