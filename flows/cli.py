@@ -26,6 +26,9 @@ def _project_environment(root: Path) -> None:
     # Prefect API client (2 retries instead of 5, exponential backoff with jitter).
     apply_retry_budget()
     os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "2")
+    # Prefect's ephemeral API server gets 20 s to start by default, which busy cores (e.g. a
+    # training run beside it) exceed: a start-up failure is not an outage worth failing on.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
 def _kv(pairs: list[str]) -> dict[str, str]:
