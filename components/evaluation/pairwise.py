@@ -307,7 +307,7 @@ def baseline_answers(
 ) -> list[str]:
     if baseline.label == "sft":
         return answers_of(sft, prompts, cfg)
-    from components.serving.deploy import download_model
+    from components.tracking.model_download import download_model
 
     with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
         hf_dir = download_model(f"models:/{MODEL_POLICY}/{baseline.version}", Path(tmp))

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import yaml
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -48,7 +46,7 @@ from components.constants import (
 from components.serving import client, live_eval, vllm_server
 from components.stage import StageResult
 from components.tracking import mlflow_env
-from components.tracking.hf_pyfunc import HF_ARTIFACT
+from components.tracking.model_download import download_model
 from components.tracking.stage_run import Tracker
 
 log = logging.getLogger(__name__)
@@ -154,31 +152,6 @@ def api_key(cfg: DeployParams, *, one_time_ok: bool) -> str | None:
         )
     log.warning("serving WITHOUT an API key (deploy.require_api_key: false)")
     return None
-
-
-def hf_model_dir(model_root: Path, marker: str = "config.json") -> Path:
-    """The HF directory inside a downloaded pyfunc model (path recorded in its MLmodel file);
-    `marker` is the file it must hold (adapter_config.json for a PEFT adapter)."""
-    mlmodel = model_root / "MLmodel"
-    rel = f"artifacts/{HF_ARTIFACT}"
-    if mlmodel.exists():
-        spec = yaml.safe_load(mlmodel.read_text()) or {}
-        artifacts = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {})
-        rel = artifacts.get(HF_ARTIFACT, {}).get("path", rel)
-    hf_dir = model_root / rel
-    if not (hf_dir / marker).exists():
-        raise FileNotFoundError(
-            f"{hf_dir} holds no {marker}: {model_root} is not a model registered by "
-            f"components.tracking.registry (expected the HF directory under artifact "
-            f"{HF_ARTIFACT!r})"
-        )
-    return hf_dir
-
-
-def download_model(model_uri: str, dst: Path, marker: str = "config.json") -> Path:
-    """Download a registered model and return its HF directory."""
-    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
-    return hf_model_dir(root, marker)
 
 
 def download_adapters(adapters: Mapping[str, str], dst: Path) -> dict[str, Path]:

@@ -15,6 +15,7 @@ import pytest
 from components.config import ModelParams
 from components.constants import ALIAS_CHAMPION, ENV_SERVE_PYTHON, MODEL_POLICY
 from components.serving import client, deploy, vllm_server
+from components.tracking.model_download import hf_model_dir
 from components.tracking.registry import register_model_dir
 from tests.helpers import project_params, stage_view
 
@@ -133,7 +134,7 @@ def test_hf_dir_is_found_through_the_mlmodel_file(tmp_path):
         "flavors:\n  python_function:\n    artifacts:\n      hf_model:\n"
         "        path: artifacts/policy\n"
     )
-    assert deploy.hf_model_dir(tmp_path) == tmp_path / "artifacts" / "policy"
+    assert hf_model_dir(tmp_path) == tmp_path / "artifacts" / "policy"
 
 
 def test_no_champion_fails_with_what_to_do(tmp_path, monkeypatch):
