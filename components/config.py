@@ -270,6 +270,9 @@ class PretrainParams(_Section):
     prefetch_bucket_size: int = Field(default=50_000_000, ge=0)
     param_persistence_threshold: int = Field(default=100_000, ge=0)
     max_live_parameters: int = Field(default=1_000_000_000, ge=1)
+    # ZeRO-3 keeps a gathered parameter if it is used again within this many elements; a
+    # model larger than it (every GPU-sized one) releases and re-fetches (DeepSpeed's default).
+    max_reuse_distance: int = Field(default=1_000_000_000, ge=0)
     # Speed switches (GPU-oriented; each runs on CPU as well, where it rarely pays off).
     compile: bool = False  # torch.compile of the model under DeepSpeed (engine.compile)
     # Liger Kernel's fused RMSNorm/SwiGLU/RoPE and fused linear cross-entropy (never builds the
@@ -311,6 +314,9 @@ class PostTrainParams(_Section):
     prefetch_bucket_size: int = Field(default=50_000_000, ge=0)
     param_persistence_threshold: int = Field(default=100_000, ge=0)
     max_live_parameters: int = Field(default=1_000_000_000, ge=1)
+    # ZeRO-3 keeps a gathered parameter if it is used again within this many elements; a
+    # model larger than it (every GPU-sized one) releases and re-fetches (DeepSpeed's default).
+    max_reuse_distance: int = Field(default=1_000_000_000, ge=0)
     gradient_checkpointing: bool = False  # recompute activations in backward (long sequences)
 
 

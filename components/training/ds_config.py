@@ -61,6 +61,7 @@ def zero_section(cfg: PretrainParams | PostTrainParams, device: Device) -> dict[
             "stage3_prefetch_bucket_size": cfg.prefetch_bucket_size,
             "stage3_param_persistence_threshold": cfg.param_persistence_threshold,
             "stage3_max_live_parameters": cfg.max_live_parameters,
+            "stage3_max_reuse_distance": cfg.max_reuse_distance,
         }
     if device == "cuda":
         zero |= offload_sections(cfg)
