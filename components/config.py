@@ -256,7 +256,9 @@ class ClusterParams(_Section):
 
 
 class PretrainParams(_Section):
-    zero_stage: Literal[0, 1, 2, 3] = 3
+    # auto: the planner's cheapest stage that fits the cluster at this micro-batch (one rank or
+    # small model states: 0, plain data parallelism); a number forces that stage.
+    zero_stage: Literal["auto", 0, 1, 2, 3] = "auto"
     # GPU memory savers (on the CPU accelerator offload is a no-op: memory is already host RAM).
     offload: Literal["none", "optimizer", "optimizer_and_params"] = "none"
     activation_checkpointing: bool = False
@@ -476,7 +478,10 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _offload_params_needs_zero3(self) -> Params:
-        if self.pretrain.offload == "optimizer_and_params" and self.pretrain.zero_stage != 3:
+        if self.pretrain.offload == "optimizer_and_params" and self.pretrain.zero_stage not in (
+            3,
+            "auto",
+        ):
             raise ValueError("pretrain.offload 'optimizer_and_params' needs pretrain.zero_stage 3")
         return self
 
