@@ -39,12 +39,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.worker_run import run_worker  # noqa: E402
 from components.chat import CHAT_TEMPLATE, EOS, IM_END, IM_START, PAD  # noqa: E402
 from components.config import Params, load_params  # noqa: E402
-from components.training import launch  # noqa: E402
-from components.training.ds_config import deepspeed_config, optimizer_kwargs  # noqa: E402
+from components.training.ds_config import optimizer_kwargs  # noqa: E402
 from components.training.planner import count_parameters, flops_per_token  # noqa: E402
-from components.training.sizing import cluster_of, model_shape  # noqa: E402
+from components.training.sizing import model_shape, zero_stage_for  # noqa: E402
 
 NO_GPU = "bench/gpu.py: no CUDA GPU visible (torch.cuda.is_available() is False); nothing measured"
 GPU_PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16, the issue's MFU reference
@@ -184,53 +184,21 @@ def summarise(step_s: list[float], warmup: int, tokens_per_step: int, flops: flo
 # ---- 2. the real pretrain path -----------------------------------------------------------
 
 
-def zero_stage_for(params: Params, vocab: int) -> int:
-    """The planner's cheapest fitting ZeRO stage for this world size (ZeRO-3 is pointless on
-    one rank: there is nobody to shard with)."""
-    from components.training.planner import make_plan
-
-    shape = model_shape(params.model, vocab)
-    plan = make_plan(shape, cluster_of(params.cluster), 1e9, params.pack.seq_len)
-    return plan.choice.zero_stage if plan.choice else 3
-
-
 def pretrain_path(params: Params, tokenizer_dir: Path, data: Path, work: Path) -> dict:
-    on_gpu = torch.cuda.is_available()
-    device = "cuda" if on_gpu else "cpu"
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
-    ds = deepspeed_config(params.pretrain, 1, device)
-    (work / "ds.json").write_text(json.dumps(ds))
-    args = launch.worker_args(
-        params_file=work / "params.yaml",
-        data=data,
-        tokenizer=tokenizer_dir,
-        ds_config=work / "ds.json",
-        checkpoints=work / "ckpt",
-        out=work / "model",
-        history=work / "ckpt" / "history.jsonl",
-    )
-    cmd = launch.launch_command(params.cluster, args, master_port=launch.free_port())
-    env = launch.launch_env(params.cluster, on_gpu) | {"TQDM_DISABLE": "1"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode:
-        raise RuntimeError(f"pretrain worker failed:\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}")
-    from components.training.pretrain_worker import CONSOLIDATION_FILE, SETTINGS_FILE
-
-    rows = [json.loads(x) for x in (work / "ckpt" / "history.jsonl").read_text().splitlines()]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # The planner's cheapest fitting stage, as the pretrain stage resolves `zero_stage: auto`
+    # (one rank: ZeRO-0, there is nobody to shard with).
+    stage = zero_stage_for(params, tokenizer_dir, device)
+    print(f"pretrain path: {stage.reason}", flush=True)
+    run = run_worker(params, tokenizer_dir, data, work, device, zero_stage=stage.zero_stage)
+    pre = params.pretrain
+    tokens_per_step = pre.micro_batch_size * pre.grad_accum_steps * params.pack.seq_len
     return {
-        "wall_s": time.perf_counter() - t0,
-        "step_s": [
-            params.pretrain.micro_batch_size
-            * params.pretrain.grad_accum_steps
-            * params.pack.seq_len
-            / r["tokens_per_s"]
-            for r in rows
-        ],
-        "settings": json.loads((work / "ckpt" / SETTINGS_FILE).read_text()),
-        "consolidation": json.loads((work / "model" / CONSOLIDATION_FILE).read_text()),
-        "model": str(work / "model"),
+        "wall_s": run.wall_s,
+        "step_s": [tokens_per_step / r["tokens_per_s"] for r in run.history()],
+        "settings": run.settings(),
+        "consolidation": run.consolidation(),
+        "model": str(run.model),
     }
 
 
@@ -326,12 +294,7 @@ def run(smoke: bool, steps: int, warmup: int, out: Path) -> dict:
         base = ["--params", str(work / "params.yaml"), "--work", str(work)]
         base += ["--steps", str(steps)]
         bare = {name: child(["--child", name, *base]) for name in ("bare_eager", "bare_compiled")}
-        stage = zero_stage_for(params, vocab)
-        pre_params = params.model_copy(
-            update={"pretrain": pre.model_copy(update={"zero_stage": stage})}
-        )
-        print(f"pretrain path: ZeRO-{stage}, {steps} steps ...", flush=True)
-        ds = pretrain_path(pre_params, work / "tokenizer", data, work / "pretrain")
+        ds = pretrain_path(params, work / "tokenizer", data, work / "pretrain")
         post = child(["--child", "post", *base, "--model", ds["model"]])
     result = {
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

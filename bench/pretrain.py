@@ -26,14 +26,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.worker_run import run_worker  # noqa: E402
 from components.config import Params, load_params  # noqa: E402
-from components.training import launch  # noqa: E402
-from components.training.ds_config import deepspeed_config  # noqa: E402
 
 WARMUP_STEPS = 5  # excluded from timings: first steps pay for allocation and thread start-up
 
@@ -86,32 +84,10 @@ def run_deepspeed(
             "warmup_steps": 1,
         },
     )
-    run_dir = work / f"ds-{world}"
-    run_dir.mkdir()
-    (run_dir / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json")))
-    (run_dir / "ds.json").write_text(json.dumps(deepspeed_config(p.pretrain, world, "cpu")))
-    args = launch.worker_args(
-        params_file=run_dir / "params.yaml",
-        data=data,
-        tokenizer=tokenizer,
-        ds_config=run_dir / "ds.json",
-        checkpoints=run_dir / "ckpt",
-        out=run_dir / "model",
-        history=run_dir / "ckpt" / "history.jsonl",
-    )
-    cmd = launch.launch_command(p.cluster, args, master_port=launch.free_port())
-    env = launch.launch_env(p.cluster, on_gpu=False) | {"TQDM_DISABLE": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(
-            f"DeepSpeed run with {world} ranks failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
-        )
-    rows = [
-        json.loads(line) for line in (run_dir / "ckpt" / "history.jsonl").read_text().splitlines()
-    ]
-    from components.training.pretrain_worker import MEMORY_FILE
-
-    memory = json.loads((run_dir / "ckpt" / MEMORY_FILE).read_text())
+    # ZeRO-3 explicitly: this benchmark measures its per-rank model-state bytes.
+    run = run_worker(p, tokenizer, data, work / f"ds-{world}", "cpu", zero_stage=3)
+    rows = run.history()
+    memory = run.memory()
     return {
         "world_size": world,
         "grad_accum_steps": accum,

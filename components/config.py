@@ -256,7 +256,9 @@ class ClusterParams(_Section):
 
 
 class PretrainParams(_Section):
-    zero_stage: Literal[0, 1, 2, 3] = 3
+    # auto: the planner's cheapest stage that fits the cluster at this micro-batch (one rank or
+    # small model states: 0, plain data parallelism); a number forces that stage.
+    zero_stage: Literal["auto", 0, 1, 2, 3] = "auto"
     # GPU memory savers (on the CPU accelerator offload is a no-op: memory is already host RAM).
     offload: Literal["none", "optimizer", "optimizer_and_params"] = "none"
     activation_checkpointing: bool = False
@@ -270,6 +272,9 @@ class PretrainParams(_Section):
     prefetch_bucket_size: int = Field(default=50_000_000, ge=0)
     param_persistence_threshold: int = Field(default=100_000, ge=0)
     max_live_parameters: int = Field(default=1_000_000_000, ge=1)
+    # ZeRO-3 keeps a gathered parameter if it is used again within this many elements; a
+    # model larger than it (every GPU-sized one) releases and re-fetches (DeepSpeed's default).
+    max_reuse_distance: int = Field(default=1_000_000_000, ge=0)
     # Speed switches (GPU-oriented; each runs on CPU as well, where it rarely pays off).
     compile: bool = False  # torch.compile of the model under DeepSpeed (engine.compile)
     # Liger Kernel's fused RMSNorm/SwiGLU/RoPE and fused linear cross-entropy (never builds the
@@ -311,6 +316,9 @@ class PostTrainParams(_Section):
     prefetch_bucket_size: int = Field(default=50_000_000, ge=0)
     param_persistence_threshold: int = Field(default=100_000, ge=0)
     max_live_parameters: int = Field(default=1_000_000_000, ge=1)
+    # ZeRO-3 keeps a gathered parameter if it is used again within this many elements; a
+    # model larger than it (every GPU-sized one) releases and re-fetches (DeepSpeed's default).
+    max_reuse_distance: int = Field(default=1_000_000_000, ge=0)
     gradient_checkpointing: bool = False  # recompute activations in backward (long sequences)
 
 
@@ -544,7 +552,10 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _offload_params_needs_zero3(self) -> Params:
-        if self.pretrain.offload == "optimizer_and_params" and self.pretrain.zero_stage != 3:
+        if self.pretrain.offload == "optimizer_and_params" and self.pretrain.zero_stage not in (
+            3,
+            "auto",
+        ):
             raise ValueError("pretrain.offload 'optimizer_and_params' needs pretrain.zero_stage 3")
         return self
 

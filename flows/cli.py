@@ -183,6 +183,7 @@ def cmd_launch(args: argparse.Namespace) -> None:
 
     from components.training import launch
     from components.training.ds_config import deepspeed_config
+    from components.training.sizing import zero_stage_for
     from flows.params_overlay import preview_params
 
     overrides = _kv(args.set)
@@ -206,7 +207,13 @@ def cmd_launch(args: argparse.Namespace) -> None:
     # The ranks read these params (the profile and overrides applied), not the live file.
     params_file = out / "params.yaml"
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
-    ds_config = deepspeed_config(params.pretrain, params.cluster.world_size, args.device)
+    # `zero_stage: auto` resolves as the pretrain stage resolves it: the planner's cheapest stage
+    # that fits this cluster (the trained tokenizer's vocabulary when it exists).
+    stage = zero_stage_for(params, Path(paths["tokenizer"]), args.device)
+    print(stage.reason)
+    ds_config = deepspeed_config(
+        params.pretrain, params.cluster.world_size, args.device, zero_stage=stage.zero_stage
+    )
     worker = launch.worker_args(
         params_file=params_file,
         data=Path(paths["packed"]),

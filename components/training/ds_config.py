@@ -8,20 +8,32 @@ from components.config import PostTrainParams, PretrainParams
 from components.training.accelerator import Device, resolve_precision
 
 
-def deepspeed_config(cfg: PretrainParams, world_size: int, device: Device) -> dict[str, Any]:
+def deepspeed_config(
+    cfg: PretrainParams, world_size: int, device: Device, zero_stage: int | None = None
+) -> dict[str, Any]:
     """ZeRO config for `world_size` data-parallel ranks.
+
+    zero_stage: the stage to run; needed when `pretrain.zero_stage` is `auto` (resolve it with
+    `sizing.zero_stage_for`, the planner's cheapest fitting stage). The ranks read the stage
+    from this config, so it is the one record of what ran.
 
     Batch arithmetic DeepSpeed checks: train_batch_size = micro × accumulation × world_size.
     Precision: `pretrain.precision` (auto: bf16 on GPUs; fp32 on CPU, where bf16 matmuls are
     emulated and slower). The ZeRO communication settings are the same on both devices.
     """
     precision = resolve_precision(cfg.precision, device)
+    stage = cfg.zero_stage if zero_stage is None else zero_stage
+    if stage == "auto":
+        raise ValueError(
+            "pretrain.zero_stage is auto: pass the resolved stage "
+            "(components.training.sizing.zero_stage_for) or set 0-3 in params.yaml"
+        )
     config: dict[str, Any] = {
         "train_batch_size": cfg.micro_batch_size * cfg.grad_accum_steps * world_size,
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": cfg.grad_accum_steps,
         "gradient_clipping": cfg.grad_clip,
-        "zero_optimization": zero_section(cfg, device),
+        "zero_optimization": zero_section(cfg, device, stage),
         "scheduler": {
             "type": "WarmupCosineLR",
             "params": {
@@ -46,21 +58,24 @@ def deepspeed_config(cfg: PretrainParams, world_size: int, device: Device) -> di
     return config
 
 
-def zero_section(cfg: PretrainParams | PostTrainParams, device: Device) -> dict[str, Any]:
+def zero_section(
+    cfg: PretrainParams | PostTrainParams, device: Device, stage: int
+) -> dict[str, Any]:
     """`zero_optimization`: stage, overlap and (ZeRO-3) prefetch, identical on CPU and GPU; only
     offload is GPU-only (on the CPU accelerator the states are already in host memory)."""
     zero: dict[str, Any] = {
-        "stage": cfg.zero_stage,
+        "stage": stage,
         "overlap_comm": cfg.overlap_comm,
         "contiguous_gradients": True,
         # Lets the engine write a consolidated 16-bit (here: fp32) copy on save.
         "stage3_gather_16bit_weights_on_model_save": True,
     }
-    if cfg.zero_stage == 3:
+    if stage == 3:
         zero |= {
             "stage3_prefetch_bucket_size": cfg.prefetch_bucket_size,
             "stage3_param_persistence_threshold": cfg.param_persistence_threshold,
             "stage3_max_live_parameters": cfg.max_live_parameters,
+            "stage3_max_reuse_distance": cfg.max_reuse_distance,
         }
     if device == "cuda":
         zero |= offload_sections(cfg)
@@ -77,7 +92,7 @@ def trainer_deepspeed_config(cfg: PostTrainParams, device: Device) -> dict[str, 
         "train_micro_batch_size_per_gpu": "auto",
         "gradient_accumulation_steps": "auto",
         "gradient_clipping": "auto",
-        "zero_optimization": zero_section(cfg, device),
+        "zero_optimization": zero_section(cfg, device, cfg.zero_stage),
         "bf16": {"enabled": precision == "bf16"},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,

@@ -328,3 +328,56 @@ def format_plan(plan: Plan) -> str:
             f"{o.micro_batch if o.fits else '-':>9}"
         )
     return "\n".join([*lines, "", *plan.reasons])
+
+
+# ZeRO stages that can run with each offload setting (offload needs a partitioned optimizer;
+# offloading the weights needs them partitioned too).
+STAGES_FOR_OFFLOAD: dict[Offload, tuple[int, ...]] = {
+    "none": (0, 1, 2, 3),
+    "optimizer": (1, 2, 3),
+    "optimizer_and_params": (3,),
+}
+
+
+@dataclass(frozen=True)
+class StageChoice:
+    zero_stage: int
+    reason: str
+
+
+def cheapest_zero_stage(
+    m: ModelShape,
+    cluster: Cluster,
+    seq_len: int,
+    micro_batch: int,
+    offload: Offload,
+    checkpointing: bool,
+    precision: Precision,
+    flash_attention: bool = True,
+) -> StageChoice:
+    """The least-communicating ZeRO stage whose model states and activations at the configured
+    micro-batch fit every rank (with `offload` and `checkpointing` as configured). One rank
+    shards nothing, so stage 0 fits whenever any stage does. If none fits: ZeRO-3, the
+    smallest, with a reason that says what to change."""
+    counted = count_parameters(m)
+    budget = cluster.gpu_memory_gb * GB * (1 - MEMORY_HEADROOM)
+    activations = activation_bytes(
+        m, seq_len, micro_batch, checkpointing, precision, flash_attention
+    )
+    for stage in STAGES_FOR_OFFLOAD[offload]:
+        gpu, cpu = model_state_bytes(counted.total, stage, cluster.gpus, offload, precision)
+        cpu_ok = cpu * cluster.gpus_per_node <= cluster.cpu_memory_gb * GB * (1 - MEMORY_HEADROOM)
+        if gpu + activations <= budget and cpu_ok:
+            why = "one rank: nothing to shard" if cluster.gpus == 1 else "least communication"
+            return StageChoice(
+                stage,
+                f"ZeRO-{stage}, the cheapest stage that fits ({why}): "
+                f"{(gpu + activations) / GB:.2f} GB per rank at micro-batch {micro_batch} "
+                f"of {budget / GB:.1f} GB usable on {cluster.gpus} rank(s)",
+            )
+    return StageChoice(
+        3,
+        f"no ZeRO stage fits micro-batch {micro_batch} in {budget / GB:.1f} GB per rank on "
+        f"{cluster.gpus} rank(s); using ZeRO-3, the smallest: lower pretrain.micro_batch_size, "
+        "enable activation_checkpointing or offload, or add ranks",
+    )

@@ -1,4 +1,9 @@
-"""pretrain stage: launch DeepSpeed ZeRO-3 ranks, then plot, log and register the base model.
+"""pretrain stage: launch DeepSpeed ranks, then plot, log and register the base model.
+
+The ZeRO stage is `pretrain.zero_stage`, or with `auto` the planner's cheapest stage that fits
+the cluster (one rank or small model states: ZeRO-0, plain data parallelism; a GPU-sized model
+on few GPUs: ZeRO-3). The stage is resolved here, written into the ds_config the ranks read,
+and recorded in run_settings.json, the metrics and MLflow.
 
 On this CPU machine the ranks are processes on DeepSpeed's CPU accelerator talking over gloo;
 on a GPU cluster the same launcher runs one rank per GPU over NCCL (see infra/).
@@ -11,7 +16,7 @@ import json
 import logging
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -23,8 +28,11 @@ from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training import launch
 from components.training.ds_config import deepspeed_config
-from components.training.pretrain_worker import Reads  # the ranks read exactly these
-from components.training.sizing import plan_for
+from components.training.pretrain_worker import (  # the ranks read exactly these Reads
+    SETTINGS_FILE,
+    Reads,
+)
+from components.training.sizing import plan_for, zero_stage_for
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +86,19 @@ def plot_losses(rows: list[dict], path: Path) -> None:
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg, cluster = params.pretrain, params.cluster
     on_gpu = torch.cuda.is_available()
+    device = "cuda" if on_gpu else "cpu"
     world = cluster.world_size
-    ds_config = deepspeed_config(cfg, world, "cuda" if on_gpu else "cpu")
+    stage = zero_stage_for(params, paths.tokenizer, device)
+    log.info("ZeRO stage: %s", stage.reason)
+    tracker.set_tags({"zero_stage": str(stage.zero_stage), "zero_stage_reason": stage.reason})
+    ds_config = deepspeed_config(cfg, world, device, zero_stage=stage.zero_stage)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     ds_config_path = paths.checkpoints / "ds_config.json"
     ds_config_path.write_text(json.dumps(ds_config, indent=2))
     tracker.log_artifact(ds_config_path, "deepspeed")
     plan = plan_for(params, paths.tokenizer, precision="mixed" if on_gpu else "fp32")
     plan_path = paths.checkpoints / "plan.json"
-    plan_path.write_text(json.dumps(plan.to_dict(), indent=2))
+    plan_path.write_text(json.dumps(plan.to_dict() | {"zero_stage_used": asdict(stage)}, indent=2))
     tracker.log_artifact(plan_path, "deepspeed")
     for reason in plan.reasons:
         log.info("planner: %s", reason)
@@ -127,6 +139,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     write_history_csv(rows, paths.history)
     plot_losses(rows, paths.plot)
     tracker.log_artifact(paths.plot, "plots")
+    tracker.log_artifact(paths.checkpoints / SETTINGS_FILE, "deepspeed")
     replace_dir(tmp_out, paths.out)
     register_model_dir(tracker, paths.out, MODEL_BASE, data_path=paths.data)
 
@@ -143,7 +156,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             "tokens_per_s_mean": round(sum(r["tokens_per_s"] for r in rows) / len(rows), 1),
             "mfu_mean": round(sum(r.get("mfu", 0.0) for r in rows) / len(rows), 5),
             "world_size": world,
-            "zero_stage": cfg.zero_stage,
+            "zero_stage": stage.zero_stage,  # as run (auto: the planner's choice)
             "parameters": n_params,
             "tokens_per_parameter": plan.tokens_per_parameter,
             "chinchilla_fraction": round(plan.tokens / plan.chinchilla_tokens, 4),

@@ -241,20 +241,26 @@ class MlflowStepLogger:
             self.pending = []
 
 
+def zero_stage_of(ds_config: dict) -> int:
+    """The ZeRO stage this run uses: the stage resolved `pretrain.zero_stage` (auto) into."""
+    return ds_config["zero_optimization"]["stage"]
+
+
 def build_model(params: Reads, tokenizer, ds_config: dict) -> torch.nn.Module:
-    """The model, each rank allocating only its ZeRO-3 shard."""
+    """The model; under ZeRO-3 each rank allocates only its shard."""
     torch.manual_seed(params.seed)  # identical init on every rank before partitioning
     # While `hf_ds` lives, transformers builds the model under deepspeed.zero.Init and
     # initialises weights with the shards gathered. It must not outlive this function: later
     # from_config/from_pretrained calls on rank 0 alone would wait for the other ranks forever.
     cfg = params.pretrain
-    hf_ds = HfDeepSpeedConfig(ds_config) if cfg.zero_stage == 3 else None
+    zero3 = zero_stage_of(ds_config) == 3
+    hf_ds = HfDeepSpeedConfig(ds_config) if zero3 else None
     config = llama_config(params.model, tokenizer)
     if cfg.liger_kernel:
         apply_liger_kernel(config.model_type)  # patches the classes: before the model exists
     model = AutoModelForCausalLM.from_config(config, attn_implementation=cfg.attn_implementation)
     del hf_ds
-    if cfg.liger_kernel and cfg.zero_stage == 3:
+    if cfg.liger_kernel and zero3:
         # Liger's fused linear cross-entropy reads lm_head.weight inside the model's forward
         # without calling lm_head: ZeRO-3 must gather it for the whole model's forward.
         deepspeed.zero.register_external_parameter(model, model.get_output_embeddings().weight)
@@ -357,6 +363,7 @@ def train(params: Reads, args: argparse.Namespace) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device(deepspeed.get_accelerator().device_name())
     ds_config = json.loads(args.ds_config.read_text())
+    zero_stage = zero_stage_of(ds_config)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
 
     model = build_model(params, tokenizer, ds_config)
@@ -372,7 +379,8 @@ def train(params: Reads, args: argparse.Namespace) -> None:
         "world_size": world,
         "precision": resolve_precision(cfg.precision, device.type),
         "param_dtype": str(next(engine.module.parameters()).dtype).removeprefix("torch."),
-        "zero_stage": cfg.zero_stage,
+        "zero_stage": zero_stage,  # as resolved from pretrain.zero_stage (auto: the planner)
+        "zero_stage_requested": cfg.zero_stage,
         "optimizer": optimizer_name,
         "compile": cfg.compile,
         "liger_kernel": cfg.liger_kernel,
@@ -439,7 +447,7 @@ def train(params: Reads, args: argparse.Namespace) -> None:
             "mfu": step_flops / dt / peak_flops,
         }
         done = step + 1
-        if step == start and cfg.zero_stage == 3:  # Adam's moments exist after the first step
+        if step == start and zero_stage == 3:  # Adam's moments exist after the first step
             write_memory_report(engine, args.checkpoints / MEMORY_FILE, rank, world)
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
             vl = validation_loss(engine, val_arr, micro, cfg.eval_batches, rank, world, device)

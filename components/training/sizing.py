@@ -12,7 +12,16 @@ from components.config import (
     PretrainParams,
     TokenizerParams,
 )
-from components.training.planner import Cluster, ModelShape, Plan, Precision, make_plan
+from components.training.accelerator import Device, resolve_precision
+from components.training.planner import (
+    Cluster,
+    ModelShape,
+    Plan,
+    Precision,
+    StageChoice,
+    cheapest_zero_stage,
+    make_plan,
+)
 
 # Published shapes, for sizing runs bigger than this project's own model.
 PRESETS: dict[str, ModelShape] = {
@@ -122,4 +131,22 @@ def plan_for(
         precision=precision,
         max_micro_batch=max(64, params.pretrain.micro_batch_size),
         n_params=n_params,
+    )
+
+
+def zero_stage_for(params: PlanInputs, tokenizer_dir: Path | None, device: Device) -> StageChoice:
+    """`pretrain.zero_stage` as the ranks will run it: the number when one is set, else (auto)
+    the planner's cheapest stage that fits this cluster at the configured micro-batch."""
+    cfg = params.pretrain
+    if cfg.zero_stage != "auto":
+        return StageChoice(cfg.zero_stage, f"ZeRO-{cfg.zero_stage}, set in pretrain.zero_stage")
+    return cheapest_zero_stage(
+        model_shape(params.model, vocab_size(params, tokenizer_dir)),
+        cluster_of(params.cluster),
+        seq_len=params.pack.seq_len,
+        micro_batch=cfg.micro_batch_size,
+        offload=cfg.offload,
+        checkpointing=cfg.activation_checkpointing,
+        precision="mixed" if resolve_precision(cfg.precision, device) == "bf16" else "fp32",
+        flash_attention=cfg.attn_implementation != "eager",
     )

@@ -97,15 +97,15 @@ def test_auto_resolves_to_this_machine_and_cuda_without_a_gpu_is_refused():
 def test_bf16_switch_reaches_the_deepspeed_config_on_cpu_too():
     auto = project_params().pretrain
     bf16 = project_params(pretrain={"precision": "bf16"}).pretrain
-    assert deepspeed_config(auto, 2, "cpu")["bf16"]["enabled"] is False
-    assert deepspeed_config(auto, 8, "cuda")["bf16"]["enabled"] is True
-    assert deepspeed_config(bf16, 2, "cpu")["bf16"]["enabled"] is True
+    assert deepspeed_config(auto, 2, "cpu", zero_stage=3)["bf16"]["enabled"] is False
+    assert deepspeed_config(auto, 8, "cuda", zero_stage=3)["bf16"]["enabled"] is True
+    assert deepspeed_config(bf16, 2, "cpu", zero_stage=3)["bf16"]["enabled"] is True
 
 
 def test_zero3_prefetch_and_overlap_are_the_same_on_cpu_and_gpu():
     cfg = project_params().pretrain
-    cpu = deepspeed_config(cfg, 2, "cpu")["zero_optimization"]
-    gpu = deepspeed_config(cfg, 8, "cuda")["zero_optimization"]
+    cpu = deepspeed_config(cfg, 2, "cpu", zero_stage=3)["zero_optimization"]
+    gpu = deepspeed_config(cfg, 8, "cuda", zero_stage=3)["zero_optimization"]
     keys = (
         "overlap_comm",
         "stage3_prefetch_bucket_size",
@@ -130,7 +130,9 @@ def test_logits_are_only_compared_like_with_like():
 def test_a_failed_fused_adam_build_falls_back_to_torch_adamw_with_the_reason(caplog):
     cfg = project_params().pretrain
     model = torch.nn.Linear(4, 4)
-    ds = deepspeed_config(cfg, 1, "cuda")  # has the optimizer section DeepSpeed would build
+    ds = deepspeed_config(
+        cfg, 1, "cuda", zero_stage=3
+    )  # has the optimizer section DeepSpeed would build
 
     def hopper_arch_list() -> None:  # what DeepSpeed 0.19.8 raised for TORCH_CUDA_ARCH_LIST=9.0a
         raise ValueError("invalid literal for int() with base 10: '0a'")
@@ -144,7 +146,7 @@ def test_a_failed_fused_adam_build_falls_back_to_torch_adamw_with_the_reason(cap
     assert "optimizer" not in ds  # DeepSpeed now takes the client optimizer
     assert "ValueError: invalid literal for int() with base 10: '0a'" in caplog.text
 
-    ds = deepspeed_config(cfg, 1, "cuda")
+    ds = deepspeed_config(cfg, 1, "cuda", zero_stage=3)
     opt, name = pretrain_worker.client_optimizer(
         ds, model, cfg, torch.device("cpu"), load_op=lambda: None
     )

@@ -9,7 +9,7 @@ from tests.helpers import project_params
 @pytest.mark.parametrize("world, accum", [(1, 1), (2, 4), (16, 8)])
 def test_batch_arithmetic(world, accum):
     cfg = project_params(pretrain={"grad_accum_steps": accum, "micro_batch_size": 4}).pretrain
-    ds = deepspeed_config(cfg, world, "cpu")
+    ds = deepspeed_config(cfg, world, "cpu", zero_stage=3)
     assert ds["train_batch_size"] == 4 * accum * world
     assert ds["train_micro_batch_size_per_gpu"] == 4
     assert ds["gradient_accumulation_steps"] == accum
@@ -17,7 +17,10 @@ def test_batch_arithmetic(world, accum):
 
 def test_cpu_uses_fp32_and_client_optimizer_gpu_uses_bf16_and_ds_adamw():
     cfg = project_params().pretrain
-    cpu, gpu = deepspeed_config(cfg, 2, "cpu"), deepspeed_config(cfg, 8, "cuda")
+    cpu, gpu = (
+        deepspeed_config(cfg, 2, "cpu", zero_stage=3),
+        deepspeed_config(cfg, 8, "cuda", zero_stage=3),
+    )
     assert cpu["bf16"]["enabled"] is False and "optimizer" not in cpu
     assert gpu["bf16"]["enabled"] is True and gpu["optimizer"]["type"] == "AdamW"
     for ds in (cpu, gpu):

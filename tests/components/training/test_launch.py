@@ -38,7 +38,7 @@ def worker(tmp_path: Path) -> list[str]:
 def test_render_2x8_hostfile_command_and_batch_arithmetic(cluster_params, tmp_path):
     cluster, pre = cluster_params.cluster, cluster_params.pretrain
     assert (cluster.nodes, cluster.ranks_per_node, cluster.world_size) == (2, 8, 16)
-    ds = deepspeed_config(pre, cluster.world_size, "cuda")
+    ds = deepspeed_config(pre, cluster.world_size, "cuda", zero_stage=3)
     files = launch.render(cluster, json.dumps(ds), worker(tmp_path), tmp_path / "out")
 
     # DeepSpeed's own parser reads our hostfile as 8 slots on each of the two nodes.
@@ -101,8 +101,8 @@ def test_offload_sections_only_on_gpus():
     params = preview_params(
         ROOT / "params.yaml", overrides={"pretrain.offload": "optimizer_and_params"}
     )
-    gpu = deepspeed_config(params.pretrain, 8, "cuda")["zero_optimization"]
-    cpu = deepspeed_config(params.pretrain, 2, "cpu")["zero_optimization"]
+    gpu = deepspeed_config(params.pretrain, 8, "cuda", zero_stage=3)["zero_optimization"]
+    cpu = deepspeed_config(params.pretrain, 2, "cpu", zero_stage=3)["zero_optimization"]
     assert gpu["offload_optimizer"]["device"] == "cpu" and gpu["offload_param"]["device"] == "cpu"
     assert "offload_optimizer" not in cpu and "offload_param" not in cpu
 

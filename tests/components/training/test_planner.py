@@ -10,6 +10,7 @@ from components.training.planner import (
     make_plan,
     model_state_bytes,
 )
+from tests.helpers import project_params
 
 LLAMA2_7B = ModelShape(
     vocab_size=32000,
@@ -157,3 +158,57 @@ def test_zero3_states_agree_with_deepspeed_estimate():
 def test_fp32_keeps_a_master_copy_too():
     # DeepSpeed's ZeRO optimizer keeps an fp32 master partition even for fp32 weights.
     assert sum(model_state_bytes(1e6, 0, 1, "none", "fp32")) == pytest.approx(20e6)
+
+
+# ---- pretrain.zero_stage: auto ---------------------------------------------------------
+
+
+def auto_stage(cluster: dict, pretrain: dict | None = None, model: dict | None = None):
+    from components.training.sizing import zero_stage_for
+
+    params = project_params(
+        cluster=cluster, pretrain={"zero_stage": "auto"} | (pretrain or {}), model=model or {}
+    )
+    return zero_stage_for(params, None, "cpu")
+
+
+def test_auto_is_zero0_on_one_rank_and_for_small_model_states():
+    one = auto_stage({"nodes": 1, "ranks_per_node": 1})
+    assert one.zero_stage == 0 and "one rank" in one.reason
+    demo = auto_stage({"nodes": 1, "ranks_per_node": 2})  # the demo model: a few MB of states
+    assert demo.zero_stage == 0 and "least communication" in demo.reason
+
+
+def test_auto_partitions_more_as_the_model_outgrows_a_rank():
+    # ~1 B parameters in fp32 on CPU: 20 GB of states, more than a 10 GB rank holds unsharded.
+    big = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22}
+    big |= {"num_attention_heads": 32, "num_key_value_heads": 4}
+    small = {"accelerator_memory_gb": 10, "cpu_memory_gb": 1000}
+    stages = {
+        ranks: auto_stage({"nodes": 1, "ranks_per_node": ranks} | small, model=big).zero_stage
+        for ranks in (4, 16)
+    }
+    assert stages[4] == 3 and 0 < stages[16] <= 3
+    none_fits = auto_stage({"nodes": 1, "ranks_per_node": 1} | small, model=big)
+    assert none_fits.zero_stage == 3 and "no ZeRO stage fits" in none_fits.reason
+
+
+def test_offload_limits_auto_to_the_stages_that_support_it():
+    opt = auto_stage({"nodes": 1, "ranks_per_node": 1}, pretrain={"offload": "optimizer"})
+    assert opt.zero_stage == 1
+    both = auto_stage(
+        {"nodes": 1, "ranks_per_node": 1}, pretrain={"offload": "optimizer_and_params"}
+    )
+    assert both.zero_stage == 3
+
+
+def test_an_explicit_stage_is_kept_and_auto_must_be_resolved_for_deepspeed():
+    from components.training.ds_config import deepspeed_config
+    from components.training.sizing import zero_stage_for
+
+    params = project_params(pretrain={"zero_stage": 2}, cluster={"nodes": 1, "ranks_per_node": 1})
+    assert zero_stage_for(params, None, "cpu").zero_stage == 2
+    auto = project_params(pretrain={"zero_stage": "auto"}).pretrain
+    with pytest.raises(ValueError, match="zero_stage is auto"):
+        deepspeed_config(auto, 2, "cpu")
+    assert deepspeed_config(auto, 2, "cpu", zero_stage=0)["zero_optimization"]["stage"] == 0

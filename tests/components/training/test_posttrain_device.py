@@ -27,7 +27,7 @@ def test_auto_runs_on_this_cpu_in_fp32_without_deepspeed(tmp_path, monkeypatch):
 def test_the_trainer_deepspeed_config_shares_pretrainings_zero_section():
     post = PostTrainParams()
     ds = trainer_deepspeed_config(post, "cuda")
-    pre = deepspeed_config(tiny_params().pretrain, 8, "cuda")["zero_optimization"]
+    pre = deepspeed_config(tiny_params().pretrain, 8, "cuda", zero_stage=3)["zero_optimization"]
     assert ds["zero_optimization"] == {k: v for k, v in pre.items() if k in ds["zero_optimization"]}
     assert ds["zero_optimization"]["stage"] == 3 and ds["bf16"]["enabled"] is True
     assert ds["train_micro_batch_size_per_gpu"] == "auto"

@@ -74,6 +74,7 @@ class Run:
             model=TINY.model_dump(mode="json") | (model or {}),
             cluster={"nodes": 1, "ranks_per_node": world},
             pretrain={
+                "zero_stage": 3,  # the GPU path; `auto` would pick ZeRO-0 for this toy model
                 "micro_batch_size": MICRO,
                 "grad_accum_steps": accum,
                 "max_steps": steps,
@@ -286,5 +287,22 @@ def test_compiled_model_under_deepspeed_trains_and_consolidates(data, tmp_path):
     assert json.loads((run.ckpt / SETTINGS_FILE).read_text())["compile"] is True
     losses = run.losses()
     assert losses[8] < losses[1]
+    record = json.loads((run.out / CONSOLIDATION_FILE).read_text())
+    assert record["max_rel_logit_diff"] <= record["tolerance"]
+
+
+@pytest.mark.slow
+def test_zero0_on_two_ranks_as_auto_resolves_for_the_demo_model(data, tmp_path):
+    """`zero_stage: auto` picks ZeRO-0 for small models (the demo default); the worker then runs
+    plain data parallelism: every rank holds whole parameters, and consolidation still works."""
+    run = Run(data, tmp_path / "zero0", world=2, accum=1, steps=10, pretrain={"zero_stage": 0})
+    assert run.run() == 0, run.output()[-3000:]
+    settings = json.loads((run.ckpt / SETTINGS_FILE).read_text())
+    assert settings["zero_stage"] == 0
+    report = json.loads((run.ckpt / PARTITION_FILE).read_text())
+    assert report["per_rank_elements"] == [report["total_elements"]] * 2
+    assert not (run.ckpt / MEMORY_FILE).exists()  # the ZeRO-3 memory report only
+    losses = run.losses()
+    assert losses[10] < losses[1]
     record = json.loads((run.out / CONSOLIDATION_FILE).read_text())
     assert record["max_rel_logit_diff"] <= record["tolerance"]
