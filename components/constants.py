@@ -14,6 +14,7 @@ MODEL_SFT: Final = "llmops-sft"
 MODEL_REWARD: Final = "llmops-reward"
 MODEL_POLICY: Final = "llmops-policy"
 MODEL_POLICY_INT8: Final = "llmops-policy-int8"
+MODEL_POLICY_INT4: Final = "llmops-policy-int4"
 
 # Aliases: the final model is the challenger; the served model holds champion.
 ALIAS_CHALLENGER: Final = "challenger"
@@ -53,6 +54,9 @@ REGISTRY_RECORD: Final = "registered_model.json"
 # Environment: set by the flow so every stage's run nests under the pipeline's parent run.
 ENV_PARENT_RUN_ID: Final = "LLMOPS_PARENT_RUN_ID"
 ENV_SERVE_PYTHON: Final = "LLMOPS_SERVE_PYTHON"
+# The interpreter of the llm-compressor environment (.venv-quantize): the quantize stage runs its
+# worker there, because llm-compressor pins a transformers older than the project's.
+ENV_QUANTIZE_PYTHON: Final = "LLMOPS_QUANTIZE_PYTHON"
 # The project root (the directory holding dvc.yaml and params.yaml); see components/project.py.
 ENV_PROJECT_DIR: Final = "LLMOPS_PROJECT_DIR"
 # Set by the flow: where `llmops stage` writes its exit code, because `dvc repro` replaces a
