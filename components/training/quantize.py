@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -45,12 +46,12 @@ from components.modeling.io import load_for_inference
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
+from components.training.quantize_worker import IGNORE, job
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("quantize_worker.py")
-IGNORE = ("lm_head",)  # tied to the fp32 embeddings; its error reaches the logits undamped
 REGISTERED = {"int8": MODEL_POLICY_INT8, "int4": MODEL_POLICY_INT4}
 # vLLM's CPU kernel for int4 weights (W4A16) takes layers whose dims are multiples of this.
 KERNEL_MULTIPLE = 32
@@ -144,15 +145,26 @@ def check_shapes(
 
 
 def quantize_python() -> Path:
-    """$LLMOPS_QUANTIZE_PYTHON, else the project's .venv-quantize; refuses if it is missing."""
-    python = Path(os.environ.get(ENV_QUANTIZE_PYTHON) or PROJECT_ROOT / ".venv-quantize/bin/python")
-    if not python.exists():
-        raise FileNotFoundError(
-            f"{python} does not exist: the quantize stage runs llm-compressor in its own "
-            f"environment. Build it with `make setup` (target .venv-quantize) or point "
-            f"{ENV_QUANTIZE_PYTHON} at a Python that has llmcompressor"
-        )
-    return python
+    """$LLMOPS_QUANTIZE_PYTHON, else the .venv-quantize that `make setup` builds: in the project
+    whose code runs, or beside the running environment (a copied project run by the project's
+    own .venv, as the end-to-end test does). Refuses, naming the fix, if there is none."""
+    env = os.environ.get(ENV_QUANTIZE_PYTHON)
+    tried = (
+        [Path(env)]
+        if env
+        else [
+            PROJECT_ROOT / ".venv-quantize/bin/python",
+            Path(sys.prefix).parent / ".venv-quantize/bin/python",
+        ]
+    )
+    for python in tried:
+        if python.exists():
+            return python
+    raise FileNotFoundError(
+        f"no llm-compressor environment at {' or '.join(map(str, tried))}: the quantize stage "
+        f"runs llm-compressor in its own environment. Build it with `make setup` (target "
+        f".venv-quantize) or point {ENV_QUANTIZE_PYTHON} at a Python that has llmcompressor"
+    )
 
 
 def calibration_rows(packed: Path, n: int, seed: int) -> np.ndarray:
@@ -163,10 +175,11 @@ def calibration_rows(packed: Path, n: int, seed: int) -> np.ndarray:
     return np.asarray(train[pick])
 
 
-def run_worker(job: dict, workdir: Path) -> float:
-    """Run the worker on `job`; its output goes to a log whose tail is in any error. Seconds."""
+def run_worker(spec: dict, workdir: Path) -> float:
+    """Run the worker on the job `spec`; seconds. Its output goes to a log, whose tail any
+    error carries."""
     job_path, log_path = workdir / "job.json", workdir / "worker.log"
-    job_path.write_text(json.dumps(job, indent=2))
+    job_path.write_text(json.dumps(spec, indent=2))
     start = time.perf_counter()
     with log_path.open("w") as out:
         proc = subprocess.run(
@@ -238,17 +251,14 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             work / "calibration.npy",
             calibration_rows(paths.packed, cfg.calibration_samples, params.seed),
         )
-        job = {
-            "model": str(paths.policy),
-            "calibration": str(work / "calibration.npy"),
-            "ignore": list(IGNORE),
-            "seed": params.seed,
-            "variants": [
-                {"name": name, "out": str(tmp[name]), **v.model_dump()}
-                for name, v in variants.items()
-            ],
-        }
-        seconds = run_worker(job, work)
+        spec = job(
+            paths.policy,
+            work / "calibration.npy",
+            tmp,
+            {name: v.model_dump() for name, v in variants.items()},
+            params.seed,
+        )
+        seconds = run_worker(spec, work)
         metrics: dict[str, float | int] = {"quantize_seconds": round(seconds, 1)}
         rows = np.asarray(np.load(paths.packed / "val.npy", mmap_mode="r")[: cfg.compare_rows])
         policy, _ = load_for_inference(paths.policy)

@@ -3,14 +3,14 @@ per variant out.
 
 It runs in its own environment (`.venv-quantize`, `make setup`), because llm-compressor 0.14
 pins transformers <= 5.17 and the project runs a newer one; so it imports only torch,
-transformers and llm-compressor (with their own dependencies) and is started by file path, never
-imported by the stage. The stage (components/training/quantize.py) checks the shapes first and
-measures the results; this file only runs `oneshot`.
+transformers and llm-compressor (with their own dependencies: numpy, datasets,
+compressed-tensors) and is started by file path. The stage (components/training/quantize.py)
+checks the shapes first and measures the results; this file only runs `oneshot`. The stage
+imports `job` and `IGNORE` from here (so a change here makes it stale in `dvc status`): the
+llm-compressor imports are inside the functions that only the worker runs.
 
-Job (JSON file, the only argument):
-    {"model": dir, "calibration": .npy of token ids (rows, seq_len) or null, "ignore": [...],
-     "variants": [{"name", "out", "scheme", "group_size", "algorithm"}, ...]}
-Each variant starts again from the fp model on disk: `oneshot` quantizes in place.
+Job (JSON file, the only argument): see `job`. Each variant starts again from the fp model on
+disk, because `oneshot` quantizes in place.
 """
 
 from __future__ import annotations
@@ -19,22 +19,43 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from compressed_tensors.quantization import QuantizationScheme, preset_name_to_scheme
-from datasets import Dataset
-from llmcompressor import oneshot
-from llmcompressor.modifiers.gptq import GPTQModifier
-from llmcompressor.modifiers.quantization import QuantizationModifier
-from transformers import AutoModelForCausalLM, AutoTokenizer
+if TYPE_CHECKING:
+    from compressed_tensors.quantization import QuantizationScheme
+    from datasets import Dataset
+    from llmcompressor.modifiers import Modifier
 
 TARGETS = ["Linear"]
+# The output projection stays float32: tied to the input embeddings (quantizing it would untie
+# them and store the vocabulary matrix twice), and the layer whose error reaches the logits
+# undamped.
+IGNORE = ("lm_head",)
+
+
+def job(
+    model: Path,
+    calibration: Path | None,
+    outs: dict[str, Path],
+    variants: dict[str, dict[str, Any]],
+    seed: int,
+) -> dict[str, Any]:
+    """What the worker reads: the fp model, calibration token ids (.npy, shape (rows,
+    seq_len)), and per variant its output directory and params (scheme, group_size,
+    algorithm)."""
+    return {
+        "model": str(model),
+        "calibration": str(calibration) if calibration else None,
+        "ignore": list(IGNORE),
+        "seed": seed,
+        "variants": [{"name": n, "out": str(outs[n]), **v} for n, v in variants.items()],
+    }
 
 
 def scheme(name: str, group_size: int | None) -> QuantizationScheme:
     """The preset (e.g. W4A16, W8A8) with the group size of the params, not the preset's."""
+    from compressed_tensors.quantization import preset_name_to_scheme
+
     preset = preset_name_to_scheme(name, TARGETS)
     if group_size is None:
         return preset
@@ -42,7 +63,10 @@ def scheme(name: str, group_size: int | None) -> QuantizationScheme:
     return preset.model_copy(update={"weights": weights})
 
 
-def recipe(variant: dict[str, Any], ignore: list[str]) -> GPTQModifier | QuantizationModifier:
+def recipe(variant: dict[str, Any], ignore: list[str]) -> Modifier:
+    from llmcompressor.modifiers.gptq import GPTQModifier
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
     groups = {"group_0": scheme(variant["scheme"], variant["group_size"])}
     if variant["algorithm"] == "gptq":
         return GPTQModifier(config_groups=groups, ignore=ignore)
@@ -50,6 +74,9 @@ def recipe(variant: dict[str, Any], ignore: list[str]) -> GPTQModifier | Quantiz
 
 
 def calibration_set(path: str | None) -> Dataset | None:
+    import numpy as np
+    from datasets import Dataset
+
     if path is None:
         return None
     rows = np.load(path)  # (n, seq_len) token ids, already drawn by the stage
@@ -58,6 +85,10 @@ def calibration_set(path: str | None) -> Dataset | None:
 
 
 def quantize_variant(job: dict[str, Any], variant: dict[str, Any], data: Dataset | None) -> None:
+    import torch
+    from llmcompressor import oneshot
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
     calibration: dict[str, Any] = {}
@@ -77,6 +108,8 @@ def quantize_variant(job: dict[str, Any], variant: dict[str, Any], data: Dataset
 
 
 def main(job_path: str) -> None:
+    import torch
+
     job = json.loads(Path(job_path).read_text())
     torch.manual_seed(job.get("seed", 0))
     data = calibration_set(job["calibration"])

@@ -17,6 +17,8 @@ from components.constants import (
     MODEL_POLICY_INT8,
     REGISTRY_RECORD,
 )
+from components.evaluation import evaluate
+from components.modeling.generate import generate_greedy, user_turns
 from components.modeling.io import is_quantized, load_for_inference
 from components.modeling.llama import build_model, llama_config
 from components.tokenizer.train import train_tokenizer
@@ -110,7 +112,7 @@ def test_missing_quantize_env_names_make_setup(monkeypatch, tmp_path):
         quantize.quantize_python()
 
 
-# --- the real worker: llm-compressor in .venv-quantize ---------------------------------------
+# --- the real worker: llm-compressor in .venv-quantize (slow: its imports alone take ~7 s) ---
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +173,7 @@ def _dtypes(model_dir: Path) -> dict[str, str]:
         return {k: st.get_slice(k).get_dtype() for k in st.keys()}  # noqa: SIM118
 
 
+@pytest.mark.slow  # the llm-compressor worker: 15-35 s on 2 shared cores
 def test_run_writes_compressed_tensors_that_reload_close_to_fp(quantized):
     paths, m, _ = quantized
     int8, int4 = _dtypes(paths.int8), _dtypes(paths.int4)
@@ -193,7 +196,18 @@ def test_run_writes_compressed_tensors_that_reload_close_to_fp(quantized):
     assert m["int4.top1_agreement"] > 0.7
     assert m["int8.perplexity"] != m["fp.perplexity"]  # it really is quantized
 
+    # What the evaluate stage does with them: perplexity and greedy generation, in process.
+    val = np.load(paths.packed / "val.npy")
+    for name, d in (("int8", paths.int8), ("int4", paths.int4)):
+        model, tok = load_for_inference(d)
+        assert evaluate.perplexity(model, val, batch_size=8) == pytest.approx(
+            m[f"{name}.perplexity"], rel=1e-4
+        )
+        [text] = generate_greedy(model, tok, user_turns(["what is 2 + 3?"]), max_new_tokens=4)
+        assert isinstance(text, str)
 
+
+@pytest.mark.slow  # the llm-compressor worker: 15-35 s on 2 shared cores
 def test_run_replaces_outputs_and_registers_with_lineage(quantized):
     paths, _, tracking_uri = quantized
     assert not (paths.int8 / "stale.txt").exists()
@@ -206,6 +220,7 @@ def test_run_replaces_outputs_and_registers_with_lineage(quantized):
         assert mv.tags["stage"] == "quantize"
 
 
+@pytest.mark.slow  # the llm-compressor worker: 15-35 s on 2 shared cores
 def test_missing_tensor_is_refused(quantized, tmp_path):
     import shutil
 
