@@ -255,3 +255,14 @@ def test_stage_refuses_shapes_before_starting_the_worker(
     with pytest.raises(quantize.ShapeRefused, match=r"group_size \(128\)"):
         quantize.run(params, paths, tracker=None)
     assert not paths.int8.exists() and not paths.int4.exists()
+
+
+@pytest.mark.slow  # starts vLLM twice: minutes on CPU
+@pytest.mark.parametrize("name", ["int8", "int4"])
+def test_vllm_serves_each_variant(quantized, name):
+    from bench.quantize import SERVE_DTYPE, serve_check
+
+    paths, _, _ = quantized
+    result = serve_check(getattr(paths, name), SERVE_DTYPE[name], port=8190)
+    assert result["serves"], result
+    assert isinstance(result["completion"], str)
