@@ -104,12 +104,12 @@ def serve_check(model_dir: Path, dtype: str, port: int) -> dict:
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
     cmd += ["--dtype", dtype, "--port", str(port), "--max-model-len", "256"]
     env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
-    log = model_dir.parent / f"vllm-{model_dir.name}.log"
+    log = Path(tempfile.gettempdir()) / f"vllm-{model_dir.name}-{port}.log"  # read on failure
     start = time.perf_counter()
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
-            return _ask(proc, port, start) | {"dtype": dtype}
+            return _ask(proc, port, start, log) | {"dtype": dtype}
         finally:
             proc.terminate()
             try:
@@ -119,11 +119,11 @@ def serve_check(model_dir: Path, dtype: str, port: int) -> dict:
                 proc.wait()
 
 
-def _ask(proc: subprocess.Popen, port: int, start: float) -> dict:
+def _ask(proc: subprocess.Popen, port: int, start: float, log: Path) -> dict:
     base = f"http://127.0.0.1:{port}"
     while time.perf_counter() - start < SERVE_TIMEOUT_S:
         if proc.poll() is not None:
-            return {"serves": False, "error": f"server exited with {proc.returncode}"}
+            return {"serves": False, "error": f"server exited with {proc.returncode}, see {log}"}
         try:
             with urllib.request.urlopen(f"{base}/v1/models", timeout=2) as r:
                 model = json.load(r)["data"][0]["id"]
@@ -131,7 +131,7 @@ def _ask(proc: subprocess.Popen, port: int, start: float) -> dict:
         except OSError:
             time.sleep(2)
     else:
-        return {"serves": False, "error": f"not ready in {SERVE_TIMEOUT_S} s"}
+        return {"serves": False, "error": f"not ready in {SERVE_TIMEOUT_S} s, see {log}"}
     ready = time.perf_counter() - start
     body = {"model": model, "prompt": "To be, or not", "max_tokens": 8, "temperature": 0}
     req = urllib.request.Request(
