@@ -102,7 +102,10 @@ def serve_check(model_dir: Path, dtype: str, port: int) -> dict:
     """Start vLLM's OpenAI server on the directory, ask one completion, stop it."""
     python = os.environ.get(ENV_SERVE_PYTHON) or str(ROOT / ".venv-serve/bin/python")
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
-    cmd += ["--dtype", dtype, "--port", str(port), "--max-model-len", "256"]
+    cmd += ["--dtype", dtype, "--port", str(port)]  # max-model-len: from config.json
+    # CPU backend: a fixed KV cache (by default it reserves 92% of memory and refuses to start
+    # when less is free) and eager mode (no torch.compile warm-up); see vllm_server.py.
+    cmd += ["--enforce-eager", "--kv-cache-memory-bytes", str(256 * 2**20)]
     env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
     log = Path(tempfile.gettempdir()) / f"vllm-{model_dir.name}-{port}.log"  # read on failure
     start = time.perf_counter()
