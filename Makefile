@@ -3,6 +3,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 SERVE_VENV := .venv-serve
+QUANTIZE_VENV := .venv-quantize
 CHECKOV_VENV := .venv-checkov
 BIN := $(VENV)/bin
 
@@ -10,6 +11,7 @@ BIN := $(VENV)/bin
 # and an `llmops run` from an activated venv share one Prefect database.
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LLMOPS_SERVE_PYTHON ?= $(CURDIR)/$(SERVE_VENV)/bin/python
+export LLMOPS_QUANTIZE_PYTHON ?= $(CURDIR)/$(QUANTIZE_VENV)/bin/python
 
 .PHONY: setup demo test test-slow test-faults bench-pretrain bench-gpu bench-curation bench-serving lint ui serve clean
 
@@ -34,6 +36,16 @@ $(SERVE_VENV)/bin/python:
 	  "compressed-tensors==0.17.*" openai
 	$(SERVE_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 
+# llm-compressor (the quantize stage's worker, components/training/quantize_worker.py) in its
+# own environment: 0.14 pins transformers <= 5.17 and compressed-tensors 0.19. Same torch pin
+# and the same vision/audio packages removed as in .venv-serve.
+$(QUANTIZE_VENV)/bin/python:
+	$(PYTHON) -m venv $(QUANTIZE_VENV)
+	$(QUANTIZE_VENV)/bin/pip install --quiet --upgrade pip
+	$(QUANTIZE_VENV)/bin/pip install --quiet "torch==2.13.0" "llmcompressor==0.14.0.1" \
+	  "transformers>=5.15,<=5.17"
+	$(QUANTIZE_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+
 # checkov (tests/infra/test_checkov_scan.py) in its own environment: its pins (packaging<24,
 # networkx<2.7) cannot share the project's.
 $(CHECKOV_VENV)/bin/checkov: infra/requirements-scan.txt
@@ -43,7 +55,7 @@ $(CHECKOV_VENV)/bin/checkov: infra/requirements-scan.txt
 	touch $@
 
 # The DVC remote `localremote` (.dvc/config) is the folder .dvc-remote/ in the project.
-setup: $(BIN)/llmops $(SERVE_VENV)/bin/python
+setup: $(BIN)/llmops $(SERVE_VENV)/bin/python $(QUANTIZE_VENV)/bin/python
 
 demo: setup
 	$(BIN)/llmops run --profile demo

@@ -383,8 +383,65 @@ class AlignParams(_Section):
         return self
 
 
+# Weight bits of each llm-compressor preset scheme the quantize stage offers: the ones vLLM's
+# CPU backend serves (W8A16 has no CPU kernel; FP8 and W4A8 serve but slower than fp32).
+QUANT_SCHEME_BITS: dict[str, int] = {"W8A8": 8, "W4A16": 4}
+# Group sizes vLLM's W4A16 kernels take.
+QUANT_GROUP_SIZES = (32, 64, 128)
+
+
+class QuantizeVariant(_Section):
+    """One compressed-tensors checkpoint (components/training/quantize.py).
+
+    `scheme`: llm-compressor preset. W8A8: int8 weights (one scale per output channel) and int8
+    activations (one dynamic scale per token). W4A16: int4 weights in groups of `group_size`
+    input columns (one scale per group), activations in the serving dtype.
+    `algorithm`: gptq (calibrated: rounds each weight column to cancel the error of the columns
+    before it, on the calibration passages) | rtn (round to nearest, no calibration).
+    """
+
+    scheme: Literal["W8A8", "W4A16"]
+    group_size: int | None = None  # W4A16 only
+    algorithm: Literal["gptq", "rtn"] = "gptq"
+
+    @model_validator(mode="after")
+    def _group_size_matches_scheme(self) -> Self:
+        grouped = self.scheme == "W4A16"
+        if grouped and self.group_size not in QUANT_GROUP_SIZES:
+            raise ValueError(
+                f"{self.scheme} needs group_size in {QUANT_GROUP_SIZES} (the group sizes "
+                f"vLLM's kernels take); got {self.group_size}"
+            )
+        if not grouped and self.group_size is not None:
+            raise ValueError(f"{self.scheme} has one scale per output channel: drop group_size")
+        return self
+
+
+class QuantizeVariants(_Section):
+    """The quantized variants of the policy; each is a DVC output and a registered model."""
+
+    int8: QuantizeVariant = QuantizeVariant(scheme="W8A8")
+    int4: QuantizeVariant = QuantizeVariant(scheme="W4A16", group_size=128)
+
+    @model_validator(mode="after")
+    def _bits_match_name(self) -> Self:
+        for name, bits in (("int8", 8), ("int4", 4)):
+            scheme = getattr(self, name).scheme
+            if QUANT_SCHEME_BITS[scheme] != bits:
+                raise ValueError(
+                    f"quantize.variants.{name} must use a {bits}-bit weight scheme "
+                    f"(its registered name says so); {scheme} has "
+                    f"{QUANT_SCHEME_BITS[scheme]}-bit weights"
+                )
+        return self
+
+
 class QuantizeParams(_Section):
-    method: Literal["int8_weight_only"] = "int8_weight_only"
+    # Rows of the packed training array the calibrated (gptq) variants see, drawn with the seed.
+    calibration_samples: int = Field(default=64, ge=1)
+    # Held-out validation rows on which each variant is compared with the fp policy.
+    compare_rows: int = Field(default=64, ge=1)
+    variants: QuantizeVariants = QuantizeVariants()
 
 
 class EvaluateParams(_Section):

@@ -56,6 +56,9 @@ ENV_PARENT_RUN_ID: Final = "LLMOPS_PARENT_RUN_ID"
 ENV_SERVE_PYTHON: Final = "LLMOPS_SERVE_PYTHON"
 # The production API key of `llmops serve` (deploy.api_key_env names it; this is the default).
 ENV_API_KEY: Final = "LLMOPS_API_KEY"
+# The interpreter of the llm-compressor environment (.venv-quantize): the quantize stage runs its
+# worker there, because llm-compressor pins a transformers older than the project's.
+ENV_QUANTIZE_PYTHON: Final = "LLMOPS_QUANTIZE_PYTHON"
 # The project root (the directory holding dvc.yaml and params.yaml); see components/project.py.
 ENV_PROJECT_DIR: Final = "LLMOPS_PROJECT_DIR"
 # Set by the flow: where `llmops stage` writes its exit code, because `dvc repro` replaces a

@@ -23,6 +23,7 @@ from components.constants import (
     LINEAGE_TAGS,
     MODEL_BASE,
     MODEL_POLICY,
+    MODEL_POLICY_INT4,
     MODEL_POLICY_INT8,
     MODEL_REWARD,
     MODEL_SFT,
@@ -40,6 +41,7 @@ PARENTS = {
     MODEL_REWARD: MODEL_BASE,
     MODEL_POLICY: MODEL_SFT,
     MODEL_POLICY_INT8: MODEL_POLICY,
+    MODEL_POLICY_INT4: MODEL_POLICY,
 }
 
 
@@ -141,7 +143,10 @@ def test_stage_metrics_are_sane(project):
     assert {f"policy.accuracy.{t}" for t in ("add", "sub", "speaker")} <= set(ev)
     promotion = metrics(root, "promote")
     assert promotion["gate.perplexity"] == "pass"  # the first run: no champion to compare
-    assert 0 < metrics(root, "quantize")["size_ratio"] < 1.0
+    quant = metrics(root, "quantize")
+    assert 0 < quant["int4.size_ratio"] < quant["int8.size_ratio"] < 1.0
+    assert abs(quant["int8.perplexity_change"]) < 0.05
+    assert {"policy_int8.perplexity", "policy_int4.eval_accuracy"} <= set(ev)
 
 
 def test_registry_holds_every_model_with_lineage(project, monkeypatch):

@@ -1,4 +1,5 @@
-"""evaluate stage: held-out perplexity and task accuracy of base, sft, policy and policy_int8.
+"""evaluate stage: held-out perplexity and task accuracy of base, sft, policy and its quantized
+variants (policy_int8, policy_int4: compressed-tensors, loaded quantized by transformers).
 
 - Perplexity: exp(mean next-token NLL) over the first `ppl_batches` batches of the packed
   validation array (the same tokens for every model, so the numbers compare).
@@ -36,7 +37,7 @@ from components.tracking.stage_run import Tracker
 
 log = logging.getLogger(__name__)
 
-MODELS = ("base", "sft", "policy", "policy_int8")  # Paths fields, in table order
+MODELS = ("base", "sft", "policy", "policy_int8", "policy_int4")  # Paths fields, in table order
 PROMOTED = "policy"  # its metrics are also written under the top-level keys
 
 
@@ -49,7 +50,8 @@ class Paths:
     base: Path
     sft: Path
     policy: Path
-    policy_int8: Path
+    policy_int8: Path  # compressed-tensors checkpoints (quantize stage)
+    policy_int4: Path
     val: Path  # packed directory (val.npy)
     eval_set: Path  # JSONL: id, task, prompt, answer
     table: Path  # JSON: one row per model
@@ -90,9 +92,8 @@ def render_plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
         (ax_ppl, "perplexity", "held-out perplexity (lower is better)"),
     ):
         values = [r[key] for r in rows]
-        bars = ax.bar(
-            names, values, color=["#9e9e9e", "#64b5f6", "#1976d2", "#7e57c2"][: len(rows)]
-        )
+        colors = ["#9e9e9e", "#64b5f6", "#1976d2", "#7e57c2", "#b39ddb"][: len(rows)]
+        bars = ax.bar(names, values, color=colors)
         ax.bar_label(bars, fmt="%.3g")
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelrotation=20)

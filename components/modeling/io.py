@@ -7,20 +7,12 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-
-# Written by the quantize stage next to the weights: says how the directory was quantized and
-# marks it as needing the quantized loader (plain `from_pretrained` would ignore the int8 tensors
-# and leave the quantized layers randomly initialised).
-QUANTIZATION_RECORD = "llmops_quantization.json"
-# optimum-quanto's name for its quantization map (module name -> weight/activation qtype).
-QUANTO_QMAP = "quanto_qmap.json"
 
 
 def architecture(model_dir: str | Path) -> str:
@@ -29,7 +21,9 @@ def architecture(model_dir: str | Path) -> str:
 
 
 def is_quantized(model_dir: str | Path) -> bool:
-    return (Path(model_dir) / QUANTIZATION_RECORD).exists()
+    """A checkpoint of the quantize stage: config.json carries its compressed-tensors config."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    return "quantization_config" in cfg
 
 
 class CorruptArtifact(ValueError):
@@ -61,44 +55,19 @@ def check_weights(model_dir: str | Path) -> list[Path]:
     return files
 
 
-def _read_safetensors(model_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    files = check_weights(model_dir)
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(f))
-    return state
-
-
 def load_quantized_causal_lm(model_dir: str | Path) -> PreTrainedModel:
-    """Rebuild an optimum-quanto model: empty skeleton -> quantized modules -> int8 weights.
-
-    Mirrors `optimum.quanto.QuantizedModelForCausalLM.from_pretrained` but returns the plain
-    transformers model and refuses checkpoints with missing tensors (quanto loads non-strictly).
-    """
-    from accelerate import init_empty_weights
-    from optimum.quanto import requantize
-
-    model_dir = Path(model_dir)
-    qmap_path = model_dir / QUANTO_QMAP
-    if not qmap_path.exists():
-        raise FileNotFoundError(f"{qmap_path} is missing: re-run the quantize stage")
-    qmap = json.loads(qmap_path.read_text())
-    config = AutoConfig.from_pretrained(model_dir)
-    # Parameters on the meta device (no random init); buffers such as RoPE's inv_freq stay real.
-    with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    state = _read_safetensors(model_dir)
-    requantize(model, state_dict=state, quantization_map=qmap, device=torch.device("cpu"))
-    if config.tie_word_embeddings:
-        model.tie_weights()  # lm_head is not saved when tied to the input embeddings
-    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
-    missing = sorted(set(model.state_dict()) - set(state) - tied)
-    if missing:
+    """A compressed-tensors checkpoint (quantize stage), kept compressed: transformers builds
+    the quantized linears from config.json's `quantization_config` (needs the
+    `compressed-tensors` package) and they dequantize on the fly. Missing tensors are refused:
+    transformers would leave those layers randomly initialised with only a warning."""
+    model, info = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, output_loading_info=True
+    )
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
         raise ValueError(
             f"{model_dir}: quantized checkpoint lacks {len(missing)} tensors, e.g. "
-            f"{missing[:3]}; re-run the quantize stage"
+            f"{missing[:3]}; re-run the quantize stage (`dvc repro --force quantize`)"
         )
     return model
 

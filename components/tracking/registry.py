@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 _PYFUNC_CODE = Path(__file__).with_name("hf_pyfunc.py")
 # Explicit requirements: inferring them costs ~12 s per model.
-_REQUIREMENTS = ("torch", "transformers", "safetensors", "tokenizers", "optimum-quanto")
+_REQUIREMENTS = ("torch", "transformers", "safetensors", "tokenizers", "compressed-tensors")
 
 
 def _requirements() -> list[str]:

@@ -31,3 +31,17 @@ def test_pretrain_worker_imports_without_tracking_or_orchestration_packages():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Reads" in proc.stdout
+
+
+def test_quantize_stage_imports_its_worker_without_llm_compressor():
+    """The stage imports the worker's job format (so dvc.yaml lists the worker as a code dep);
+    llm-compressor exists only in .venv-quantize, so the worker must load it lazily."""
+    code = (
+        "import sys; sys.modules['llmcompressor'] = None; "
+        "import components.training.quantize as q; print(q.job.__module__)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "components.training.quantize_worker" in proc.stdout
