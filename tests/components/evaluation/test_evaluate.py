@@ -6,7 +6,6 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from components.config import ModelParams
 from components.evaluation import evaluate, harness
 from components.evaluation.eval_set import EvalSetError, read_eval_set
 from components.modeling.generate import chat_prompts, generate_greedy, user_turns
@@ -14,17 +13,9 @@ from components.modeling.io import load_for_inference
 from components.modeling.llama import build_model
 from components.tokenizer.train import train_tokenizer
 from components.tracking.stage_run import stage_run
+from tests.components.training.tiny import TINY
 from tests.helpers import project_params, stage_view
 
-TINY = ModelParams(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    rope_theta=10000,
-    max_position_embeddings=128,
-)
 EXAMPLES = [
     {"id": "a1", "task": "add", "prompt": "What is 2 + 3?", "answer": "5"},
     {"id": "a2", "task": "add", "prompt": "What is 4 + 4?", "answer": "8"},

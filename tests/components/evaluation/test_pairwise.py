@@ -8,7 +8,6 @@ import torch
 from mlflow import MlflowClient
 from transformers import AutoModelForSequenceClassification
 
-from components.config import ModelParams
 from components.constants import ALIAS_CHAMPION, MODEL_POLICY, REGISTRY_RECORD
 from components.data.tasks import normalize_prompt, user_prompt
 from components.evaluation import pairwise
@@ -17,17 +16,9 @@ from components.modeling.llama import build_model
 from components.registry import promote
 from components.tokenizer.train import train_tokenizer
 from components.tracking.stage_run import stage_run
+from tests.components.training.tiny import TINY
 from tests.helpers import ROOT, project_params, stage_view
 
-TINY = ModelParams(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    rope_theta=10000,
-    max_position_embeddings=128,
-)
 PROMPTS = ROOT / "data" / "judge" / "prompts.jsonl"
 
 
