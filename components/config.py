@@ -292,10 +292,20 @@ class PretrainParams(_Section):
 
 class LoraParams(_Section):
     enabled: bool = False
+    # QLoRA: the frozen base loaded in 4-bit NF4 (bitsandbytes) under the LoRA adapters.
+    qlora: bool = False
     r: int = Field(ge=1)
     alpha: int = Field(ge=1)
     dropout: float = Field(ge=0, lt=1)
     target_modules: tuple[str, ...]
+
+    @model_validator(mode="after")
+    def _qlora_needs_lora(self) -> Self:
+        if self.qlora and not self.enabled:
+            raise ValueError(
+                "lora.qlora trains LoRA adapters on a 4-bit base: set lora.enabled: true too"
+            )
+        return self
 
 
 class PostTrainParams(_Section):
@@ -364,6 +374,9 @@ class AlignParams(_Section):
     max_length: int = Field(ge=8)
     max_examples: int | None = Field(default=None, ge=1)
     rl: RlParams
+    # LoRA / QLoRA on the SFT model for every method (the reference is then the adapter-free
+    # model, so no second copy is loaded); registered as adapter + merged versions.
+    lora: LoraParams
 
     @model_validator(mode="after")
     def _rl_batches_whole_groups(self) -> Self:
