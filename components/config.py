@@ -21,12 +21,16 @@ class _Section(BaseModel):
 
 
 class TasksParams(_Section):
-    """Rows per generated task file (components/data/tasks.py); the split rule is fixed."""
+    """Rows per generated task file (components/data/tasks.py) and the multi-turn share of the
+    SFT rows; the split rule is fixed."""
 
     sft_train: int = Field(default=4000, ge=1)
     prefs_train: int = Field(default=2000, ge=1)
     prefs_test: int = Field(default=200, ge=1)
     eval: int = Field(default=300, ge=1)
+    # Fraction of sft_train rows that are two-turn chats: an earlier question of the same family
+    # and its answer come first, so the model learns to answer the last turn in context.
+    sft_multi_turn: float = Field(default=0.25, ge=0, le=1)
 
 
 class IngestParams(_Section):

@@ -10,10 +10,12 @@ import torch
 import yaml
 from mlflow import MlflowClient
 from peft import PeftModel
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from components.config import LoraParams
 from components.constants import (
+    MODEL_POLICY,
+    MODEL_POLICY_ADAPTER,
     MODEL_SFT,
     MODEL_SFT_ADAPTER,
     REGISTRY_RECORD,
@@ -23,8 +25,14 @@ from components.constants import (
 )
 from components.tracking.hf_pyfunc import HF_ARTIFACT
 from components.tracking.stage_run import stage_run
-from components.training import adapters, sft
-from tests.components.training.tiny import save_base_model, sft_rows, tiny_params, write_jsonl
+from components.training import adapters, align, sft
+from tests.components.training.tiny import (
+    pref_rows,
+    save_base_model,
+    sft_rows,
+    tiny_params,
+    write_jsonl,
+)
 from tests.helpers import stage_view
 
 LORA = {
@@ -33,6 +41,20 @@ LORA = {
     "alpha": 8,
     "dropout": 0.0,
     "target_modules": ("q_proj", "v_proj", "down_proj"),
+}
+
+# On-policy RL at test size: groups of 2 completions of 4 tokens, 8 prompts.
+RL_SMALL = {
+    "batch_size": 4,
+    "max_examples": 8,
+    "rl": {
+        "rewards": {"correct": 1.0, "exact": 0.0, "reward_model": 1.0},
+        "num_generations": 2,
+        "max_completion_length": 4,
+        "temperature": 1.0,
+        "use_vllm": "off",
+        "eval_max_prompts": 4,
+    },
 }
 
 
@@ -62,28 +84,24 @@ def run_sft(base_dir: Path, tmp_path: Path, lora: dict) -> sft.Paths:
     return paths
 
 
-# QLoRA runs by default (it covers the NF4 load too); plain LoRA differs only in the load.
-@pytest.mark.parametrize(
-    "qlora", [pytest.param(False, marks=pytest.mark.slow), True], ids=["lora", "qlora"]
-)
-def test_adapter_on_its_base_gives_the_merged_models_logits(base_dir, tmp_path, qlora):
-    paths = run_sft(base_dir, tmp_path / "work", {**LORA, "qlora": qlora})
-
-    merged_version = json.loads((paths.out / REGISTRY_RECORD).read_text())["version"]
+def assert_adapter_on_base_gives_merged_logits(
+    model_dir: Path, merged_name: str, adapter_name: str, base_dir: Path, kind: str, tmp: Path
+) -> None:
+    """The registry holds an adapter version (with the exact base it needs) and the merged
+    version at `model_dir`; the adapter loaded onto that base reproduces the merged logits."""
     client = MlflowClient()
-    merged_mv = client.get_model_version(MODEL_SFT, merged_version)
-    adapter_ref = merged_mv.tags[TAG_MERGED_FROM]
-    name, adapter_version = adapter_ref.split("/")
-    assert name == MODEL_SFT_ADAPTER
-    adapter_mv = client.get_model_version(MODEL_SFT_ADAPTER, adapter_version)
-    # The adapter names the exact base version it loads onto; both carry how it was trained.
-    assert adapter_mv.tags[TAG_ADAPTER_BASE] == "llmops-base/1"
-    assert adapter_mv.tags["parent_model"] == merged_mv.tags["parent_model"] == "llmops-base/1"
-    kind = "qlora" if qlora else "lora"
+    merged_version = json.loads((model_dir / REGISTRY_RECORD).read_text())["version"]
+    merged_mv = client.get_model_version(merged_name, merged_version)
+    name, adapter_version = merged_mv.tags[TAG_MERGED_FROM].split("/")
+    assert name == adapter_name
+    adapter_mv = client.get_model_version(adapter_name, adapter_version)
+    base_ref = "{name}/{version}".format(**json.loads((base_dir / REGISTRY_RECORD).read_text()))
+    assert adapter_mv.tags[TAG_ADAPTER_BASE] == base_ref
+    assert adapter_mv.tags["parent_model"] == merged_mv.tags["parent_model"] == base_ref
     assert adapter_mv.tags[TAG_ADAPTER] == merged_mv.tags[TAG_ADAPTER] == kind
 
-    adapter_dir = registered_dir(MODEL_SFT_ADAPTER, adapter_version, tmp_path / "a")
-    merged_dir = registered_dir(MODEL_SFT, merged_version, tmp_path / "m")
+    adapter_dir = registered_dir(adapter_name, adapter_version, tmp / "adapter")
+    merged_dir = registered_dir(merged_name, merged_version, tmp / "merged")
     files = {p.name for p in adapter_dir.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= files
     assert "model.safetensors" not in files  # the adapter alone, not a copy of the base
@@ -100,7 +118,77 @@ def test_adapter_on_its_base_gives_the_merged_models_logits(base_dir, tmp_path, 
         got = on_base(input_ids=ids).logits
         before = plain(input_ids=ids).logits
     assert torch.allclose(got, want, atol=1e-5)
-    assert not torch.allclose(before, want, atol=1e-3)  # the adapter changed the model
+    assert not torch.allclose(before, want, atol=1e-4)  # the adapter changed the model
+
+
+# QLoRA runs by default (it covers the NF4 load too); plain LoRA differs only in the load.
+@pytest.mark.parametrize(
+    "qlora", [pytest.param(False, marks=pytest.mark.slow), True], ids=["lora", "qlora"]
+)
+def test_sft_adapter_on_its_base_gives_the_merged_models_logits(base_dir, tmp_path, qlora):
+    paths = run_sft(base_dir, tmp_path / "work", {**LORA, "qlora": qlora})
+    assert_adapter_on_base_gives_merged_logits(
+        paths.out, MODEL_SFT, MODEL_SFT_ADAPTER, base_dir, "qlora" if qlora else "lora", tmp_path
+    )
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory):
+    out = save_base_model(tmp_path_factory.mktemp("sft"), seed=1)
+    (out / REGISTRY_RECORD).write_text(json.dumps({"name": MODEL_SFT, "version": "3"}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reward_dir(sft_dir, tmp_path_factory):
+    """A reward model with a fresh head: a reward that varies within a group, so RL's
+    advantages (and the adapter's update) are non-zero even for a random tiny policy."""
+    out = tmp_path_factory.mktemp("reward")
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    torch.manual_seed(0)
+    rm = AutoModelForSequenceClassification.from_pretrained(
+        sft_dir, num_labels=1, pad_token_id=tokenizer.pad_token_id
+    )
+    rm.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / REGISTRY_RECORD).write_text(json.dumps({"name": "llmops-reward", "version": "5"}))
+    return out
+
+
+# Offline (DPO, KTO) and on-policy (GRPO, RLOO) methods train adapters through the same switch
+# (slow: a stage run each, ~15-45 s on 2 shared cores; the sft test above runs by default).
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "qlora"), [("dpo", True), ("kto", False), ("rloo", True), ("grpo", False)]
+)
+def test_align_adapter_on_the_sft_model_gives_the_merged_policy(
+    sft_dir, reward_dir, tmp_path, monkeypatch, method, qlora
+):
+    monkeypatch.chdir(tmp_path)
+    tasks = tmp_path / "tasks"
+    paths = align.Paths(
+        sft=sft_dir,
+        reward=reward_dir,
+        train=write_jsonl(tasks / "prefs_train.jsonl", pref_rows(24)),
+        test=write_jsonl(tasks / "prefs_test.jsonl", pref_rows(8, offset=100)),
+        out=tmp_path / "models/policy",
+        metrics=tmp_path / "align.json",
+    )
+    section = {"method": method, "lr": 1e-2, "lora": {**LORA, "qlora": qlora}}
+    if method in ("rloo", "grpo"):
+        section |= RL_SMALL
+    params = tiny_params(align=section)
+    with stage_run("align", stage_view("align", params)) as tracker:
+        m = align.run(tracker.params, paths, tracker).metrics
+    assert m["lora"] == 1 and m["qlora"] == int(qlora)
+    assert_adapter_on_base_gives_merged_logits(
+        paths.out,
+        MODEL_POLICY,
+        MODEL_POLICY_ADAPTER,
+        sft_dir,
+        "qlora" if qlora else "lora",
+        tmp_path,
+    )
 
 
 def test_qlora_loads_the_frozen_base_in_nf4(base_dir):
