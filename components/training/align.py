@@ -15,7 +15,9 @@ Setup -> train -> evaluate -> save, top to bottom:
    -log sigmoid(beta * [(log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))]);
 3. offline methods: held-out preference accuracy of the implicit reward
    r(x, y) = beta * (log pi - log ref)(y|x) on the test pairs (`implicit_rewards`, exact per
-   pair; TRL's eval metric averages per-batch means); `align.compare` trains more methods from
+   pair; TRL's eval metric averages per-batch means), greedy task accuracy overall and per task
+   on the test prompts (`heldout.accuracy`, `heldout.accuracy.<task>`) and the mean per-token
+   KL(pi || ref) along the chosen answers (`heldout.kl`); `align.compare` trains more methods from
    the same SFT model for a comparison table (`methods.<m>.*`), saving only `method`'s policy;
    RL: greedy accuracy and reward on held-out prompts before and after (`heldout_before.*`,
    `heldout_after.*`);
@@ -30,6 +32,7 @@ registered is the adapter merged into the fp32 SFT model (components/training/ad
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +68,7 @@ from components.training.trainer_common import (
     load_preference_pairs,
     loss_summary,
     pair_accuracy,
+    read_jsonl,
     scratch_dir,
     trainer_kwargs,
 )
@@ -277,6 +281,53 @@ def evaluate_pairs(
     }
 
 
+@torch.no_grad()
+def token_kl(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[dict[str, Any]],
+    max_length: int,
+) -> float:
+    """Mean over completion tokens of KL(pi(.|prefix) || ref(.|prefix)), exact over the
+    vocabulary, along each pair's chosen answer: how far the method moved from the SFT model."""
+    total, n = 0.0, 0
+    for pair in pairs:
+        p, c = split_completion(tokenizer, pair["prompt"], pair["chosen"])
+        ids = torch.tensor([(p + c)[:max_length]])  # (1, T)
+        if ids.shape[1] <= len(p):
+            continue
+        logp = policy(input_ids=ids).logits[0, len(p) - 1 : -1].log_softmax(-1)  # (C, V)
+        logq = reference(input_ids=ids).logits[0, len(p) - 1 : -1].log_softmax(-1)
+        total += float((logp.exp() * (logp - logq)).sum())
+        n += logp.shape[0]
+    return total / max(n, 1)
+
+
+def heldout_generation(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[dict[str, Any]],
+    tasks: list[str],
+    cfg: AlignParams,
+) -> dict[str, float]:
+    """Greedy accuracy (the evaluation judge) overall and per task on the held-out prompts, and
+    the token KL to the reference; the same prompts RL's before/after measurement uses."""
+    pairs = pairs[: cfg.rl.eval_max_prompts]
+    rows = with_tasks(rl.rl_prompts(pairs), tasks)
+    scores = rl.heldout_scores(
+        policy, tokenizer, rows, [], [], cfg.rl.max_completion_length, EVAL_BATCH_SIZE
+    )
+    out = {f"heldout.{k}": v for k, v in scores.items() if k.startswith("accuracy")}
+    out["heldout.kl"] = round(token_kl(policy, reference, tokenizer, pairs, cfg.max_length), 6)
+    return out
+
+
+def with_tasks(rows: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, Any]]:
+    return [{**r, "task": t} for r, t in zip(rows, tasks, strict=False)]
+
+
 def train_offline(
     method: str,
     params: Reads,
@@ -284,6 +335,7 @@ def train_offline(
     tokenizer: PreTrainedTokenizerBase,
     train_pairs: list[dict[str, Any]],
     test_pairs: list[dict[str, Any]],
+    test_tasks: list[str],
     tracker: Tracker,
     adapter_dir: Path,
 ) -> tuple[PreTrainedModel, dict[str, float]]:
@@ -308,6 +360,7 @@ def train_offline(
     policy = merged_policy(trainer.model, paths.sft, adapter_dir)
     reference = reference or load_reference(paths.sft)
     held_out = evaluate_pairs(policy, reference, tokenizer, test_pairs, cfg.beta, cfg.max_length)
+    held_out |= heldout_generation(policy, reference, tokenizer, test_pairs, test_tasks, cfg)
     log.info(
         "align %s: held-out implicit-reward accuracy %.3f on %d pairs",
         method,
@@ -327,6 +380,7 @@ def run_offline(
     tokenizer: PreTrainedTokenizerBase,
     train_pairs: list[dict[str, Any]],
     test_pairs: list[dict[str, Any]],
+    test_tasks: list[str],
     tracker: Tracker,
     adapter_root: Path,
 ) -> tuple[PreTrainedModel, dict[str, float]]:
@@ -343,6 +397,7 @@ def run_offline(
             tokenizer,
             train_pairs,
             test_pairs,
+            test_tasks,
             tracker,
             adapter_root / method,
         )
@@ -376,6 +431,7 @@ def run_rl(
     tokenizer: PreTrainedTokenizerBase,
     train_pairs: list[dict[str, Any]],
     test_pairs: list[dict[str, Any]],
+    test_tasks: list[str],
     tracker: Tracker,
     adapter_dir: Path,
 ) -> tuple[PreTrainedModel, dict[str, float], bool]:
@@ -383,7 +439,7 @@ def run_rl(
     A LoRA policy is saved at `adapter_dir` and measured and returned merged."""
     cfg = params.align
     funcs, weights, uses_rm = rl_rewards(cfg, paths.reward)
-    held_out = rl.rl_prompts(test_pairs[: cfg.rl.eval_max_prompts])
+    held_out = with_tasks(rl.rl_prompts(test_pairs[: cfg.rl.eval_max_prompts]), test_tasks)
 
     def measure(model: PreTrainedModel) -> dict[str, float]:
         return rl.heldout_scores(
@@ -414,6 +470,9 @@ def run_rl(
         result = trainer.train()
     policy = merged_policy(trainer.model, paths.sft, adapter_dir)
     after = measure(policy)
+    reference = load_reference(paths.sft)
+    pairs = test_pairs[: cfg.rl.eval_max_prompts]
+    after["kl"] = round(token_kl(policy, reference, tokenizer, pairs, cfg.max_length), 6)
     log.info(
         "align %s: held-out accuracy %s -> %s", cfg.method, before["accuracy"], after["accuracy"]
     )
@@ -449,15 +508,16 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         f"align: {paths.test}",
     )
     uses_rm = False
+    test_tasks = task_names(paths.test, test_pairs)
     with scratch_dir("align-adapter") as adapter_root:
         adapter_dir = adapter_root / cfg.method
         if cfg.method in RL_METHODS:
             policy, metrics, uses_rm = run_rl(
-                params, paths, tokenizer, train_pairs, test_pairs, tracker, adapter_dir
+                params, paths, tokenizer, train_pairs, test_pairs, test_tasks, tracker, adapter_dir
             )
         else:
             policy, metrics = run_offline(
-                params, paths, tokenizer, train_pairs, test_pairs, tracker, adapter_root
+                params, paths, tokenizer, train_pairs, test_pairs, test_tasks, tracker, adapter_root
             )
         with atomic_model_dir(paths.out) as tmp:
             policy.save_pretrained(tmp)  # safetensors
@@ -478,6 +538,15 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             "qlora": int(cfg.lora.qlora),
         }
     )
+
+
+def task_names(path: Path, pairs: list[dict[str, Any]]) -> list[str]:
+    """The `task` of each pair (by its prompt, as written in `path`; `other` without one)."""
+    by_prompt = {
+        json.dumps(row["prompt"], sort_keys=True): row.get("task", "other")
+        for row in read_jsonl(path)
+    }
+    return [by_prompt.get(json.dumps(p["prompt"], sort_keys=True), "other") for p in pairs]
 
 
 def register_policy(tracker: Tracker, paths: Paths, lora: LoraParams, adapter_dir: Path) -> str:

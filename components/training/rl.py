@@ -110,13 +110,18 @@ def heldout_scores(
     max_new_tokens: int,
     batch_size: int,
 ) -> dict[str, float]:
-    """Greedy accuracy (the `correct` rule), weighted reward and each reward's mean."""
+    """Greedy accuracy (the `correct` rule), per task where rows carry a `task`, weighted
+    reward and each reward's mean."""
     prompts = [r["prompt"] for r in rows]
     answers = [r["answer"] for r in rows]
     texts = generate_greedy(model, tokenizer, prompts, max_new_tokens, batch_size)
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     n = len(rows)
-    scores = {"accuracy": sum(correct(completions, answers)) / n}
+    right = correct(completions, answers)
+    scores = {"accuracy": sum(right) / n}
+    for task in sorted({r["task"] for r in rows if "task" in r}):
+        hits = [h for h, r in zip(right, rows, strict=True) if r.get("task") == task]
+        scores[f"accuracy.{task}"] = sum(hits) / len(hits)
     total = [0.0] * n
     for func, w in zip(reward_funcs, weights, strict=True):
         values = func(prompts=prompts, completions=completions, answer=answers)
