@@ -452,7 +452,8 @@ def run_rl(
             EVAL_BATCH_SIZE,
         )
 
-    before = measure(load_reference(paths.sft))
+    reference = load_reference(paths.sft)  # the SFT model: "before", and the KL's reference
+    before = measure(reference)
     policy, _ = load_policy_and_reference(paths.sft, cfg.lora)
     with scratch_dir("align") as scratch:
         trainer = rl.build_rl_trainer(
@@ -470,7 +471,6 @@ def run_rl(
         result = trainer.train()
     policy = merged_policy(trainer.model, paths.sft, adapter_dir)
     after = measure(policy)
-    reference = load_reference(paths.sft)
     pairs = test_pairs[: cfg.rl.eval_max_prompts]
     after["kl"] = round(token_kl(policy, reference, tokenizer, pairs, cfg.max_length), 6)
     log.info(
