@@ -21,12 +21,16 @@ class _Section(BaseModel):
 
 
 class TasksParams(_Section):
-    """Rows per generated task file (components/data/tasks.py); the split rule is fixed."""
+    """Rows per generated task file (components/data/tasks.py) and the multi-turn share of the
+    SFT rows; the split rule is fixed."""
 
     sft_train: int = Field(default=4000, ge=1)
     prefs_train: int = Field(default=2000, ge=1)
     prefs_test: int = Field(default=200, ge=1)
     eval: int = Field(default=300, ge=1)
+    # Fraction of sft_train rows that are two-turn chats: an earlier question of the same family
+    # and its answer come first, so the model learns to answer the last turn in context.
+    sft_multi_turn: float = Field(default=0.25, ge=0, le=1)
 
 
 class IngestParams(_Section):
@@ -297,10 +301,20 @@ class PretrainParams(_Section):
 
 class LoraParams(_Section):
     enabled: bool = False
+    # QLoRA: the frozen base loaded in 4-bit NF4 (bitsandbytes) under the LoRA adapters.
+    qlora: bool = False
     r: int = Field(ge=1)
     alpha: int = Field(ge=1)
     dropout: float = Field(ge=0, lt=1)
     target_modules: tuple[str, ...]
+
+    @model_validator(mode="after")
+    def _qlora_needs_lora(self) -> Self:
+        if self.qlora and not self.enabled:
+            raise ValueError(
+                "lora.qlora trains LoRA adapters on a 4-bit base: set lora.enabled: true too"
+            )
+        return self
 
 
 class PostTrainParams(_Section):
@@ -372,6 +386,9 @@ class AlignParams(_Section):
     max_length: int = Field(ge=8)
     max_examples: int | None = Field(default=None, ge=1)
     rl: RlParams
+    # LoRA / QLoRA on the SFT model for every method (the reference is then the adapter-free
+    # model, so no second copy is loaded); registered as adapter + merged versions.
+    lora: LoraParams
 
     @model_validator(mode="after")
     def _rl_batches_whole_groups(self) -> Self:

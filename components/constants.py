@@ -15,6 +15,10 @@ MODEL_REWARD: Final = "llmops-reward"
 MODEL_POLICY: Final = "llmops-policy"
 MODEL_POLICY_INT8: Final = "llmops-policy-int8"
 MODEL_POLICY_INT4: Final = "llmops-policy-int4"
+# LoRA / QLoRA adapters (sft.lora, align.lora): the adapter files alone, beside the merged model
+# registered under MODEL_SFT / MODEL_POLICY (components/training/adapters.py).
+MODEL_SFT_ADAPTER: Final = "llmops-sft-adapter"
+MODEL_POLICY_ADAPTER: Final = "llmops-policy-adapter"
 
 # Aliases: the final model is the challenger; the served model holds champion.
 ALIAS_CHALLENGER: Final = "challenger"
@@ -28,6 +32,12 @@ TAG_PARENT_MODEL: Final = "parent_model"
 TAG_STAGE: Final = "stage"
 # On a policy trained with the reward model's scores (RL): `name/version` of that reward model.
 TAG_REWARD_MODEL: Final = "reward_model"
+# On an adapter version: `name/version` of the exact base model it must be loaded onto.
+TAG_ADAPTER_BASE: Final = "adapter_base"
+# On a merged model version: `name/version` of the adapter version folded into its base.
+TAG_MERGED_FROM: Final = "merged_from"
+# On both: how the adapter was trained, `lora` or `qlora` (4-bit NF4 base).
+TAG_ADAPTER: Final = "adapter"
 LINEAGE_TAGS: Final = (TAG_GIT_COMMIT, TAG_DATA_HASH, TAG_PARAMS_HASH, TAG_PARENT_MODEL, TAG_STAGE)
 # Content hash of the registered model directory (its files, the registry record excluded):
 # the identity of the weights, by which a downstream stage finds its parent's version and a

@@ -11,6 +11,11 @@ rows, so no phrasing of an eval question can leak into training:
 Families: add, sub (integers 0-49, never negative), reverse, upper, count (words taken from the
 bundled Shakespeare plays) and speaker (who says a given line in a play). Answers are one short
 line so a tiny model can learn the format; `components.evaluation.judge.is_correct` judges them.
+
+A share `tasks.sft_multi_turn` of the SFT rows are two-turn chats: an earlier question of the
+same family (from the same train split) and its answer precede the row's question, so SFT sees
+[user, assistant, user, assistant] and learns both assistant turns (the loss mask covers every
+assistant turn, never a user turn: components/training/sft.py).
 """
 
 from __future__ import annotations
@@ -300,6 +305,20 @@ def pref_row(q: Question, prompt: str, rng: random.Random) -> dict[str, Any]:
     }
 
 
+def with_earlier_turn(
+    row: dict[str, Any], pool: list[Question], rng: random.Random
+) -> dict[str, Any]:
+    """`row` (an sft row) preceded by another question of its family and that answer."""
+    prompt = row["messages"][0]["content"]
+    while True:
+        q = rng.choice(pool)
+        earlier = render(q, rng.randrange(len(TEMPLATES[q.task])))
+        if earlier != prompt:
+            break
+    first = [{"role": "user", "content": earlier}, {"role": "assistant", "content": q.answer}]
+    return {**row, "messages": first + row["messages"]}
+
+
 def eval_row(q: Question, prompt: str, rng: random.Random) -> dict[str, Any]:
     return {"task": q.task, "prompt": prompt, "answer": q.answer}
 
@@ -311,7 +330,8 @@ FILES = {
     "prefs_test": ("prefs_test", pref_row),
     "eval": ("eval", eval_row),
 }
-DEFAULT_SIZES = TasksParams().model_dump()
+DEFAULT_SIZES = TasksParams().model_dump(include=set(FILES))
+DEFAULT_MULTI_TURN = TasksParams().sft_multi_turn
 
 
 def per_family(n: int) -> list[int]:
@@ -349,17 +369,37 @@ def make_file(name: str, pools: Pools, n: int, seed: int) -> list[dict[str, Any]
 
 
 def user_prompt(row: dict[str, Any]) -> str:
+    """The row's first user message."""
+    return user_prompts(row)[0]
+
+
+def user_prompts(row: dict[str, Any]) -> list[str]:
+    """Every user message of the row, in order."""
     if "messages" in row:
-        return row["messages"][0]["content"]
+        return [m["content"] for m in row["messages"] if m["role"] == "user"]
     if isinstance(row["prompt"], list):
-        return row["prompt"][0]["content"]
-    return row["prompt"]
+        return [m["content"] for m in row["prompt"] if m["role"] == "user"]
+    return [row["prompt"]]
+
+
+def make_multi_turn(
+    rows: list[dict[str, Any]], pools: Pools, share: float, seed: int
+) -> list[dict[str, Any]]:
+    """`share` of the sft rows (chosen by seed) get an earlier turn of their family; own RNG
+    stream, so the single-turn rows and the other files are unchanged by it."""
+    rng = random.Random(f"{seed}:sft_multi_turn")
+    chosen = set(rng.sample(range(len(rows)), round(share * len(rows))))
+    return [
+        with_earlier_turn(row, pools[(row["task"], "train")], rng) if i in chosen else row
+        for i, row in enumerate(rows)
+    ]
 
 
 def check_disjoint(files: dict[str, list[dict[str, Any]]]) -> None:
     """Raise if an eval prompt is in any training file, or a prefs_test prompt in a train file."""
     prompts = {
-        name: {normalize_prompt(user_prompt(r)) for r in rows} for name, rows in files.items()
+        name: {normalize_prompt(p) for r in rows for p in user_prompts(r)}
+        for name, rows in files.items()
     }
     rules = [
         ("eval", "sft_train"),
@@ -377,11 +417,16 @@ def check_disjoint(files: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def generate(
-    raw: Path, seed: int, sizes: dict[str, int] | None = None
+    raw: Path,
+    seed: int,
+    sizes: dict[str, int] | None = None,
+    multi_turn: float = DEFAULT_MULTI_TURN,
 ) -> dict[str, list[dict[str, Any]]]:
-    """All task files (name -> rows), deterministic for (raw corpus, seed, sizes)."""
+    """All task files (name -> rows), deterministic for (raw corpus, seed, sizes, multi_turn)."""
     pools = pools_of(all_questions(raw))
     files = {name: make_file(name, pools, n, seed) for name, n in (sizes or DEFAULT_SIZES).items()}
+    if "sft_train" in files:
+        files["sft_train"] = make_multi_turn(files["sft_train"], pools, multi_turn, seed)
     check_disjoint(files)
     return files
 
@@ -409,7 +454,8 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     """Write every task file; same corpus, seed and sizes give byte-identical files."""
-    files = generate(paths.raw, params.seed, params.tasks.model_dump())
+    sizes = params.tasks.model_dump(include=set(FILES))
+    files = generate(paths.raw, params.seed, sizes, params.tasks.sft_multi_turn)
     paths.out.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, int] = {}
     for name, rows in files.items():
@@ -417,4 +463,6 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         metrics[f"rows.{name}"] = len(rows)
         for task, n in sorted(Counter(r["task"] for r in rows).items()):
             metrics[f"tasks.{name}.{task}"] = n
+    sft_rows = files.get("sft_train", [])
+    metrics["multi_turn.sft_train"] = sum(len(r["messages"]) > 2 for r in sft_rows)
     return StageResult(metrics=metrics)

@@ -15,16 +15,24 @@ Setup -> train -> evaluate -> save, top to bottom:
    -log sigmoid(beta * [(log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))]);
 3. offline methods: held-out preference accuracy of the implicit reward
    r(x, y) = beta * (log pi - log ref)(y|x) on the test pairs (`implicit_rewards`, exact per
-   pair; TRL's eval metric averages per-batch means); `align.compare` trains more methods from
+   pair; TRL's eval metric averages per-batch means), greedy task accuracy overall and per task
+   on the test prompts (`heldout.accuracy`, `heldout.accuracy.<task>`) and the mean per-token
+   KL(pi || ref) along the chosen answers (`heldout.kl`); `align.compare` trains more methods from
    the same SFT model for a comparison table (`methods.<m>.*`), saving only `method`'s policy;
    RL: greedy accuracy and reward on held-out prompts before and after (`heldout_before.*`,
    `heldout_after.*`);
 4. save the policy atomically at `out`, register it as `llmops-policy` (parent: the SFT model;
    with a reward-model reward, the reward model's version as the `reward_model` tag).
+
+With `align.lora.enabled` every method trains LoRA adapters (with `align.lora.qlora` on a 4-bit
+NF4 SFT model) and the reference is the same model with its adapters disabled (no second copy);
+the adapter is registered as `llmops-policy-adapter` and the policy evaluated, saved and
+registered is the adapter merged into the fp32 SFT model (components/training/adapters.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +41,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from mlflow import MlflowClient
+from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -43,14 +52,14 @@ from transformers import (
 )
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, unpair_preference_dataset
 
-from components.config import AlignParams, PostTrainParams, StageParams
-from components.constants import MODEL_POLICY, TAG_REWARD_MODEL
+from components.config import AlignParams, LoraParams, PostTrainParams, StageParams
+from components.constants import MODEL_POLICY, MODEL_POLICY_ADAPTER, TAG_REWARD_MODEL
 from components.modeling.io import check_weights
 from components.stage import StageResult
 from components.tracking import lineage
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
-from components.training import rewards, rl
+from components.training import adapters, rewards, rl
 from components.training.trainer_common import (
     AUTO_DEVICE,
     TrackerCallback,
@@ -59,6 +68,7 @@ from components.training.trainer_common import (
     load_preference_pairs,
     loss_summary,
     pair_accuracy,
+    read_jsonl,
     scratch_dir,
     trainer_kwargs,
 )
@@ -94,12 +104,29 @@ class Paths:
     metrics: Path
 
 
-def load_policy_and_reference(sft_dir: Path) -> tuple[PreTrainedModel, PreTrainedModel]:
-    check_weights(sft_dir)  # a truncated file is named, with how to restore it
-    policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32)
+def load_reference(sft_dir: Path) -> PreTrainedModel:
     reference = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32).eval()
-    reference.requires_grad_(False)
-    return policy, reference
+    return reference.requires_grad_(False)
+
+
+def load_policy_and_reference(
+    sft_dir: Path, lora: LoraParams | None = None
+) -> tuple[PreTrainedModel, PreTrainedModel | None]:
+    """(policy, frozen reference); with LoRA no reference: TRL disables the adapters for it."""
+    check_weights(sft_dir)  # a truncated file is named, with how to restore it
+    if lora is not None and lora.enabled:
+        return adapters.load_trainable(sft_dir, lora), None
+    policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32)
+    return policy, load_reference(sft_dir)
+
+
+def merged_policy(model: PreTrainedModel, sft_dir: Path, adapter_dir: Path) -> PreTrainedModel:
+    """A trained LoRA policy saved at `adapter_dir` and merged into the fp32 SFT model; a fully
+    trained one unchanged."""
+    if not isinstance(model, PeftModel):
+        return model
+    adapters.save_adapter(model, AutoTokenizer.from_pretrained(sft_dir), adapter_dir)
+    return adapters.merge_onto(sft_dir, adapter_dir)
 
 
 def dpo_config(
@@ -149,7 +176,7 @@ def unpaired(pairs: list[dict[str, Any]], seed: int) -> Dataset:
 
 def build_trainer(
     policy: PreTrainedModel,
-    reference: PreTrainedModel,
+    reference: PreTrainedModel | None,
     tokenizer: PreTrainedTokenizerBase,
     pairs: list[dict[str, Any]],
     cfg: AlignParams,
@@ -169,6 +196,7 @@ def build_trainer(
             train_dataset=unpaired(pairs, seed),
             processing_class=tokenizer,
             callbacks=callbacks,
+            peft_config=adapters.lora_config(cfg.lora),
         )
     return DPOTrainer(
         model=policy,
@@ -177,6 +205,7 @@ def build_trainer(
         train_dataset=Dataset.from_list(pairs),
         processing_class=tokenizer,
         callbacks=callbacks,
+        peft_config=adapters.lora_config(cfg.lora),  # TRL wraps the policy in a PeftModel
     )
 
 
@@ -252,6 +281,53 @@ def evaluate_pairs(
     }
 
 
+@torch.no_grad()
+def token_kl(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[dict[str, Any]],
+    max_length: int,
+) -> float:
+    """Mean over completion tokens of KL(pi(.|prefix) || ref(.|prefix)), exact over the
+    vocabulary, along each pair's chosen answer: how far the method moved from the SFT model."""
+    total, n = 0.0, 0
+    for pair in pairs:
+        p, c = split_completion(tokenizer, pair["prompt"], pair["chosen"])
+        ids = torch.tensor([(p + c)[:max_length]])  # (1, T)
+        if ids.shape[1] <= len(p):
+            continue
+        logp = policy(input_ids=ids).logits[0, len(p) - 1 : -1].log_softmax(-1)  # (C, V)
+        logq = reference(input_ids=ids).logits[0, len(p) - 1 : -1].log_softmax(-1)
+        total += float((logp.exp() * (logp - logq)).sum())
+        n += logp.shape[0]
+    return total / max(n, 1)
+
+
+def heldout_generation(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[dict[str, Any]],
+    tasks: list[str],
+    cfg: AlignParams,
+) -> dict[str, float]:
+    """Greedy accuracy (the evaluation judge) overall and per task on the held-out prompts, and
+    the token KL to the reference; the same prompts RL's before/after measurement uses."""
+    pairs = pairs[: cfg.rl.eval_max_prompts]
+    rows = with_tasks(rl.rl_prompts(pairs), tasks)
+    scores = rl.heldout_scores(
+        policy, tokenizer, rows, [], [], cfg.rl.max_completion_length, EVAL_BATCH_SIZE
+    )
+    out = {f"heldout.{k}": v for k, v in scores.items() if k.startswith("accuracy")}
+    out["heldout.kl"] = round(token_kl(policy, reference, tokenizer, pairs, cfg.max_length), 6)
+    return out
+
+
+def with_tasks(rows: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, Any]]:
+    return [{**r, "task": t} for r, t in zip(rows, tasks, strict=False)]
+
+
 def train_offline(
     method: str,
     params: Reads,
@@ -259,11 +335,14 @@ def train_offline(
     tokenizer: PreTrainedTokenizerBase,
     train_pairs: list[dict[str, Any]],
     test_pairs: list[dict[str, Any]],
+    test_tasks: list[str],
     tracker: Tracker,
+    adapter_dir: Path,
 ) -> tuple[PreTrainedModel, dict[str, float]]:
-    """Train one offline method from the SFT model; (policy, its metrics)."""
+    """Train one offline method from the SFT model; (policy, its metrics). A LoRA policy is
+    saved at `adapter_dir` and returned merged: the model that is evaluated is the one served."""
     cfg = params.align
-    policy, reference = load_policy_and_reference(paths.sft)
+    policy, reference = load_policy_and_reference(paths.sft, cfg.lora)
     with scratch_dir("align") as scratch:
         trainer = build_trainer(
             policy,
@@ -278,7 +357,10 @@ def train_offline(
             method=method,
         )
         result = trainer.train()
+    policy = merged_policy(trainer.model, paths.sft, adapter_dir)
+    reference = reference or load_reference(paths.sft)
     held_out = evaluate_pairs(policy, reference, tokenizer, test_pairs, cfg.beta, cfg.max_length)
+    held_out |= heldout_generation(policy, reference, tokenizer, test_pairs, test_tasks, cfg)
     log.info(
         "align %s: held-out implicit-reward accuracy %.3f on %d pairs",
         method,
@@ -298,15 +380,26 @@ def run_offline(
     tokenizer: PreTrainedTokenizerBase,
     train_pairs: list[dict[str, Any]],
     test_pairs: list[dict[str, Any]],
+    test_tasks: list[str],
     tracker: Tracker,
+    adapter_root: Path,
 ) -> tuple[PreTrainedModel, dict[str, float]]:
-    """`align.method`'s policy; metrics of it and, as `methods.<m>.*`, of every method run."""
+    """`align.method`'s policy; metrics of it and, as `methods.<m>.*`, of every method run
+    (with LoRA each method's adapter under `adapter_root/<method>`)."""
     cfg = params.align
     methods = [cfg.method, *(m for m in dict.fromkeys(cfg.compare) if m != cfg.method)]
     table: dict[str, float] = {}
     for method in methods:
         policy_m, metrics_m = train_offline(
-            method, params, paths, tokenizer, train_pairs, test_pairs, tracker
+            method,
+            params,
+            paths,
+            tokenizer,
+            train_pairs,
+            test_pairs,
+            test_tasks,
+            tracker,
+            adapter_root / method,
         )
         table.update({f"methods.{method}.{k}": v for k, v in metrics_m.items()})
         if method == cfg.method:
@@ -338,12 +431,15 @@ def run_rl(
     tokenizer: PreTrainedTokenizerBase,
     train_pairs: list[dict[str, Any]],
     test_pairs: list[dict[str, Any]],
+    test_tasks: list[str],
     tracker: Tracker,
+    adapter_dir: Path,
 ) -> tuple[PreTrainedModel, dict[str, float], bool]:
-    """GRPO / RLOO from the SFT model; (policy, metrics, whether the reward model rewarded)."""
+    """GRPO / RLOO from the SFT model; (policy, metrics, whether the reward model rewarded).
+    A LoRA policy is saved at `adapter_dir` and measured and returned merged."""
     cfg = params.align
     funcs, weights, uses_rm = rl_rewards(cfg, paths.reward)
-    held_out = rl.rl_prompts(test_pairs[: cfg.rl.eval_max_prompts])
+    held_out = with_tasks(rl.rl_prompts(test_pairs[: cfg.rl.eval_max_prompts]), test_tasks)
 
     def measure(model: PreTrainedModel) -> dict[str, float]:
         return rl.heldout_scores(
@@ -356,8 +452,9 @@ def run_rl(
             EVAL_BATCH_SIZE,
         )
 
-    policy = AutoModelForCausalLM.from_pretrained(paths.sft, dtype=torch.float32)
-    before = measure(policy)
+    reference = load_reference(paths.sft)  # the SFT model: "before", and the KL's reference
+    before = measure(reference)
+    policy, _ = load_policy_and_reference(paths.sft, cfg.lora)
     with scratch_dir("align") as scratch:
         trainer = rl.build_rl_trainer(
             policy,
@@ -372,8 +469,10 @@ def run_rl(
             posttrain=params.posttrain,
         )
         result = trainer.train()
-    policy = trainer.model
+    policy = merged_policy(trainer.model, paths.sft, adapter_dir)
     after = measure(policy)
+    pairs = test_pairs[: cfg.rl.eval_max_prompts]
+    after["kl"] = round(token_kl(policy, reference, tokenizer, pairs, cfg.max_length), 6)
     log.info(
         "align %s: held-out accuracy %s -> %s", cfg.method, before["accuracy"], after["accuracy"]
     )
@@ -409,22 +508,24 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         f"align: {paths.test}",
     )
     uses_rm = False
-    if cfg.method in RL_METHODS:
-        policy, metrics, uses_rm = run_rl(
-            params, paths, tokenizer, train_pairs, test_pairs, tracker
-        )
-    else:
-        policy, metrics = run_offline(params, paths, tokenizer, train_pairs, test_pairs, tracker)
-
-    with atomic_model_dir(paths.out) as tmp:
-        policy.save_pretrained(tmp)  # safetensors
-        tokenizer.save_pretrained(tmp)
-    mv = register_model_dir(
-        tracker, paths.out, MODEL_POLICY, data_path=paths.train, parent_dir=paths.sft
-    )
+    test_tasks = task_names(paths.test, test_pairs)
+    with scratch_dir("align-adapter") as adapter_root:
+        adapter_dir = adapter_root / cfg.method
+        if cfg.method in RL_METHODS:
+            policy, metrics, uses_rm = run_rl(
+                params, paths, tokenizer, train_pairs, test_pairs, test_tasks, tracker, adapter_dir
+            )
+        else:
+            policy, metrics = run_offline(
+                params, paths, tokenizer, train_pairs, test_pairs, test_tasks, tracker, adapter_root
+            )
+        with atomic_model_dir(paths.out) as tmp:
+            policy.save_pretrained(tmp)  # safetensors
+            tokenizer.save_pretrained(tmp)
+        version = register_policy(tracker, paths, cfg.lora, adapter_dir)
     if uses_rm:
         MlflowClient().set_model_version_tag(
-            MODEL_POLICY, mv.version, TAG_REWARD_MODEL, lineage.parent_model(paths.reward)
+            MODEL_POLICY, version, TAG_REWARD_MODEL, lineage.parent_model(paths.reward)
         )
     return StageResult(
         metrics={
@@ -433,5 +534,36 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             "n_train_pairs": len(train_pairs),
             **{f"dropped.{k}": v for k, v in dropped.items()},
             **{f"dropped_test.{k}": v for k, v in dropped_test.items()},
+            "lora": int(cfg.lora.enabled),
+            "qlora": int(cfg.lora.qlora),
         }
     )
+
+
+def task_names(path: Path, pairs: list[dict[str, Any]]) -> list[str]:
+    """The `task` of each pair (by its prompt, as written in `path`; `other` without one)."""
+    by_prompt = {
+        json.dumps(row["prompt"], sort_keys=True): row.get("task", "other")
+        for row in read_jsonl(path)
+    }
+    return [by_prompt.get(json.dumps(p["prompt"], sort_keys=True), "other") for p in pairs]
+
+
+def register_policy(tracker: Tracker, paths: Paths, lora: LoraParams, adapter_dir: Path) -> str:
+    """Register the policy at `out` (with LoRA, its adapter first); the policy's version."""
+    if not lora.enabled:
+        mv = register_model_dir(
+            tracker, paths.out, MODEL_POLICY, data_path=paths.train, parent_dir=paths.sft
+        )
+        return mv.version
+    _, merged = adapters.register_adapter_and_merged(
+        tracker,
+        adapter_dir=adapter_dir,
+        adapter_name=MODEL_POLICY_ADAPTER,
+        merged_dir=paths.out,
+        merged_name=MODEL_POLICY,
+        base_dir=paths.sft,
+        data_path=paths.train,
+        cfg=lora,
+    )
+    return merged.split("/")[1]

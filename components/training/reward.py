@@ -2,7 +2,9 @@
 
 Setup -> train -> evaluate -> save, top to bottom:
 1. read preference rows in TRL's conversational format (`prompt`: messages, `chosen`/`rejected`:
-   one assistant message each), subsample `reward.max_examples` by seed;
+   one assistant message each), subsample `reward.max_examples` by seed; drop pairs with
+   identical or empty completions or a prompt that fills `max_length` (the align stage's
+   `drop_bad_pairs`), counted per reason in the metrics (`dropped.*`, `dropped_test.*`);
 2. the base causal LM becomes `AutoModelForSequenceClassification` with one label (a new, seeded
    linear head on the last non-pad token); RewardTrainer minimises -log sigmoid(r_chosen - r_rej);
 3. held-out pair accuracy on the test pairs: the fraction where r(chosen) > r(rejected), scored
@@ -39,6 +41,7 @@ from components.training.trainer_common import (
     AUTO_DEVICE,
     TrackerCallback,
     atomic_model_dir,
+    drop_bad_pairs,
     load_preference_pairs,
     loss_summary,
     pair_accuracy,
@@ -162,9 +165,15 @@ def evaluate_pairs(
 
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.reward
-    train_pairs = load_preference_pairs(paths.train, cfg.max_examples, params.seed)
-    test_pairs = load_preference_pairs(paths.test, None, params.seed)
     tokenizer = AutoTokenizer.from_pretrained(paths.base)
+    read = load_preference_pairs(paths.train, cfg.max_examples, params.seed)
+    train_pairs, dropped = drop_bad_pairs(read, tokenizer, cfg.max_length, f"reward: {paths.train}")
+    test_pairs, dropped_test = drop_bad_pairs(
+        load_preference_pairs(paths.test, None, params.seed),
+        tokenizer,
+        cfg.max_length,
+        f"reward: {paths.test}",
+    )
     model = load_reward_model(paths.base, tokenizer, params.seed)
 
     with scratch_dir("reward") as scratch:
@@ -198,8 +207,10 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             **loss_summary(trainer.state.log_history),
             **held_out,
             "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
-            "n_examples": len(train_pairs),
+            "n_examples": len(read),
             "n_train_pairs": n_fit,
             "n_test_pairs": len(test_pairs),
+            **{f"dropped.{k}": v for k, v in dropped.items()},
+            **{f"dropped_test.{k}": v for k, v in dropped_test.items()},
         }
     )

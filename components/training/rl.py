@@ -25,6 +25,7 @@ from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 from components.chat import IM_END
 from components.config import AlignParams, PostTrainParams
 from components.modeling.generate import generate_greedy
+from components.training import adapters
 from components.training.accelerator import resolve_device
 from components.training.rewards import RewardFunc, correct
 from components.training.trainer_common import AUTO_DEVICE, trainer_kwargs
@@ -89,12 +90,14 @@ def build_rl_trainer(
         tokenizer.convert_tokens_to_ids(IM_END),
     ]
     return trainer_cls(
-        model=policy,  # the reference (beta > 0) is a second load of the same SFT directory
+        model=policy,  # without LoRA the reference (beta > 0) is a second load of the SFT model
         reward_funcs=reward_funcs,
         args=rl_config(cfg, weights, scratch, seed, posttrain),
         train_dataset=Dataset.from_list(prompts),
         processing_class=tokenizer,
         callbacks=callbacks,
+        # With LoRA the reference is the policy with its adapters disabled (no second copy).
+        peft_config=adapters.lora_config(cfg.lora),
     )
 
 
@@ -107,13 +110,18 @@ def heldout_scores(
     max_new_tokens: int,
     batch_size: int,
 ) -> dict[str, float]:
-    """Greedy accuracy (the `correct` rule), weighted reward and each reward's mean."""
+    """Greedy accuracy (the `correct` rule), per task where rows carry a `task`, weighted
+    reward and each reward's mean."""
     prompts = [r["prompt"] for r in rows]
     answers = [r["answer"] for r in rows]
     texts = generate_greedy(model, tokenizer, prompts, max_new_tokens, batch_size)
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     n = len(rows)
-    scores = {"accuracy": sum(correct(completions, answers)) / n}
+    right = correct(completions, answers)
+    scores = {"accuracy": sum(right) / n}
+    for task in sorted({r["task"] for r in rows if "task" in r}):
+        hits = [h for h, r in zip(right, rows, strict=True) if r.get("task") == task]
+        scores[f"accuracy.{task}"] = sum(hits) / len(hits)
     total = [0.0] * n
     for func, w in zip(reward_funcs, weights, strict=True):
         values = func(prompts=prompts, completions=completions, answer=answers)

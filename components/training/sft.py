@@ -5,8 +5,9 @@ Setup -> train -> save, top to bottom:
 2. SFTTrainer on the conversational `messages` column with `assistant_only_loss=True`: the chat
    template's `{% generation %}` markers give TRL an assistant-token mask, so the loss covers the
    answer and its closing `<|im_end|>` (what the model must learn to emit) and never the prompt;
-3. with `sft.lora.enabled`, train LoRA adapters and merge them into the weights before saving,
-   so the output is always a plain transformers model directory (what vLLM serves);
+3. with `sft.lora.enabled`, train LoRA adapters (with `sft.lora.qlora` on a 4-bit NF4 base),
+   register them as `llmops-sft-adapter` and merge them into the fp32 base, so `out` is always
+   a plain transformers model directory (what vLLM serves; components/training/adapters.py);
 4. save model + tokenizer (safetensors) atomically at `out`, register it as `llmops-sft`.
 """
 
@@ -16,11 +17,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from datasets import Dataset
-from peft import LoraConfig, PeftModel
+from peft import PeftModel
 from transformers import (
-    AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -28,12 +27,13 @@ from transformers import (
 )
 from trl import SFTConfig, SFTTrainer
 
-from components.config import LoraParams, PostTrainParams, SftParams, StageParams
-from components.constants import MODEL_SFT
+from components.config import PostTrainParams, SftParams, StageParams
+from components.constants import MODEL_SFT, MODEL_SFT_ADAPTER
 from components.modeling.io import check_weights
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
+from components.training import adapters
 from components.training.trainer_common import (
     AUTO_DEVICE,
     TrackerCallback,
@@ -77,18 +77,6 @@ def load_examples(path: Path, max_examples: int | None, seed: int) -> Dataset:
     return Dataset.from_list([{"messages": row["messages"]} for row in rows])
 
 
-def lora_config(cfg: LoraParams) -> LoraConfig | None:
-    if not cfg.enabled:
-        return None
-    return LoraConfig(
-        r=cfg.r,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules),
-        task_type="CAUSAL_LM",
-    )
-
-
 def sft_config(
     cfg: SftParams, scratch: Path, seed: int, posttrain: PostTrainParams = AUTO_DEVICE
 ) -> SFTConfig:
@@ -119,7 +107,7 @@ def build_trainer(
         args=sft_config(cfg, scratch, seed, posttrain),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg.lora),  # TRL wraps the model in a PeftModel when set
+        peft_config=adapters.lora_config(cfg.lora),  # TRL wraps the model in a PeftModel when set
         callbacks=callbacks,
     )
 
@@ -136,7 +124,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     dataset = load_examples(paths.data, cfg.max_examples, params.seed)
     tokenizer = AutoTokenizer.from_pretrained(paths.base)
     check_weights(paths.base)  # a truncated file is named, with how to restore it
-    model = AutoModelForCausalLM.from_pretrained(paths.base, dtype=torch.float32)
+    model = adapters.load_trainable(paths.base, cfg.lora)
 
     with scratch_dir("sft") as scratch:
         trainer = build_trainer(
@@ -152,15 +140,9 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         fraction = trainable_fraction(trainer.model)
         n_sequences = len(trainer.train_dataset)  # after TRL drops fully-truncated examples
         result = trainer.train()
-        final = merged(trainer.model)
-    losses = loss_summary(trainer.state.log_history)
-
-    with atomic_model_dir(paths.out) as tmp:
-        final.save_pretrained(tmp)  # safetensors (the only format transformers 5 writes)
-        tokenizer.save_pretrained(tmp)
+        losses = loss_summary(trainer.state.log_history)
+        save_and_register(trainer.model, tokenizer, params, paths, scratch, tracker)
     log.info("sft: %d examples, loss %s, saved %s", len(dataset), losses, paths.out)
-
-    register_model_dir(tracker, paths.out, MODEL_SFT, data_path=paths.data, parent_dir=paths.base)
     return StageResult(
         metrics={
             **losses,
@@ -169,5 +151,41 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             "n_train_sequences": n_sequences,
             "trainable_fraction": round(fraction, 6),
             "lora": int(cfg.lora.enabled),
-        }
+            "qlora": int(cfg.lora.qlora),
+        },
+    )
+
+
+def save_and_register(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    params: Reads,
+    paths: Paths,
+    scratch: Path,
+    tracker: Tracker,
+) -> None:
+    """Save the full model at `out` and register it; with LoRA, first the adapter (registered
+    too) from which the saved model is merged."""
+    lora = params.sft.lora
+    if lora.enabled:
+        adapter_dir = scratch / "adapter"
+        adapters.save_adapter(model, tokenizer, adapter_dir)
+        model = adapters.merge_onto(paths.base, adapter_dir)
+    with atomic_model_dir(paths.out) as tmp:
+        model.save_pretrained(tmp)  # safetensors (the only format transformers 5 writes)
+        tokenizer.save_pretrained(tmp)
+    if not lora.enabled:
+        register_model_dir(
+            tracker, paths.out, MODEL_SFT, data_path=paths.data, parent_dir=paths.base
+        )
+        return
+    adapters.register_adapter_and_merged(
+        tracker,
+        adapter_dir=adapter_dir,
+        adapter_name=MODEL_SFT_ADAPTER,
+        merged_dir=paths.out,
+        merged_name=MODEL_SFT,
+        base_dir=paths.base,
+        data_path=paths.data,
+        cfg=lora,
     )

@@ -62,6 +62,13 @@ def test_check_disjoint_rejects_a_leaked_eval_prompt() -> None:
     }
     with pytest.raises(ValueError, match="eval also in sft_train"):
         tasks.check_disjoint(leaked)
+    # A leak in a later turn of a chat counts too.
+    leaked["sft_train"][0]["messages"] = [
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "4"},
+    ] + leaked["sft_train"][0]["messages"]
+    with pytest.raises(ValueError, match="eval also in sft_train"):
+        tasks.check_disjoint(leaked)
 
 
 # ------------------------------------------------------------------ generated data
@@ -127,19 +134,39 @@ def test_every_answer_is_right_and_every_rejected_wrong(files: dict[str, list[di
     speakers = speakers_index(tasks.load_plays(RAW))
     for name, rows in files.items():
         for r in rows:
-            prompt = tasks.user_prompt(r)
-            answer = (
-                r["messages"][1]["content"]
-                if name == "sft_train"
-                else r["answer"]
-                if name == "eval"
-                else r["chosen"][0]["content"]
-            )
-            right = expected_answer(r["task"], prompt, speakers)
-            assert answer == right, (name, r)
-            assert "\n" not in answer and len(answer) <= 20, r
-            if "rejected" in r:
-                assert not is_correct(right, r["rejected"][0]["content"]), r
+            for prompt, answer in zip(tasks.user_prompts(r), answers(name, r), strict=True):
+                right = expected_answer(r["task"], prompt, speakers)
+                assert answer == right, (name, r)
+                assert "\n" not in answer and len(answer) <= 20, r
+                if "rejected" in r:
+                    assert not is_correct(right, r["rejected"][0]["content"]), r
+
+
+def answers(name: str, row: dict) -> list[str]:
+    """The answer to each user turn (sft chats may have two)."""
+    if name == "sft_train":
+        return [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+    return [row["answer"] if name == "eval" else row["chosen"][0]["content"]]
+
+
+def test_a_share_of_sft_rows_are_two_turn_chats_of_one_family(files: dict[str, list[dict]]):
+    rows = files["sft_train"]
+    chats = [r for r in rows if len(r["messages"]) > 2]
+    assert len(chats) == round(tasks.DEFAULT_MULTI_TURN * len(rows)) > 0
+    for r in chats:
+        assert [m["role"] for m in r["messages"]] == ["user", "assistant", "user", "assistant"]
+        first, second = tasks.user_prompts(r)
+        assert first != second
+    assert {r["task"] for r in chats} == set(tasks.FAMILIES)
+    # Only the SFT file changes: the other files do not depend on the multi-turn share.
+    single = tasks.generate(RAW, SEED, multi_turn=0.0)
+    assert all(len(r["messages"]) == 2 for r in single["sft_train"])
+    assert {k: v for k, v in single.items() if k != "sft_train"} == {
+        k: v for k, v in files.items() if k != "sft_train"
+    }
+    assert [r for r in rows if len(r["messages"]) == 2] == [
+        r for r, m in zip(single["sft_train"], rows, strict=True) if len(m["messages"]) == 2
+    ]
 
 
 def test_generation_is_deterministic_for_a_seed(files: dict[str, list[dict]]) -> None:
@@ -157,7 +184,9 @@ def test_stage_writes_the_generated_rows_byte_for_byte_the_same_twice(tmp_path: 
         result = tasks.run(params, paths, tracker=None)
         outs.append({p.name: p.read_bytes() for p in sorted(paths.out.glob("*.jsonl"))})
     assert outs[0] == outs[1] and len(outs[0]) == 4
-    expected = tasks.generate(RAW, SEED, sizes.model_dump())
+    expected = tasks.generate(
+        RAW, SEED, sizes.model_dump(include=set(tasks.FILES)), sizes.sft_multi_turn
+    )
     for name, rows in expected.items():
         written = [json.loads(line) for line in outs[0][f"{name}.jsonl"].decode().splitlines()]
         assert written == rows

@@ -8,7 +8,11 @@ from components.constants import MODEL_REWARD, REGISTRY_RECORD
 from components.modeling.io import load_for_inference
 from components.tracking.stage_run import stage_run
 from components.training import reward
-from components.training.trainer_common import load_preference_pairs, pair_accuracy
+from components.training.trainer_common import (
+    DROP_REASONS,
+    load_preference_pairs,
+    pair_accuracy,
+)
 from tests.components.training.tiny import (
     pref_rows,
     save_base_model,
@@ -70,19 +74,33 @@ def test_scoring_matches_trl_tokenization_and_ignores_padding(base_dir, tasks, t
     assert len(set(round(r, 6) for r in single)) > 1
 
 
+def bad_pairs(offset: int) -> list[dict]:
+    """One pair per drop reason: identical completions, an empty one, a prompt over max_length."""
+    same, empty, long = pref_rows(3, offset=offset)
+    same["rejected"] = [{"role": "assistant", "content": same["chosen"][0]["content"] + " "}]
+    empty["chosen"] = [{"role": "assistant", "content": ""}]
+    long["prompt"] = [{"role": "user", "content": "what is 1 + 2? " * 40}]
+    return [same, empty, long]
+
+
 def test_run_learns_preferences_and_registers(base_dir, tasks, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     out = tmp_path / "models" / "reward"
+    # The fixture's pairs plus bad ones, which are dropped and counted, never trained on.
+    train = write_jsonl(tmp_path / "train.jsonl", pref_rows(48) + bad_pairs(500))
+    test = write_jsonl(tmp_path / "test.jsonl", pref_rows(16, offset=100) + bad_pairs(600)[:1])
     paths = reward.Paths(
-        base=base_dir, train=tasks[0], test=tasks[1], out=out, metrics=tmp_path / "reward.json"
+        base=base_dir, train=train, test=test, out=out, metrics=tmp_path / "reward.json"
     )
     params = tiny_params(reward={"epochs": 2, "max_examples": None})
     with stage_run("reward", stage_view("reward", params)) as tracker:
         result = reward.run(tracker.params, paths, tracker)
 
     m = result.metrics
-    assert m["n_examples"] == 48 and m["n_train_pairs"] == 48 and m["n_test_pairs"] == 16
+    assert m["n_examples"] == 51 and m["n_train_pairs"] == 48 and m["n_test_pairs"] == 16
+    assert [m[f"dropped.{r}"] for r in DROP_REASONS] == [1, 1, 1]
+    assert [m[f"dropped_test.{r}"] for r in DROP_REASONS] == [1, 0, 0]
     assert m["train_loss_last"] < m["train_loss_first"]
     assert m["test_accuracy"] >= 0.9  # the rejected answers are easy to tell apart
     assert m["test_margin_mean"] > 0

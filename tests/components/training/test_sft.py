@@ -54,6 +54,32 @@ def test_loss_is_on_the_assistant_response_only(base_dir, data, tmp_path):
         assert tokenizer.decode(ids[:first]).endswith("<|im_start|>assistant\n")
 
 
+def test_a_multi_turn_chat_learns_exactly_its_assistant_turns(base_dir, tmp_path):
+    turns = [("what is 1 + 2?", "3"), ("what is 4 + 4?", "the answer is 8")]
+    messages = [
+        m
+        for q, a in turns
+        for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})
+    ]
+    data = write_jsonl(tmp_path / "chat.jsonl", [{"id": "c", "task": "t", "messages": messages}])
+    trainer, tokenizer = _trainer(base_dir, data, tmp_path / "scratch", max_length=128)
+    (ex,) = trainer.train_dataset
+    assert tokenizer.decode(ex["input_ids"]).endswith("<|im_end|>\n")  # nothing truncated
+    ids, labels = ex["input_ids"], ex["labels"]
+    assert all(lab in (-100, t) for t, lab in zip(ids, labels, strict=True))
+    # Token spans of the assistant turns, from the template itself: the turn's content and its
+    # <|im_end|>, found after each "<|im_start|>assistant\n" header.
+    header = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
+    want = [0] * len(ids)
+    for start in (i for i in range(len(ids)) if ids[i : i + len(header)] == header):
+        end = ids.index(tokenizer.convert_tokens_to_ids("<|im_end|>"), start + len(header))
+        want[start + len(header) : end + 1] = [1] * (end + 1 - start - len(header))
+    assert sum(want) > 0 and want.count(1) < len(ids)
+    assert [int(lab != -100) for lab in labels] == want
+    learned = tokenizer.decode([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
+    assert learned == "3<|im_end|>the answer is 8<|im_end|>"  # both answers, no user text
+
+
 def test_subsample_is_seeded_and_keeps_file_order():
     rows = [{"i": i} for i in range(50)]
     a = subsample(rows, 10, seed=1)

@@ -1,0 +1,120 @@
+"""LoRA / QLoRA adapters for the post-training stages (sft, align), and their two registry forms.
+
+A stage with `<section>.lora.enabled` trains low-rank adapters (PEFT) on a frozen base, which is
+loaded in fp32, or with `lora.qlora` in 4-bit NF4 (bitsandbytes; it runs on CPU too) so the
+frozen weights take about a quarter of the memory (measured by bench/adapter_memory.py).
+
+After training the stage keeps both forms:
+- the **adapter** (adapter_config.json + adapter_model.safetensors + tokenizer), registered as
+  `<model>-adapter` with the `adapter_base` tag naming the exact base version it loads onto;
+- the **merged** model (adapter folded into the fp32 base: a plain transformers directory that
+  vLLM serves), registered under the stage's usual name with the `merged_from` tag naming the
+  adapter version. It is rebuilt from the saved adapter files and the fp32 base, so "adapter on
+  its base" and "merged" are the same function by construction. A QLoRA adapter was trained
+  against the NF4-rounded base; it is merged into the fp32 base (the QLoRA paper's practice).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from mlflow import MlflowClient
+from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
+from transformers import (
+    AutoModelForCausalLM,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from components.config import LoraParams
+from components.constants import TAG_ADAPTER, TAG_ADAPTER_BASE, TAG_MERGED_FROM
+from components.tracking import lineage
+from components.tracking.registry import register_model_dir
+from components.tracking.stage_run import Tracker
+
+
+def lora_config(cfg: LoraParams) -> LoraConfig | None:
+    """The PEFT config TRL's trainers wrap the model with; None trains every weight."""
+    if not cfg.enabled:
+        return None
+    return LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def nf4_config() -> BitsAndBytesConfig:
+    """QLoRA's storage: NF4 blocks of 64 with double-quantised scales, computing in fp32 (the
+    CPU has no fast bf16 matmul; on a GPU bf16 compute would halve activation memory)."""
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
+
+
+def load_trainable(model_dir: Path, cfg: LoraParams) -> PreTrainedModel:
+    """The model a stage trains: fp32, or with `cfg.qlora` its linear layers in NF4, made ready
+    for adapter training (norms and head in fp32, input grads on for checkpointing)."""
+    if not cfg.qlora:
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, quantization_config=nf4_config(), dtype=torch.float32, device_map="cpu"
+    )
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def kind(cfg: LoraParams) -> str:
+    return "qlora" if cfg.qlora else "lora"
+
+
+def save_adapter(model: PeftModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    """Only the adapter weights and config (plus the tokenizer, so the directory is usable)."""
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def merge_onto(base_dir: Path, adapter_dir: Path) -> PreTrainedModel:
+    """The saved adapter loaded onto the fp32 base and folded into its weights."""
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+
+
+def register_adapter_and_merged(
+    tracker: Tracker,
+    *,
+    adapter_dir: Path,
+    adapter_name: str,
+    merged_dir: Path,
+    merged_name: str,
+    base_dir: Path,
+    data_path: Path,
+    cfg: LoraParams,
+) -> tuple[str, str]:
+    """Register the adapter, then the merged model; ('name/version' of each).
+
+    The adapter's parent is its base (`parent_model` and `adapter_base`: the exact version it
+    must be loaded onto); the merged model's parent is the same base, and `merged_from` names
+    the adapter version it was built from."""
+    client = MlflowClient()
+    base = lineage.parent_model(base_dir)
+    adapter = register_model_dir(
+        tracker, adapter_dir, adapter_name, data_path=data_path, parent_dir=base_dir
+    )
+    adapter_ref = f"{adapter_name}/{adapter.version}"
+    client.set_model_version_tag(adapter_name, adapter.version, TAG_ADAPTER_BASE, base)
+    client.set_model_version_tag(adapter_name, adapter.version, TAG_ADAPTER, kind(cfg))
+    # Registered last: the run's `registered_model` tag names the model downstream stages use.
+    merged = register_model_dir(
+        tracker, merged_dir, merged_name, data_path=data_path, parent_dir=base_dir
+    )
+    client.set_model_version_tag(merged_name, merged.version, TAG_MERGED_FROM, adapter_ref)
+    client.set_model_version_tag(merged_name, merged.version, TAG_ADAPTER, kind(cfg))
+    tracker.set_tags({"registered_adapter": adapter_ref})
+    return adapter_ref, f"{merged_name}/{merged.version}"
