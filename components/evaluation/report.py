@@ -44,6 +44,7 @@ class Paths:
     judge_plot: Path  # plots/judge_matrix.png
     safety: Path  # metrics/safety.json
     promotion: Path  # metrics/promote.json
+    align: Path  # metrics/align.json (`methods.<m>.*`: every preference method that ran)
     eval_set: Path  # data/tasks/eval.jsonl
     prefs_test: Path  # data/tasks/prefs_test.jsonl
     judge_prompts: Path  # data/judge/prompts.jsonl
@@ -189,6 +190,48 @@ def decision_section(promotion: Mapping[str, Any]) -> str:
     )
 
 
+METHOD_COLUMNS = (
+    ("test_accuracy", "pref. acc."),
+    ("heldout.accuracy", "greedy acc."),
+    ("heldout.kl", "KL to SFT"),
+    ("train_runtime_s", "train s"),
+)
+
+
+def methods_section(align: Mapping[str, Any]) -> str:
+    """The preference methods that ran in this align stage (`align.method` + `align.compare`),
+    trained from the same SFT model and scored on the same held-out pairs."""
+    methods = sorted({k.split(".")[1] for k in align if k.startswith("methods.")})
+    if not methods:
+        return "## Preference methods\n\nThe align stage ran one on-policy method: see its metrics."
+    tasks = sorted(
+        {
+            k.removeprefix(f"methods.{m}.heldout.accuracy.")
+            for m in methods
+            for k in align
+            if k.startswith(f"methods.{m}.heldout.accuracy.")
+        }
+    )
+    header = ["method", *(label for _, label in METHOD_COLUMNS), *tasks]
+    rows = [
+        [
+            m,
+            *(_num(align.get(f"methods.{m}.{key}")) for key, _ in METHOD_COLUMNS),
+            *(_num(align.get(f"methods.{m}.heldout.accuracy.{t}")) for t in tasks),
+        ]
+        for m in methods
+    ]
+    return "\n\n".join(
+        [
+            "## Preference methods\n\nEvery method of `align.method` and `align.compare`, trained "
+            "from the same SFT model and scored on the same held-out pairs (pref. acc.: the "
+            "implicit reward prefers the chosen answer; greedy acc.: answers judged correct, "
+            "overall and per task).",
+            table(header, rows),
+        ]
+    )
+
+
 def contamination_section(overlap: Mapping[str, Overlap]) -> str:
     rows = [
         [name, o.items, o.checked, o.contaminated, f"{o.rate:.3f}", "; ".join(o.examples)[:120]]
@@ -210,6 +253,7 @@ def render(
     safety: Mapping[str, Any],
     promotion: Mapping[str, Any],
     overlap: Mapping[str, Overlap],
+    align: Mapping[str, Any],
 ) -> str:
     return (
         "\n\n".join(
@@ -219,6 +263,7 @@ def render(
                 accuracy_section(rows, overlap),
                 judge_section(judge, overlap.get(JUDGE)),
                 safety_section(safety, overlap.get(SAFETY)),
+                methods_section(align),
                 contamination_section(overlap),
             ]
         )
@@ -241,8 +286,8 @@ def to_html(md: str) -> str:
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.report
     rows = json.loads(paths.table.read_text())
-    judge, safety, promotion = (
-        json.loads(p.read_text()) for p in (paths.judge, paths.safety, paths.promotion)
+    judge, safety, promotion, align = (
+        json.loads(p.read_text()) for p in (paths.judge, paths.safety, paths.promotion, paths.align)
     )
     eval_sets = {
         EVAL: (read_eval_set(paths.eval_set), "task"),
@@ -263,7 +308,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         (paths.judge_plot, "judge_matrix.png"),
     ):
         shutil.copy2(src, out / name)
-    md = render(lineage.git_commit(project_root()), rows, judge, safety, promotion, overlap)
+    md = render(lineage.git_commit(project_root()), rows, judge, safety, promotion, overlap, align)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(to_html(md))
     (out / "contamination.json").write_text(

@@ -100,6 +100,8 @@ def test_report_run_writes_markdown_html_plots_and_contamination(tmp_path, tasks
                                                      "champion_version": 1, "reason": "ok",
                                                      "gate.perplexity": "pass",
                                                      "challenger.perplexity": 40.0}),
+        align=_write(tmp_path / "align.json", {"methods.dpo.test_accuracy": 0.6,
+                                               "methods.dpo.heldout.accuracy.add": 0.2}),
         eval_set=tasks_dir / "eval.jsonl",
         prefs_test=tasks_dir / "prefs_test.jsonl",
         judge_prompts=ROOT / "data/judge/prompts.jsonl",
@@ -115,6 +117,7 @@ def test_report_run_writes_markdown_html_plots_and_contamination(tmp_path, tasks
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| `add` | 0.100 ± 0.100 | 0.600 ± 0.100 |" in md  # score, then contamination
     assert "**Judge unavailable**: down" in md and "| perplexity | pass | 40.000 |" in md
+    assert "| dpo | 0.600 | n/a | n/a | n/a | 0.200 |" in md
     html = (tmp_path / "report" / "report.html").read_text()
     assert "<table>" in html and 'src="per_task.png"' in html
     for png in ("per_task.png", "evaluation.png", "judge_matrix.png"):
@@ -122,3 +125,22 @@ def test_report_run_writes_markdown_html_plots_and_contamination(tmp_path, tasks
     # Curation removed eval-set overlap upstream; this corpus has none of the task items.
     assert metrics["contamination.eval.rate"] == 0.0
     assert {"contamination.adversarial.rate", "contamination.judge_prompts.rate"} <= set(metrics)
+
+
+def test_methods_table_lists_every_method_that_ran_with_per_task_accuracy():
+    align = {
+        "test_accuracy": 0.61,  # align.method's own keys, repeated under methods.<m>
+        "methods.dpo.test_accuracy": 0.61,
+        "methods.dpo.heldout.accuracy": 0.05,
+        "methods.dpo.heldout.accuracy.count": 0.25,
+        "methods.dpo.heldout.kl": 0.16,
+        "methods.dpo.train_runtime_s": 12.0,
+        "methods.kto.test_accuracy": 0.5,
+        "methods.kto.heldout.accuracy.count": 0.2,
+        "methods.kto.heldout.accuracy.add": 0.0,
+    }
+    md = report.methods_section(align)
+    assert "| method | pref. acc. | greedy acc. | KL to SFT | train s | add | count |" in md
+    assert "| dpo | 0.610 | 0.050 | 0.160 | 12.000 | n/a | 0.250 |" in md
+    assert "| kto | 0.500 | n/a | n/a | n/a | 0.000 | 0.200 |" in md
+    assert "one on-policy method" in report.methods_section({"heldout.accuracy": 0.1})
