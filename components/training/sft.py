@@ -8,6 +8,9 @@ Setup -> train -> save, top to bottom:
 3. with `sft.lora.enabled`, train LoRA adapters and merge them into the weights before saving,
    so the output is always a plain transformers model directory (what vLLM serves);
 4. save model + tokenizer (safetensors) atomically at `out`, register it as `llmops-sft`.
+
+Steps 1-3 are `train`: with `posttrain.ranks` > 1 they run on that many DeepSpeed ranks
+(posttrain_worker), rank 0 writing the model; this process then registers it and logs metrics.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig, PeftModel
+from peft import LoraConfig
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -34,17 +37,21 @@ from components.modeling.io import check_weights
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
+from components.training.posttrain_worker import train_step
 from components.training.trainer_common import (
     AUTO_DEVICE,
-    TrackerCallback,
+    Trained,
     atomic_model_dir,
     loss_summary,
+    merged,  # noqa: F401 - tests fold adapters with sft.merged
     read_jsonl,
     require_keys,
+    save_trained,
     scratch_dir,
     subsample,
     trainable_fraction,
     trainer_kwargs,
+    zero_stage_run,
 )
 
 log = logging.getLogger(__name__)
@@ -124,15 +131,17 @@ def build_trainer(
     )
 
 
-def merged(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
-    """Fold LoRA adapters into the base weights; a plain model is returned unchanged."""
-    if isinstance(model, PeftModel):
-        return model.merge_and_unload()
-    return model
-
-
-def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
+def train(
+    params: Reads, paths: Paths, out: Path, callbacks: list[TrainerCallback] | None = None
+) -> Trained:
+    """The training step: fine-tune the base and save it to `out`. Runs in the stage's process,
+    or on every rank of `posttrain.ranks` (posttrain_worker), where rank 0 writes `out`."""
     cfg = params.sft
+    if cfg.lora.enabled and params.posttrain.ranks > 1:
+        raise NotImplementedError(
+            "sft.lora on several ranks is not implemented (merging adapters into ZeRO-3 shards); "
+            "set posttrain.ranks: 1 or sft.lora.enabled: false"
+        )
     dataset = load_examples(paths.data, cfg.max_examples, params.seed)
     tokenizer = AutoTokenizer.from_pretrained(paths.base)
     check_weights(paths.base)  # a truncated file is named, with how to restore it
@@ -146,22 +155,16 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             cfg,
             scratch,
             params.seed,
-            callbacks=[TrackerCallback(tracker)],
+            callbacks=callbacks,
             posttrain=params.posttrain,
         )
         fraction = trainable_fraction(trainer.model)
         n_sequences = len(trainer.train_dataset)  # after TRL drops fully-truncated examples
         result = trainer.train()
-        final = merged(trainer.model)
+        save_trained(trainer, tokenizer, out)
     losses = loss_summary(trainer.state.log_history)
-
-    with atomic_model_dir(paths.out) as tmp:
-        final.save_pretrained(tmp)  # safetensors (the only format transformers 5 writes)
-        tokenizer.save_pretrained(tmp)
-    log.info("sft: %d examples, loss %s, saved %s", len(dataset), losses, paths.out)
-
-    register_model_dir(tracker, paths.out, MODEL_SFT, data_path=paths.data, parent_dir=paths.base)
-    return StageResult(
+    log.info("sft: %d examples, loss %s", len(dataset), losses)
+    return Trained(
         metrics={
             **losses,
             "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
@@ -169,5 +172,16 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             "n_train_sequences": n_sequences,
             "trainable_fraction": round(fraction, 6),
             "lora": int(cfg.lora.enabled),
-        }
+            "ranks": params.posttrain.ranks,
+            "zero_stage": zero_stage_run(trainer),
+        },
+        log_history=trainer.state.log_history,
     )
+
+
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
+    with atomic_model_dir(paths.out) as tmp:
+        trained = train_step("sft", params, paths, tmp, tracker)
+    log.info("sft: saved %s", paths.out)
+    register_model_dir(tracker, paths.out, MODEL_SFT, data_path=paths.data, parent_dir=paths.base)
+    return StageResult(metrics=trained.metrics)
