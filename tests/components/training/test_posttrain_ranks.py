@@ -12,16 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow import MlflowClient
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
 from components.config import PostTrainParams
 from components.constants import MODEL_SFT, REGISTRY_RECORD
 from components.tracking.stage_run import stage_run
-from components.training import launch, posttrain_worker, sft
+from components.training import launch, posttrain_worker, reward, sft
 from components.training.ds_config import trainer_deepspeed_config
 from components.training.trainer_common import trainer_kwargs
-from tests.components.training.tiny import save_base_model, sft_rows, tiny_params, write_jsonl
+from tests.components.training.tiny import (
+    pref_rows,
+    save_base_model,
+    sft_rows,
+    tiny_params,
+    write_jsonl,
+)
 from tests.helpers import stage_view
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -98,3 +104,26 @@ def test_sft_step_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(trained[q], before[q])
     assert torch.isfinite(trained[q]).all()
+
+
+@pytest.mark.slow
+def test_reward_step_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    base = save_base_model(tmp_path / "base")
+    train = write_jsonl(tmp_path / "prefs_train.jsonl", pref_rows(16))
+    test = write_jsonl(tmp_path / "prefs_test.jsonl", pref_rows(6, offset=100))
+    params = tiny_params(posttrain=RANKED, reward={"max_examples": 8, "batch_size": 2})
+    out = tmp_path / "models" / "reward"
+    paths = reward.Paths(base=base, train=train, test=test, out=out, metrics=tmp_path / "r.json")
+    with stage_run("reward", stage_view("reward", params)) as tracker:
+        m = reward.run(tracker.params, paths, tracker).metrics
+
+    assert m["ranks"] == 2 and m["zero_stage"] == 3 and m["n_test_pairs"] == 6
+    assert 0.0 <= m["test_accuracy"] <= 1.0
+    trained = AutoModelForSequenceClassification.from_pretrained(out).state_dict()
+    before = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert trained[q].shape == before[q].shape and not torch.equal(trained[q], before[q])
+    assert trained["score.weight"].shape[0] == 1  # the scalar head, consolidated
