@@ -5,6 +5,7 @@ process registers it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 from components.config import PostTrainParams
 from components.constants import MODEL_SFT, REGISTRY_RECORD
 from components.tracking.stage_run import stage_run
-from components.training import launch, posttrain_worker, reward, sft
+from components.training import align, launch, posttrain_worker, reward, sft
 from components.training.ds_config import trainer_deepspeed_config
 from components.training.trainer_common import trainer_kwargs
 from tests.components.training.tiny import (
@@ -127,3 +128,10 @@ def test_reward_step_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
     q = "model.layers.0.self_attn.q_proj.weight"
     assert trained[q].shape == before[q].shape and not torch.equal(trained[q], before[q])
     assert trained["score.weight"].shape[0] == 1  # the scalar head, consolidated
+
+
+def test_align_refuses_ranks_instead_of_running_one_process(tmp_path):
+    params = stage_view("align", tiny_params(posttrain=RANKED))
+    paths = align.Paths(**{f.name: tmp_path / f.name for f in dataclasses.fields(align.Paths)})
+    with pytest.raises(NotImplementedError, match="posttrain.ranks: 1"):
+        align.run(params, paths, tracker=None)
