@@ -322,8 +322,11 @@ class PostTrainParams(_Section):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when torch sees a GPU
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPUs, else fp32
-    # Several GPUs (a launcher sets WORLD_SIZE > 1): DeepSpeed ZeRO through the HF Trainer, the
-    # config from the generator pretraining uses; 0 keeps plain data parallelism (DDP).
+    # Data-parallel ranks on this node: > 1 makes the stage re-launch its training step on that
+    # many ranks (GPUs; CPU processes on DeepSpeed's CPU accelerator), with pretraining's launcher.
+    ranks: int = Field(default=1, ge=1)
+    # Several ranks (`ranks` > 1, or a launcher's WORLD_SIZE > 1): DeepSpeed ZeRO through the
+    # HF Trainer, the config from the generator pretraining uses; 0: plain data parallelism.
     zero_stage: Literal[0, 1, 2, 3] = 3
     offload: Literal["none", "optimizer", "optimizer_and_params"] = "none"
     overlap_comm: bool = True

@@ -494,6 +494,13 @@ def run_rl(
 
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.align
+    if params.posttrain.ranks > 1:
+        # Not silently one process: the held-out evaluation and the method comparison use the
+        # live policy and reference, which under ZeRO-3 every rank would have to run together.
+        raise NotImplementedError(
+            "align on several ranks (posttrain.ranks > 1) is not implemented yet (sft and "
+            "reward are); set posttrain.ranks: 1 for the align stage"
+        )
     tokenizer = AutoTokenizer.from_pretrained(paths.sft)
     train_pairs, dropped = drop_bad_pairs(
         load_preference_pairs(paths.train, cfg.max_examples, params.seed),

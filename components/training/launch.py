@@ -1,8 +1,9 @@
-"""How pretraining ranks are started: locally (one node) or across a cluster (hostfile).
+"""How training ranks are started: locally (one node) or across a cluster (hostfile).
 
-The pretrain stage and `llmops launch render` both use these functions, so the command a GPU
-work pool runs is the one tested here. Multi-node runs use DeepSpeed's own launcher (pdsh to
-every host in the hostfile; `.deepspeed_env` carries environment variables to all of them).
+The pretrain stage, the post-training stages with `posttrain.ranks` > 1 and `llmops launch
+render` all use these functions, so the command a GPU work pool runs is the one tested here.
+Multi-node runs use DeepSpeed's own launcher (pdsh to every host in the hostfile;
+`.deepspeed_env` carries environment variables to all of them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from components.config import ClusterParams
 
 WORKER_MODULE = "components.training.pretrain_worker"
+POSTTRAIN_WORKER_MODULE = "components.training.posttrain_worker"
 HOSTFILE = "hostfile"
 DEEPSPEED_ENV = ".deepspeed_env"  # DeepSpeed's launcher exports these lines on every node
 
@@ -94,27 +96,58 @@ def launch_command(
     python: str = sys.executable,
 ) -> list[str]:
     """The launcher invocation: local ranks on one node, or every host in the hostfile."""
-    port = str(master_port or cluster.master_port)
-    cmd = [python, "-m", "deepspeed.launcher.runner"]
+    port = master_port or cluster.master_port
     if cluster.nodes == 1:
-        cmd += ["--num_accelerators", str(cluster.ranks_per_node)]
-    else:
-        if hostfile is None:
-            raise LaunchError("a multi-node launch needs a hostfile (see hostfile_text)")
-        cmd += [
-            "--hostfile",
-            str(hostfile),
-            "--num_nodes",
-            str(cluster.nodes),
-            "--num_gpus",
-            str(cluster.ranks_per_node),
-            "--master_addr",
-            cluster.hosts[0],
-        ]
-    return [*cmd, "--master_port", port, "--module", WORKER_MODULE, *worker_args]
+        return local_launch_command(
+            cluster.ranks_per_node, WORKER_MODULE, worker_args, port, python
+        )
+    if hostfile is None:
+        raise LaunchError("a multi-node launch needs a hostfile (see hostfile_text)")
+    return [
+        python,
+        "-m",
+        "deepspeed.launcher.runner",
+        "--hostfile",
+        str(hostfile),
+        "--num_nodes",
+        str(cluster.nodes),
+        "--num_gpus",
+        str(cluster.ranks_per_node),
+        "--master_addr",
+        cluster.hosts[0],
+        "--master_port",
+        str(port),
+        "--module",
+        WORKER_MODULE,
+        *worker_args,
+    ]
+
+
+def local_launch_command(
+    ranks: int, module: str, args: list[str], master_port: int, python: str = sys.executable
+) -> list[str]:
+    """DeepSpeed's launcher starting `ranks` processes of `module` on this node."""
+    return [
+        python,
+        "-m",
+        "deepspeed.launcher.runner",
+        "--num_accelerators",
+        str(ranks),
+        "--master_port",
+        str(master_port),
+        "--module",
+        module,
+        *args,
+    ]
 
 
 def launch_env(cluster: ClusterParams, on_gpu: bool) -> dict[str, str]:
+    return rank_env(cluster.ranks_per_node, on_gpu)
+
+
+def rank_env(ranks_per_node: int, on_gpu: bool) -> dict[str, str]:
+    """The launcher's environment: NCCL defaults on GPUs; on CPU, DeepSpeed's CPU accelerator
+    (gloo) and the cores split between the ranks."""
     env = dict(os.environ)
     if on_gpu:
         for key, value in NCCL_ENV.items():
@@ -122,9 +155,7 @@ def launch_env(cluster: ClusterParams, on_gpu: bool) -> dict[str, str]:
     else:
         env["DS_ACCELERATOR"] = "cpu"
         # One intra-op thread pool per rank, sized so ranks don't oversubscribe the cores.
-        env.setdefault(
-            "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cluster.ranks_per_node))
-        )
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // ranks_per_node)))
     return env
 
 

@@ -10,6 +10,10 @@ Setup -> train -> evaluate -> save, top to bottom:
 3. held-out pair accuracy on the test pairs: the fraction where r(chosen) > r(rejected), scored
    by `score` below on the same chat-template tokenization TRL trains on;
 4. save model + tokenizer atomically at `out`, register it as `llmops-reward`.
+
+Steps 1-2 are `train`: with `posttrain.ranks` > 1 they run on that many DeepSpeed ranks
+(posttrain_worker), rank 0 writing the model; this process scores the saved model on the
+held-out pairs, logs and registers it.
 """
 
 from __future__ import annotations
@@ -37,16 +41,19 @@ from components.modeling.io import check_weights
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
+from components.training.posttrain_worker import train_step
 from components.training.trainer_common import (
     AUTO_DEVICE,
-    TrackerCallback,
+    Trained,
     atomic_model_dir,
     drop_bad_pairs,
     load_preference_pairs,
     loss_summary,
     pair_accuracy,
+    save_trained,
     scratch_dir,
     trainer_kwargs,
+    zero_stage_run,
 )
 
 log = logging.getLogger(__name__)
@@ -163,19 +170,16 @@ def evaluate_pairs(
     }
 
 
-def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
+def train(
+    params: Reads, paths: Paths, out: Path, callbacks: list[TrainerCallback] | None = None
+) -> Trained:
+    """The training step: fit the reward model and save it to `out`. Runs in the stage's
+    process, or on every rank of `posttrain.ranks` (posttrain_worker), rank 0 writing `out`."""
     cfg = params.reward
     tokenizer = AutoTokenizer.from_pretrained(paths.base)
     read = load_preference_pairs(paths.train, cfg.max_examples, params.seed)
     train_pairs, dropped = drop_bad_pairs(read, tokenizer, cfg.max_length, f"reward: {paths.train}")
-    test_pairs, dropped_test = drop_bad_pairs(
-        load_preference_pairs(paths.test, None, params.seed),
-        tokenizer,
-        cfg.max_length,
-        f"reward: {paths.test}",
-    )
     model = load_reward_model(paths.base, tokenizer, params.seed)
-
     with scratch_dir("reward") as scratch:
         trainer = build_trainer(
             model,
@@ -184,33 +188,53 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             cfg,
             scratch,
             params.seed,
-            callbacks=[TrackerCallback(tracker)],
+            callbacks=callbacks,
             posttrain=params.posttrain,
         )
         n_fit = len(trainer.train_dataset)  # pairs within max_length
         result = trainer.train()
-    held_out = evaluate_pairs(model, tokenizer, test_pairs, cfg.max_length, cfg.batch_size)
+        save_trained(trainer, tokenizer, out)
+    return Trained(
+        metrics={
+            **loss_summary(trainer.state.log_history),
+            "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
+            "n_examples": len(read),
+            "n_train_pairs": n_fit,
+            **{f"dropped.{k}": v for k, v in dropped.items()},
+            "ranks": params.posttrain.ranks,
+            "zero_stage": zero_stage_run(trainer),
+        },
+        log_history=trainer.state.log_history,
+    )
+
+
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
+    cfg = params.reward
+    with atomic_model_dir(paths.out) as tmp:
+        trained = train_step("reward", params, paths, tmp, tracker)
+        # Held-out accuracy of the model as saved (one process, whatever ran the training).
+        model = AutoModelForSequenceClassification.from_pretrained(tmp, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(tmp)
+        test_pairs, dropped_test = drop_bad_pairs(
+            load_preference_pairs(paths.test, None, params.seed),
+            tokenizer,
+            cfg.max_length,
+            f"reward: {paths.test}",
+        )
+        held_out = evaluate_pairs(model, tokenizer, test_pairs, cfg.max_length, cfg.batch_size)
     log.info(
         "reward: held-out pair accuracy %.3f on %d pairs",
         held_out["test_accuracy"],
         len(test_pairs),
     )
-
-    with atomic_model_dir(paths.out) as tmp:
-        model.save_pretrained(tmp)  # safetensors
-        tokenizer.save_pretrained(tmp)
     register_model_dir(
         tracker, paths.out, MODEL_REWARD, data_path=paths.train, parent_dir=paths.base
     )
     return StageResult(
         metrics={
-            **loss_summary(trainer.state.log_history),
+            **trained.metrics,
             **held_out,
-            "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
-            "n_examples": len(read),
-            "n_train_pairs": n_fit,
             "n_test_pairs": len(test_pairs),
-            **{f"dropped.{k}": v for k, v in dropped.items()},
             **{f"dropped_test.{k}": v for k, v in dropped_test.items()},
         }
     )

@@ -9,16 +9,19 @@ Setup -> train -> save, top to bottom:
    register them as `llmops-sft-adapter` and merge them into the fp32 base, so `out` is always
    a plain transformers model directory (what vLLM serves; components/training/adapters.py);
 4. save model + tokenizer (safetensors) atomically at `out`, register it as `llmops-sft`.
+
+Steps 1-3 are `train`: with `posttrain.ranks` > 1 they run on that many DeepSpeed ranks
+(posttrain_worker), rank 0 writing the model; this process then registers it and logs metrics.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset
-from peft import PeftModel
 from transformers import (
     AutoTokenizer,
     PreTrainedModel,
@@ -34,20 +37,28 @@ from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training import adapters
+from components.training.posttrain_worker import train_step
 from components.training.trainer_common import (
     AUTO_DEVICE,
-    TrackerCallback,
+    Trained,
     atomic_model_dir,
     loss_summary,
+    merged,  # noqa: F401 - tests fold adapters with sft.merged
     read_jsonl,
     require_keys,
+    save_trained,
     scratch_dir,
     subsample,
     trainable_fraction,
     trainer_kwargs,
+    zero_stage_run,
 )
 
 log = logging.getLogger(__name__)
+
+# Where `train` leaves a LoRA adapter inside its output; `run` moves it out before the model
+# directory is committed, then registers both.
+ADAPTER_SUBDIR = "adapter"
 
 
 class Reads(StageParams):
@@ -112,15 +123,17 @@ def build_trainer(
     )
 
 
-def merged(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
-    """Fold LoRA adapters into the base weights; a plain model is returned unchanged."""
-    if isinstance(model, PeftModel):
-        return model.merge_and_unload()
-    return model
-
-
-def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
+def train(
+    params: Reads, paths: Paths, out: Path, callbacks: list[TrainerCallback] | None = None
+) -> Trained:
+    """The training step: fine-tune the base and save it to `out`. Runs in the stage's process,
+    or on every rank of `posttrain.ranks` (posttrain_worker), where rank 0 writes `out`."""
     cfg = params.sft
+    if cfg.lora.enabled and params.posttrain.ranks > 1:
+        raise NotImplementedError(
+            "sft.lora on several ranks is not implemented (merging adapters into ZeRO-3 shards); "
+            "set posttrain.ranks: 1 or sft.lora.enabled: false"
+        )
     dataset = load_examples(paths.data, cfg.max_examples, params.seed)
     tokenizer = AutoTokenizer.from_pretrained(paths.base)
     check_weights(paths.base)  # a truncated file is named, with how to restore it
@@ -134,16 +147,19 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             cfg,
             scratch,
             params.seed,
-            callbacks=[TrackerCallback(tracker)],
+            callbacks=callbacks,
             posttrain=params.posttrain,
         )
         fraction = trainable_fraction(trainer.model)
         n_sequences = len(trainer.train_dataset)  # after TRL drops fully-truncated examples
         result = trainer.train()
-        losses = loss_summary(trainer.state.log_history)
-        save_and_register(trainer.model, tokenizer, params, paths, scratch, tracker)
-    log.info("sft: %d examples, loss %s, saved %s", len(dataset), losses, paths.out)
-    return StageResult(
+        if cfg.lora.enabled:
+            save_lora(trainer, tokenizer, paths.base, out)
+        else:
+            save_trained(trainer, tokenizer, out)
+    losses = loss_summary(trainer.state.log_history)
+    log.info("sft: %d examples, loss %s", len(dataset), losses)
+    return Trained(
         metrics={
             **losses,
             "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
@@ -152,40 +168,46 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             "trainable_fraction": round(fraction, 6),
             "lora": int(cfg.lora.enabled),
             "qlora": int(cfg.lora.qlora),
+            "ranks": params.posttrain.ranks,
+            "zero_stage": zero_stage_run(trainer),
         },
+        log_history=trainer.state.log_history,
     )
 
 
-def save_and_register(
-    model: PreTrainedModel | PeftModel,
-    tokenizer: PreTrainedTokenizerBase,
-    params: Reads,
-    paths: Paths,
-    scratch: Path,
-    tracker: Tracker,
+def save_lora(
+    trainer: SFTTrainer, tokenizer: PreTrainedTokenizerBase, base: Path, out: Path
 ) -> None:
-    """Save the full model at `out` and register it; with LoRA, first the adapter (registered
-    too) from which the saved model is merged."""
+    """`out` gets the adapter merged into the fp32 base (a plain model directory, what vLLM
+    serves) and, under ADAPTER_SUBDIR, the adapter itself, which `run` registers beside it."""
+    adapter_dir = out / ADAPTER_SUBDIR
+    adapters.save_adapter(trainer.model, tokenizer, adapter_dir)
+    adapters.merge_onto(base, adapter_dir).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     lora = params.sft.lora
-    if lora.enabled:
-        adapter_dir = scratch / "adapter"
-        adapters.save_adapter(model, tokenizer, adapter_dir)
-        model = adapters.merge_onto(paths.base, adapter_dir)
-    with atomic_model_dir(paths.out) as tmp:
-        model.save_pretrained(tmp)  # safetensors (the only format transformers 5 writes)
-        tokenizer.save_pretrained(tmp)
-    if not lora.enabled:
-        register_model_dir(
-            tracker, paths.out, MODEL_SFT, data_path=paths.data, parent_dir=paths.base
-        )
-        return
-    adapters.register_adapter_and_merged(
-        tracker,
-        adapter_dir=adapter_dir,
-        adapter_name=MODEL_SFT_ADAPTER,
-        merged_dir=paths.out,
-        merged_name=MODEL_SFT,
-        base_dir=paths.base,
-        data_path=paths.data,
-        cfg=lora,
-    )
+    with scratch_dir("sft-adapter") as scratch:
+        adapter_dir = scratch / ADAPTER_SUBDIR
+        with atomic_model_dir(paths.out) as tmp:
+            trained = train_step("sft", params, paths, tmp, tracker)
+            if lora.enabled:  # the model directory holds the merged model only
+                shutil.move(tmp / ADAPTER_SUBDIR, adapter_dir)  # /tmp: maybe another device
+        log.info("sft: saved %s", paths.out)
+        if lora.enabled:
+            adapters.register_adapter_and_merged(
+                tracker,
+                adapter_dir=adapter_dir,
+                adapter_name=MODEL_SFT_ADAPTER,
+                merged_dir=paths.out,
+                merged_name=MODEL_SFT,
+                base_dir=paths.base,
+                data_path=paths.data,
+                cfg=lora,
+            )
+        else:
+            register_model_dir(
+                tracker, paths.out, MODEL_SFT, data_path=paths.data, parent_dir=paths.base
+            )
+    return StageResult(metrics=trained.metrics)

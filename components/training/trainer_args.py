@@ -1,5 +1,11 @@
 """The TrainingArguments every post-training stage shares that are not training knobs: device
-and precision from `posttrain`, DeepSpeed ZeRO on several GPUs, no checkpoints or integrations.
+and precision from `posttrain`, DeepSpeed ZeRO on several ranks, no checkpoints or integrations.
+
+Several ranks (the stage's own launch with `posttrain.ranks` > 1, or any launcher that sets
+WORLD_SIZE): the Trainer gets `deepspeed=` the ZeRO config from ds_config.py on GPUs and on CPU
+alike. On CPU the ranks run on DeepSpeed's CPU accelerator over gloo (the launcher sets
+DS_ACCELERATOR=cpu), so `use_cpu` stays False there: with `use_cpu` the Trainer skips
+DeepSpeed and falls back to plain CPU data parallelism.
 
 Free of the tracking stack (MLflow), so the GPU bench builds the same arguments on a bare CUDA
 image.
@@ -27,9 +33,10 @@ def trainer_kwargs(scratch: Path, seed: int, cfg: PostTrainParams) -> dict[str, 
     GPUs) DeepSpeed from `posttrain`; no checkpoints, no integrations, seeds."""
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    zero = uses_deepspeed(cfg)
     kwargs: dict[str, Any] = {
         "output_dir": str(scratch),  # trainer scratch only; the model is saved by the stage
-        "use_cpu": device == "cpu",
+        "use_cpu": device == "cpu" and not zero,
         # bf16 autocast over fp32 master weights (the stages load fp32); TRL defaults it on.
         "bf16": precision == "bf16",
         "fp16": False,
@@ -42,9 +49,20 @@ def trainer_kwargs(scratch: Path, seed: int, cfg: PostTrainParams) -> dict[str, 
         "seed": seed,
         "data_seed": seed,
     }
-    if device == "cuda" and cfg.zero_stage > 0 and launched_world_size() > 1:
+    if zero:
         kwargs["deepspeed"] = trainer_deepspeed_config(cfg, device)
+    if zero and device == "cpu":
+        # Accelerate picks no process-group backend for DeepSpeed without a GPU (and would run
+        # single-process): the rank configures its state with the CPU accelerator's backend
+        # first (posttrain_worker.configure_cpu_ranks) and the Trainer uses that state.
+        kwargs["accelerator_config"] = {"use_configured_state": True}
     return kwargs
+
+
+def uses_deepspeed(cfg: PostTrainParams) -> bool:
+    """ZeRO through the Trainer: this process is one of several launched ranks (zero_stage 0
+    keeps the Trainer's plain data parallelism)."""
+    return cfg.zero_stage > 0 and launched_world_size() > 1
 
 
 def launched_world_size() -> int:

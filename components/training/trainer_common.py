@@ -9,7 +9,9 @@
   `trainable_fraction` are the small pure helpers the stages share;
 - `drop_bad_pairs` removes preference pairs no method can learn from, counting each reason;
 - `atomic_model_dir` writes a model directory so a failed run never leaves a half-written one
-  at the DVC output path.
+  at the DVC output path;
+- `Trained` is what a stage's training step returns (in this process, or from rank 0 of the
+  ranks `posttrain_worker` launches); `save_trained` writes the trained model from either.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import random
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peft import PeftModel
 from torch import nn
-from transformers import PreTrainedTokenizerBase, TrainerCallback
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from components.atomic import atomic_dir
 from components.tracking.stage_run import Tracker
@@ -189,3 +194,46 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
 
 
 atomic_model_dir = atomic_dir  # the name the stages use
+
+
+def merged(model: nn.Module) -> nn.Module:
+    """Fold LoRA adapters into the base weights; a plain model is returned unchanged."""
+    if isinstance(model, PeftModel):
+        return model.merge_and_unload()
+    return model
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A training step's outcome: the stage's metrics and the Trainer's log history (rank 0's
+    when the step ran on several ranks; the stage logs it to MLflow)."""
+
+    metrics: dict[str, float | int]
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def zero_stage_run(trainer: Trainer) -> int:
+    """The ZeRO stage the DeepSpeed engine ran (0: no DeepSpeed); call after `train()`."""
+    return trainer.deepspeed.zero_optimization_stage() if trainer.is_deepspeed_enabled else 0
+
+
+def save_trained(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    """Write the trained model and tokenizer to `out` as a plain transformers directory.
+
+    Under DeepSpeed every rank must call this: `Trainer.save_model` gathers the ZeRO-3 shards
+    (`stage3_gather_16bit_weights_on_model_save`) collectively and rank 0 writes them. In one
+    process LoRA adapters are merged into the weights first (what vLLM serves)."""
+    if trainer.is_deepspeed_enabled:
+        if isinstance(trainer.model, PeftModel):
+            raise NotImplementedError(
+                "LoRA on several ranks: merging adapters into ZeRO-3-sharded weights is not "
+                "implemented; set posttrain.ranks: 1 or disable lora"
+            )
+        trainer.save_model(str(out))
+        if trainer.is_world_process_zero():
+            (out / TRAINING_ARGS_NAME).unlink(missing_ok=True)  # a pickle, not part of the model
+        return
+    merged(trainer.model).save_pretrained(
+        out
+    )  # safetensors (the only format transformers 5 writes)
+    tokenizer.save_pretrained(out)

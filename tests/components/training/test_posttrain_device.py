@@ -17,7 +17,7 @@ from tests.components.training.tiny import save_base_model, sft_rows, tiny_param
 
 
 def test_auto_runs_on_this_cpu_in_fp32_without_deepspeed(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "4")  # even under a launcher: no GPU, no DeepSpeed
+    monkeypatch.delenv("WORLD_SIZE", raising=False)  # one process: no DeepSpeed
     kw = trainer_kwargs(tmp_path, 0, PostTrainParams())
     assert kw["use_cpu"] is True and kw["bf16"] is False and "deepspeed" not in kw
     with pytest.raises(RuntimeError, match="device: cuda but torch sees no GPU"):

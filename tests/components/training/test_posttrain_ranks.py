@@ -1,0 +1,137 @@
+"""Post-training on several ranks (`posttrain.ranks` > 1): the stage re-launches its training
+step with pretraining's launcher, the HF Trainer runs DeepSpeed ZeRO-3 from ds_config.py (on
+this machine: DeepSpeed's CPU accelerator over gloo), rank 0 writes the model and the stage
+process registers it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+from components.config import PostTrainParams
+from components.constants import MODEL_SFT, REGISTRY_RECORD
+from components.tracking.stage_run import stage_run
+from components.training import align, launch, posttrain_worker, reward, sft
+from components.training.ds_config import trainer_deepspeed_config
+from components.training.trainer_common import trainer_kwargs
+from tests.components.training.tiny import (
+    pref_rows,
+    save_base_model,
+    sft_rows,
+    tiny_params,
+    write_jsonl,
+)
+from tests.helpers import stage_view
+
+ROOT = Path(__file__).resolve().parents[3]
+RANKED = {"ranks": 2, "device": "cpu", "zero_stage": 3}
+
+
+def test_the_stage_launches_its_worker_with_pretrainings_launcher(tmp_path):
+    cmd = posttrain_worker.launch_command("sft", 2, tmp_path / "req.json", tmp_path / "res.json")
+    assert cmd[:4] == [sys.executable, "-m", "deepspeed.launcher.runner", "--num_accelerators"]
+    assert cmd[4] == "2"
+    at = cmd.index("--module")
+    assert cmd[at + 1] == launch.POSTTRAIN_WORKER_MODULE == posttrain_worker.__name__
+    assert cmd[at + 2 :] == ["--stage", "sft", "--request", str(tmp_path / "req.json"),
+                             "--result", str(tmp_path / "res.json")]  # fmt: skip
+    worker = posttrain_worker.parse_args([*cmd[at + 2 :], "--local_rank=1"])
+    assert worker.stage == "sft" and worker.local_rank == 1
+    env = launch.rank_env(2, on_gpu=False)
+    assert env["DS_ACCELERATOR"] == "cpu"  # gloo ranks on DeepSpeed's CPU accelerator
+
+
+def test_a_launched_rank_gives_the_trainer_pretrainings_zero3_config(tmp_path, monkeypatch):
+    posttrain = PostTrainParams(**RANKED)
+    assert "deepspeed" not in trainer_kwargs(tmp_path, 0, posttrain)  # the stage process
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as the launcher sets it on every rank
+    kw = trainer_kwargs(tmp_path, 0, posttrain)
+    assert kw["deepspeed"] == trainer_deepspeed_config(posttrain, "cpu")
+    assert kw["deepspeed"]["zero_optimization"]["stage"] == 3
+    assert kw["use_cpu"] is False  # use_cpu would make the Trainer skip DeepSpeed
+    # ... and reuses the DeepSpeed state the rank configured with gloo (configure_cpu_ranks).
+    assert kw["accelerator_config"] == {"use_configured_state": True}
+    assert HfTrainerDeepSpeedConfig(kw["deepspeed"]).is_zero3()
+
+
+def test_the_request_round_trips_the_stage_view(tmp_path):
+    params = stage_view("sft", tiny_params(posttrain=RANKED))
+    paths = sft.Paths(base=tmp_path / "b", data=tmp_path / "d", out=tmp_path / "o",
+                      metrics=tmp_path / "m.json")  # fmt: skip
+    doc = json.loads(json.dumps(posttrain_worker.request_doc(params, paths, tmp_path / "tmp")))
+    assert sft.Reads.model_validate(doc["params"]) == params
+    assert sft.Paths(**{k: Path(v) for k, v in doc["paths"].items()}) == paths
+
+
+@pytest.mark.slow
+def test_sft_step_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the ranks import this checkout
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    base = save_base_model(tmp_path / "base")
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(16))
+    # 8 rows, 2 per rank per step: 2 optimizer steps on 2 ranks (one rank would take 4).
+    params = tiny_params(posttrain=RANKED, sft={"max_examples": 8, "batch_size": 2, "epochs": 1})
+    out = tmp_path / "models" / "sft"
+    paths = sft.Paths(base=base, data=data, out=out, metrics=tmp_path / "sft.json")
+    with stage_run("sft", stage_view("sft", params)) as tracker:
+        result = sft.run(tracker.params, paths, tracker)
+        run_id = tracker.run_id
+
+    m = result.metrics
+    assert m["ranks"] == 2 and m["zero_stage"] == 3 and m["n_examples"] == 8  # as the engine ran
+    assert sorted(p.name for p in out.parent.iterdir()) == ["sft"]  # no temp dirs left
+    assert not (out / "training_args.bin").exists()
+    # Rank 0's log history reached the stage's MLflow run: 2 steps, so both ranks took data.
+    assert [m.step for m in MlflowClient().get_metric_history(run_id, "loss")] == [1, 2]
+    record = json.loads((out / REGISTRY_RECORD).read_text())
+    assert MlflowClient().get_model_version(MODEL_SFT, record["version"]).tags["stage"] == "sft"
+
+    # The consolidated ZeRO-3 shards load as a full model, and training moved every tensor
+    # the loss reaches.
+    trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    before = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    assert trained.keys() == before.keys()
+    for name, tensor in before.items():
+        assert trained[name].shape == tensor.shape, name
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(trained[q], before[q])
+    assert torch.isfinite(trained[q]).all()
+
+
+@pytest.mark.slow
+def test_reward_step_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    base = save_base_model(tmp_path / "base")
+    train = write_jsonl(tmp_path / "prefs_train.jsonl", pref_rows(16))
+    test = write_jsonl(tmp_path / "prefs_test.jsonl", pref_rows(6, offset=100))
+    params = tiny_params(posttrain=RANKED, reward={"max_examples": 8, "batch_size": 2})
+    out = tmp_path / "models" / "reward"
+    paths = reward.Paths(base=base, train=train, test=test, out=out, metrics=tmp_path / "r.json")
+    with stage_run("reward", stage_view("reward", params)) as tracker:
+        m = reward.run(tracker.params, paths, tracker).metrics
+
+    assert m["ranks"] == 2 and m["zero_stage"] == 3 and m["n_test_pairs"] == 6
+    assert 0.0 <= m["test_accuracy"] <= 1.0
+    trained = AutoModelForSequenceClassification.from_pretrained(out).state_dict()
+    before = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert trained[q].shape == before[q].shape and not torch.equal(trained[q], before[q])
+    assert trained["score.weight"].shape[0] == 1  # the scalar head, consolidated
+
+
+def test_align_refuses_ranks_instead_of_running_one_process(tmp_path):
+    params = stage_view("align", tiny_params(posttrain=RANKED))
+    paths = align.Paths(**{f.name: tmp_path / f.name for f in dataclasses.fields(align.Paths)})
+    with pytest.raises(NotImplementedError, match="posttrain.ranks: 1"):
+        align.run(params, paths, tracker=None)
