@@ -497,7 +497,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     if params.posttrain.ranks > 1:
         # Not silently one process: the held-out evaluation and the method comparison use the
         # live policy and reference, which under ZeRO-3 every rank would have to run together.
-        raise NotImplementedError(
+        raise ValueError(  # a setting this stage refuses, not a stub
             "align on several ranks (posttrain.ranks > 1) is not implemented yet (sft and "
             "reward are); set posttrain.ranks: 1 for the align stage"
         )

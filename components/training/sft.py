@@ -129,11 +129,6 @@ def train(
     """The training step: fine-tune the base and save it to `out`. Runs in the stage's process,
     or on every rank of `posttrain.ranks` (posttrain_worker), where rank 0 writes `out`."""
     cfg = params.sft
-    if cfg.lora.enabled and params.posttrain.ranks > 1:
-        raise NotImplementedError(
-            "sft.lora on several ranks is not implemented (merging adapters into ZeRO-3 shards); "
-            "set posttrain.ranks: 1 or sft.lora.enabled: false"
-        )
     dataset = load_examples(paths.data, cfg.max_examples, params.seed)
     tokenizer = AutoTokenizer.from_pretrained(paths.base)
     check_weights(paths.base)  # a truncated file is named, with how to restore it
@@ -188,6 +183,11 @@ def save_lora(
 
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     lora = params.sft.lora
+    if lora.enabled and params.posttrain.ranks > 1:
+        raise ValueError(  # a setting this stage refuses, not a stub
+            "sft.lora on several ranks is not implemented (merging adapters into ZeRO-3 shards); "
+            "set posttrain.ranks: 1 or sft.lora.enabled: false"
+        )
     with scratch_dir("sft-adapter") as scratch:
         adapter_dir = scratch / ADAPTER_SUBDIR
         with atomic_model_dir(paths.out) as tmp:

@@ -225,7 +225,7 @@ def save_trained(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out: Path
     process LoRA adapters are merged into the weights first (what vLLM serves)."""
     if trainer.is_deepspeed_enabled:
         if isinstance(trainer.model, PeftModel):
-            raise NotImplementedError(
+            raise ValueError(  # a setting this stage refuses, not a stub
                 "LoRA on several ranks: merging adapters into ZeRO-3-sharded weights is not "
                 "implemented; set posttrain.ranks: 1 or disable lora"
             )

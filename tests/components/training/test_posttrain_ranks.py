@@ -133,5 +133,13 @@ def test_reward_step_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
 def test_align_refuses_ranks_instead_of_running_one_process(tmp_path):
     params = stage_view("align", tiny_params(posttrain=RANKED))
     paths = align.Paths(**{f.name: tmp_path / f.name for f in dataclasses.fields(align.Paths)})
-    with pytest.raises(NotImplementedError, match="posttrain.ranks: 1"):
+    with pytest.raises(ValueError, match="posttrain.ranks: 1"):
         align.run(params, paths, tracker=None)
+
+
+def test_sft_refuses_lora_on_ranks_before_training(tmp_path):
+    params = stage_view("sft", tiny_params(posttrain=RANKED, sft={"lora": {"enabled": True}}))
+    paths = sft.Paths(**{f.name: tmp_path / f.name for f in dataclasses.fields(sft.Paths)})
+    with pytest.raises(ValueError, match="posttrain.ranks: 1 or sft.lora.enabled: false"):
+        sft.run(params, paths, tracker=None)
+    assert not paths.out.exists()
