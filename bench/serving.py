@@ -200,18 +200,21 @@ def summarize(point: dict, tokenizer) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def vllm(model_dir: Path, variant: str, log: Path) -> Iterator[str]:
-    cfg = DeployParams(
+def bench_deploy_params(**overrides: Any) -> DeployParams:
+    """The servers' settings for the bench: its port and context, a long start-up allowance."""
+    return DeployParams(
         port=PORT,
         max_model_len=MAX_MODEL_LEN,
         startup_timeout_s=600,
         n_requests=1,
         max_tokens=1,
-        dtype=VARIANT_DTYPE[variant],
-        cpu_kv_cache_mib=512,
-        api_key_env=None,
+        **overrides,
     )
+
+
+@contextlib.contextmanager
+def vllm(model_dir: Path, variant: str, log: Path) -> Iterator[str]:
+    cfg = bench_deploy_params(dtype=VARIANT_DTYPE[variant], cpu_kv_cache_mib=512, api_key_env=None)
     with vllm_server.running_server(model_dir, cfg, "bench", log) as server:
         yield server.base_url
 
@@ -235,13 +238,7 @@ def transformers_serve(model_dir: Path, log: Path) -> Iterator[str]:
         "--dtype",
         "float32",
     ]
-    cfg = DeployParams(
-        port=PORT,
-        max_model_len=MAX_MODEL_LEN,
-        startup_timeout_s=600,
-        n_requests=1,
-        max_tokens=1,
-    )
+    cfg = bench_deploy_params()
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd,
