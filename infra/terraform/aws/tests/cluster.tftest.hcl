@@ -17,6 +17,17 @@ mock_provider "aws" {
   mock_resource "aws_kms_key" {
     defaults = { arn = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000" }
   }
+  # Resources whose ARN another resource validates (flow log, RDS monitoring): a random mock
+  # string is refused as "an invalid ARN", so give them well-formed ones.
+  mock_resource "aws_iam_role" {
+    defaults = { arn = "arn:aws:iam::123456789012:role/mock" }
+  }
+  mock_resource "aws_cloudwatch_log_group" {
+    defaults = { arn = "arn:aws:logs:us-east-1:123456789012:log-group:mock" }
+  }
+  mock_resource "aws_launch_template" {
+    defaults = { id = "lt-0123456789abcdef0" } # aws_instance checks the lt- prefix
+  }
   mock_resource "aws_instance" {
     defaults = {
       private_ip  = "10.42.0.12"

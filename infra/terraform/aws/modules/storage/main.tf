@@ -126,8 +126,8 @@ data "aws_iam_policy_document" "logs" {
 }
 
 resource "aws_s3_bucket_policy" "logs" {
-  bucket   = aws_s3_bucket.logs.id
-  policy   = data.aws_iam_policy_document.logs.json
+  bucket = aws_s3_bucket.logs.id
+  policy = data.aws_iam_policy_document.logs.json
   # A bucket policy cannot be set while the public access block is still being created.
   depends_on = [aws_s3_bucket_public_access_block.logs]
 }

@@ -85,8 +85,8 @@ data "aws_iam_policy_document" "tls_only" {
 }
 
 resource "aws_s3_bucket_policy" "tls_only" {
-  bucket   = aws_s3_bucket.this.id
-  policy   = data.aws_iam_policy_document.tls_only.json
+  bucket = aws_s3_bucket.this.id
+  policy = data.aws_iam_policy_document.tls_only.json
   # A bucket policy cannot be set while the public access block is still being created.
   depends_on = [aws_s3_bucket_public_access_block.this]
 }
