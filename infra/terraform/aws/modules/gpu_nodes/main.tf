@@ -130,14 +130,9 @@ resource "aws_instance" "node" {
 
 # The instance profile: read and write the project's buckets, pull the training image, read
 # the cluster SSH key. Nothing else.
-data "aws_iam_policy_document" "assume_ec2" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
-    }
-  }
+module "assume_ec2" {
+  source  = "../assume_role_policy"
+  service = "ec2.amazonaws.com"
 }
 
 data "aws_iam_policy_document" "node" {
@@ -177,7 +172,7 @@ data "aws_iam_policy_document" "node" {
 
 resource "aws_iam_role" "node" {
   name               = "${var.name}-gpu-node"
-  assume_role_policy = data.aws_iam_policy_document.assume_ec2.json
+  assume_role_policy = module.assume_ec2.json
 }
 
 resource "aws_iam_role_policy" "node" {

@@ -164,14 +164,9 @@ resource "aws_cloudwatch_log_group" "flow" {
   kms_key_id        = var.kms_key_arn
 }
 
-data "aws_iam_policy_document" "flow_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["vpc-flow-logs.amazonaws.com"]
-    }
-  }
+module "flow_assume" {
+  source  = "../assume_role_policy"
+  service = "vpc-flow-logs.amazonaws.com"
 }
 
 data "aws_iam_policy_document" "flow_write" {
@@ -187,7 +182,7 @@ data "aws_iam_policy_document" "flow_write" {
 
 resource "aws_iam_role" "flow" {
   name               = "${var.name}-flow-logs"
-  assume_role_policy = data.aws_iam_policy_document.flow_assume.json
+  assume_role_policy = module.flow_assume.json
 }
 
 resource "aws_iam_role_policy" "flow" {

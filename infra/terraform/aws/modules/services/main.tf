@@ -111,19 +111,14 @@ resource "aws_db_instance" "this" {
   monitoring_role_arn                   = aws_iam_role.rds_monitoring.arn
 }
 
-data "aws_iam_policy_document" "assume_rds_monitoring" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["monitoring.rds.amazonaws.com"]
-    }
-  }
+module "assume_rds_monitoring" {
+  source  = "../assume_role_policy"
+  service = "monitoring.rds.amazonaws.com"
 }
 
 resource "aws_iam_role" "rds_monitoring" {
   name               = "${var.name}-rds-monitoring"
-  assume_role_policy = data.aws_iam_policy_document.assume_rds_monitoring.json
+  assume_role_policy = module.assume_rds_monitoring.json
 }
 
 resource "aws_iam_role_policy_attachment" "rds_monitoring" {
@@ -168,14 +163,9 @@ resource "aws_instance" "services" {
   tags = { Name = "${var.name}-services" }
 }
 
-data "aws_iam_policy_document" "assume_ec2" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
-    }
-  }
+module "assume_ec2" {
+  source  = "../assume_role_policy"
+  service = "ec2.amazonaws.com"
 }
 
 data "aws_iam_policy_document" "services" {
@@ -203,7 +193,7 @@ data "aws_iam_policy_document" "services" {
 
 resource "aws_iam_role" "services" {
   name               = "${var.name}-services"
-  assume_role_policy = data.aws_iam_policy_document.assume_ec2.json
+  assume_role_policy = module.assume_ec2.json
 }
 
 resource "aws_iam_role_policy" "services" {
