@@ -90,12 +90,19 @@ def test_no_ingress_from_the_internet():
 
 
 def test_ssh_cidr_variable_refuses_the_internet_and_has_no_default():
-    for path, name, body in module_blocks("variable"):
-        if name != "ssh_ingress_cidr":
-            continue
+    declared = [
+        (path, body) for path, name, body in module_blocks("variable") if name == "ssh_ingress_cidr"
+    ]
+    assert len(declared) == 2  # the root's and the network module's
+    for path, body in declared:
         assert "default" not in body, f"{path}: the SSH range must be chosen, not defaulted"
-        condition = one(body, "validation")["condition"]
-        assert "0.0.0.0/0" in condition and "::/0" in condition, path
+    (root,) = [body for path, body in declared if path.parent == TF_ROOT]
+    condition = one(root, "validation")["condition"]
+    assert "0.0.0.0/0" in condition and "::/0" in condition
+    # The check lives at the root only, so every module must be handed the validated root value.
+    calls = [call for entry in parsed(TF_ROOT / "main.tf")["module"] for call in entry.values()]
+    forwarded = [call["ssh_ingress_cidr"] for call in calls if "ssh_ingress_cidr" in call]
+    assert forwarded == ["${var.ssh_ingress_cidr}"]
 
 
 def test_cluster_nodes_talk_freely_only_among_themselves():

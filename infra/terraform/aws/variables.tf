@@ -37,8 +37,9 @@ variable "vpc_cidr" {
   default     = "10.42.0.0/16"
 
   validation {
-    condition     = can(cidrhost(var.vpc_cidr, 0))
-    error_message = "vpc_cidr must be a CIDR block such as 10.42.0.0/16."
+    # /20 or larger: the private subnets are /24 slices of it (cidrsubnet(vpc_cidr, 4, i)).
+    condition     = can(cidrhost(var.vpc_cidr, 0)) && try(tonumber(split("/", var.vpc_cidr)[1]) <= 20, false)
+    error_message = "vpc_cidr must be a CIDR block of /20 or larger (room for the subnets), such as 10.42.0.0/16."
   }
 }
 
@@ -93,7 +94,7 @@ variable "root_volume_gib" {
 
   validation {
     condition     = var.root_volume_gib >= 100
-    error_message = "root_volume_gib must be at least 100."
+    error_message = "root_volume_gib must be at least 100 (the training image alone is ~20 GiB)."
   }
 }
 
@@ -137,7 +138,7 @@ variable "fsx_storage_capacity_gib" {
 
   validation {
     condition     = var.fsx_storage_capacity_gib == 1200 || var.fsx_storage_capacity_gib % 2400 == 0
-    error_message = "fsx_storage_capacity_gib must be 1200 or a multiple of 2400."
+    error_message = "fsx_storage_capacity_gib must be 1200 or a multiple of 2400 (PERSISTENT_2)."
   }
 }
 

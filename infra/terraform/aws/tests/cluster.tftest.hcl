@@ -119,3 +119,20 @@ run "zero_nodes_are_refused" {
   }
   expect_failures = [var.node_count]
 }
+
+# The modules no longer repeat these checks: the root's variables are the one gate.
+run "vpc_too_small_for_the_subnets_is_refused" {
+  command = plan
+  variables {
+    vpc_cidr = "10.42.0.0/24"
+  }
+  expect_failures = [var.vpc_cidr]
+}
+
+run "one_availability_zone_is_refused" {
+  command = plan
+  variables {
+    availability_zones = ["us-east-1a"]
+  }
+  expect_failures = [var.availability_zones]
+}

@@ -1,3 +1,6 @@
+# Inputs the root forwards from its own variables (../../variables.tf) are validated and
+# defaulted there, once; only this module's own settings carry defaults and checks here.
+
 variable "name" {
   type        = string
   description = "Prefix of every resource name."
@@ -6,40 +9,21 @@ variable "name" {
 variable "node_count" {
   type        = number
   description = "Number of GPU nodes; node 0 is the head (Prefect worker, DeepSpeed master)."
-  default     = 2
-
-  validation {
-    condition     = var.node_count >= 1 && var.node_count <= 64 && floor(var.node_count) == var.node_count
-    error_message = "node_count must be a whole number from 1 to 64."
-  }
 }
 
 variable "instance_type" {
   type        = string
   description = "EC2 GPU instance type with EFA; one of the keys of local.instance_specs (p5.48xlarge: 8 H100)."
-  default     = "p5.48xlarge"
-
-  validation {
-    condition     = can(regex("^(p4d|p4de|p5|p5e|p5en|g5|g6e)\\.", var.instance_type))
-    error_message = "instance_type must be an EFA-capable GPU type (p4d, p4de, p5, p5e, p5en, g5, g6e families)."
-  }
 }
 
 variable "ami_id" {
   type        = string
   description = "AMI of the nodes; null uses the latest AWS Deep Learning Base OSS Nvidia Driver AMI (Ubuntu 22.04: driver, EFA, Docker, NVIDIA container toolkit)."
-  default     = null
 }
 
 variable "root_volume_gib" {
   type        = number
   description = "Size of each node's encrypted root volume (images, data cache)."
-  default     = 500
-
-  validation {
-    condition     = var.root_volume_gib >= 100
-    error_message = "root_volume_gib must be at least 100 (the training image alone is ~20 GiB)."
-  }
 }
 
 variable "subnet_id" {
@@ -65,21 +49,11 @@ variable "bucket_arns" {
 variable "training_image" {
   type        = string
   description = "Training image (infra/docker/train.Dockerfile) in ECR, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/llmops-train:0.1.0."
-
-  validation {
-    condition     = can(regex("^[0-9]{12}\\.dkr\\.ecr\\.[a-z0-9-]+\\.amazonaws\\.com/[a-z0-9._/-]+:[A-Za-z0-9._-]+$", var.training_image))
-    error_message = "training_image must be a tagged ECR image: ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG (no `latest`-style floating registry)."
-  }
 }
 
 variable "cluster_ssh_key_parameter" {
   type        = string
   description = "Name of an SSM SecureString holding the private SSH key the nodes use to reach each other (DeepSpeed starts ranks over pdsh/ssh). Created by the operator, so no secret enters Terraform state."
-
-  validation {
-    condition     = can(regex("^/[A-Za-z0-9_./-]+$", var.cluster_ssh_key_parameter))
-    error_message = "cluster_ssh_key_parameter must be an SSM parameter path such as /llmops/cluster-ssh-key."
-  }
 }
 
 variable "mlflow_tracking_uri" {
@@ -95,7 +69,6 @@ variable "prefect_api_url" {
 variable "work_pool" {
   type        = string
   description = "Prefect work pool the head node's process worker serves."
-  default     = "gpu"
 }
 
 variable "fsx_dns_name" {

@@ -1,3 +1,6 @@
+# Inputs the root forwards from its own variables (../../variables.tf) are validated and
+# defaulted there, once; only this module's own settings carry defaults and checks here.
+
 variable "name" {
   type        = string
   description = "Prefix of every resource name (e.g. llmops-prod)."
@@ -6,38 +9,21 @@ variable "name" {
 variable "vpc_cidr" {
   type        = string
   description = "Address range of the VPC."
-  default     = "10.42.0.0/16"
-
-  validation {
-    condition     = can(cidrhost(var.vpc_cidr, 0)) && try(tonumber(split("/", var.vpc_cidr)[1]) <= 20, false)
-    error_message = "vpc_cidr must be a CIDR block of /20 or larger (room for the subnets)."
-  }
 }
 
 variable "availability_zones" {
   type        = list(string)
   description = "Zones of the private subnets; the GPU nodes use the first (a cluster placement group is one zone), RDS spans them all."
-
-  validation {
-    condition     = length(var.availability_zones) >= 2
-    error_message = "Give at least two availability zones: an RDS subnet group needs two."
-  }
 }
 
 variable "ssh_ingress_cidr" {
   type        = string
   description = "The only range that may reach the nodes on SSH (a VPN or bastion range). Never 0.0.0.0/0."
-
-  validation {
-    condition     = can(cidrhost(var.ssh_ingress_cidr, 0)) && !contains(["0.0.0.0/0", "::/0"], var.ssh_ingress_cidr)
-    error_message = "ssh_ingress_cidr must be a CIDR block narrower than the whole internet (e.g. your VPN's 10.8.0.0/16)."
-  }
 }
 
 variable "enable_nat_gateway" {
   type        = bool
   description = "Give the private subnets outbound internet (image and package pulls) through one NAT gateway."
-  default     = true
 }
 
 variable "flow_log_retention_days" {

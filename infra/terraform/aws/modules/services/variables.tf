@@ -1,3 +1,6 @@
+# Inputs the root forwards from its own variables (../../variables.tf) are validated and
+# defaulted there, once; only this module's own settings carry defaults and checks here.
+
 variable "name" {
   type        = string
   description = "Prefix of every resource name."
@@ -41,18 +44,11 @@ variable "mlflow_bucket_arn" {
 variable "instance_type" {
   type        = string
   description = "EC2 type of the host that runs the MLflow and Prefect servers."
-  default     = "m7i.xlarge"
 }
 
 variable "db_instance_class" {
   type        = string
   description = "RDS PostgreSQL instance class (one instance holds the mlflow and prefect databases)."
-  default     = "db.m7g.large"
-
-  validation {
-    condition     = startswith(var.db_instance_class, "db.")
-    error_message = "db_instance_class must be an RDS class such as db.m7g.large."
-  }
 }
 
 variable "db_allocated_storage_gib" {
@@ -69,7 +65,6 @@ variable "db_allocated_storage_gib" {
 variable "db_multi_az" {
   type        = bool
   description = "Standby replica in a second zone (the registry and the flow history survive a zone outage)."
-  default     = true
 }
 
 variable "db_backup_retention_days" {
@@ -86,7 +81,6 @@ variable "db_backup_retention_days" {
 variable "deletion_protection" {
   type        = bool
   description = "Refuse to delete the database; set false (and apply) before `terraform destroy`."
-  default     = true
 }
 
 variable "mlflow_version" {

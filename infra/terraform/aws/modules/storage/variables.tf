@@ -1,3 +1,6 @@
+# Inputs the root forwards from its own variables (../../variables.tf) are validated and
+# defaulted there, once; only this module's own settings carry defaults and checks here.
+
 variable "name" {
   type        = string
   description = "Prefix of every resource name; bucket names are <name>-<purpose>-<account id>."
@@ -22,24 +25,16 @@ variable "noncurrent_version_days" {
 variable "force_destroy" {
   type        = bool
   description = "Let `terraform destroy` delete non-empty buckets (data loss: only for throwaway clusters)."
-  default     = false
 }
 
 variable "enable_fsx" {
   type        = bool
   description = "Create an FSx for Lustre file system for checkpoints, mounted on every GPU node."
-  default     = false
 }
 
 variable "fsx_storage_capacity_gib" {
   type        = number
   description = "FSx for Lustre capacity (PERSISTENT_2: 1200 GiB or a multiple of 2400 GiB)."
-  default     = 1200
-
-  validation {
-    condition     = var.fsx_storage_capacity_gib == 1200 || var.fsx_storage_capacity_gib % 2400 == 0
-    error_message = "fsx_storage_capacity_gib must be 1200 or a multiple of 2400 (PERSISTENT_2)."
-  }
 }
 
 variable "fsx_throughput_per_tib" {

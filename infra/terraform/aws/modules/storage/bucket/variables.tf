@@ -1,3 +1,5 @@
+# Every input comes from ../ (the storage module), which validates noncurrent_version_days.
+
 variable "bucket" {
   type        = string
   description = "Globally unique bucket name."
@@ -16,11 +18,6 @@ variable "kms_key_arn" {
 variable "noncurrent_version_days" {
   type        = number
   description = "Days an overwritten or deleted object version is kept."
-
-  validation {
-    condition     = var.noncurrent_version_days >= 1
-    error_message = "noncurrent_version_days must be at least 1."
-  }
 }
 
 variable "force_destroy" {
