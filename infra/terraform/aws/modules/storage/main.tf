@@ -11,6 +11,8 @@ locals {
     mlflow = "${var.name}-mlflow-${data.aws_caller_identity.current.account_id}"
   }
   log_bucket = "${var.name}-access-logs-${data.aws_caller_identity.current.account_id}"
+  # Lustre's port ranges (988, 1018-1023), keyed by first port: both ingress rules open these.
+  lustre_ports = var.enable_fsx ? { "988" = { from = 988, to = 988 }, "1018" = { from = 1018, to = 1023 } } : {}
 }
 
 module "dvc" {
@@ -142,22 +144,22 @@ resource "aws_security_group" "fsx" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "fsx_lustre" {
-  for_each                     = var.enable_fsx ? { "988" = 988, "1018" = 1018 } : {}
+  for_each                     = local.lustre_ports
   security_group_id            = aws_security_group.fsx[0].id
   description                  = "Lustre from the GPU nodes"
   ip_protocol                  = "tcp"
-  from_port                    = each.value
-  to_port                      = each.value == 988 ? 988 : 1023
+  from_port                    = each.value.from
+  to_port                      = each.value.to
   referenced_security_group_id = var.client_security_group_id
 }
 
 resource "aws_vpc_security_group_ingress_rule" "fsx_self" {
-  for_each                     = var.enable_fsx ? { "988" = 988, "1018" = 1018 } : {}
+  for_each                     = local.lustre_ports
   security_group_id            = aws_security_group.fsx[0].id
   description                  = "Lustre between the file system's own servers"
   ip_protocol                  = "tcp"
-  from_port                    = each.value
-  to_port                      = each.value == 988 ? 988 : 1023
+  from_port                    = each.value.from
+  to_port                      = each.value.to
   referenced_security_group_id = aws_security_group.fsx[0].id
 }
 
