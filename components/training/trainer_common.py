@@ -11,7 +11,8 @@
 - `atomic_model_dir` writes a model directory so a failed run never leaves a half-written one
   at the DVC output path;
 - `Trained` is what a stage's training step returns (in this process, or from rank 0 of the
-  ranks `posttrain_worker` launches); `save_trained` writes the trained model from either.
+  ranks `posttrain_worker` launches); `save_trained` writes the trained model from either
+  (with LoRA: the adapter and the merged model).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 
 from components.atomic import atomic_dir
 from components.tracking.stage_run import Tracker
+from components.training.adapters import merge_onto
 from components.training.trainer_args import (  # noqa: F401 - the stages import them from here
     AUTO_DEVICE,
     LOGGING_STEPS,
@@ -217,23 +219,34 @@ def zero_stage_run(trainer: Trainer) -> int:
     return trainer.deepspeed.zero_optimization_stage() if trainer.is_deepspeed_enabled else 0
 
 
-def save_trained(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+# Where `save_trained` leaves a LoRA adapter inside the model directory it writes; the stage
+# moves it out before the directory is committed, then registers both.
+ADAPTER_SUBDIR = "adapter"
+
+
+def save_trained(
+    trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out: Path, base: Path
+) -> None:
     """Write the trained model and tokenizer to `out` as a plain transformers directory.
 
+    A LoRA model (a PeftModel) leaves its adapter in `out/ADAPTER_SUBDIR` and, in `out`, the
+    adapter merged into the fp32 model at `base` (what vLLM serves): rebuilt from the saved
+    adapter files, so "adapter on its base" and "merged" are the same function by construction.
+
     Under DeepSpeed every rank must call this: `Trainer.save_model` gathers the ZeRO-3 shards
-    (`stage3_gather_16bit_weights_on_model_save`) collectively and rank 0 writes them. In one
-    process LoRA adapters are merged into the weights first (what vLLM serves)."""
+    (`stage3_gather_16bit_weights_on_model_save`) collectively and rank 0 writes them; for a
+    PeftModel PEFT keeps only the adapter's tensors of that gathered state dict, and rank 0
+    merges it onto the base read from disk (the sharded weights are never merged in place)."""
+    lora = isinstance(trainer.model, PeftModel)
+    target = out / ADAPTER_SUBDIR if lora else out
     if trainer.is_deepspeed_enabled:
-        if isinstance(trainer.model, PeftModel):
-            raise ValueError(  # a setting this stage refuses, not a stub
-                "LoRA on several ranks: merging adapters into ZeRO-3-sharded weights is not "
-                "implemented; set posttrain.ranks: 1 or disable lora"
-            )
-        trainer.save_model(str(out))
-        if trainer.is_world_process_zero():
-            (out / TRAINING_ARGS_NAME).unlink(missing_ok=True)  # a pickle, not part of the model
-        return
-    merged(trainer.model).save_pretrained(
-        out
-    )  # safetensors (the only format transformers 5 writes)
-    tokenizer.save_pretrained(out)
+        trainer.save_model(str(target))
+        if not trainer.is_world_process_zero():
+            return
+        (target / TRAINING_ARGS_NAME).unlink(missing_ok=True)  # a pickle, not part of the model
+    else:
+        trainer.model.save_pretrained(target)  # safetensors (all transformers 5 writes)
+    tokenizer.save_pretrained(target)
+    if lora:
+        merge_onto(base, target).save_pretrained(out)
+        tokenizer.save_pretrained(out)
