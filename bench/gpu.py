@@ -12,18 +12,22 @@ process tree:
    rank) for N steps, with the speed switches on (`pretrain.compile`, Liger Kernel when it
    imports) and the planner's cheapest fitting ZeRO stage, ending with consolidation;
 3. one SFT and one DPO step (TRL) on the consolidated model, through the stages' own
-   TrainingArguments (`posttrain.device: auto` -> cuda, bf16);
+   TrainingArguments (`posttrain.device: auto` -> cuda, bf16), then one LoRA and one QLoRA SFT
+   step through the stages' own `load_trainable` + `lora_config` (`sft.lora` from params.yaml;
+   QLoRA's NF4 base computes in bf16 on the GPU), each with its trainable fraction; QLoRA is
+   recorded as skipped when bitsandbytes does not import;
 then one JSON summary: tokens/s, MFU, ratios to the bare loops, peak memory, consolidation error.
 Without a GPU it says so and exits 0 (nothing is measured); `--smoke` runs every step on CPU at
 toy size to prove the wiring, with numbers that mean nothing for GPUs.
 
-Imports only torch, transformers, deepspeed, trl, peft and the params schema: it runs on a bare
-CUDA image (no MLflow, Prefect or DVC).
+Imports only torch, transformers, deepspeed, trl, peft (bitsandbytes for QLoRA, when present) and
+the params schema: it runs on a bare CUDA image (no MLflow, Prefect or DVC).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -41,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.worker_run import run_worker  # noqa: E402
 from components.chat import CHAT_TEMPLATE, EOS, IM_END, IM_START, PAD  # noqa: E402
-from components.config import Params, load_params  # noqa: E402
+from components.config import LoraParams, Params, load_params  # noqa: E402
 from components.training.ds_config import optimizer_kwargs  # noqa: E402
 from components.training.planner import count_parameters, flops_per_token  # noqa: E402
 from components.training.sizing import model_shape, zero_stage_for  # noqa: E402
@@ -202,10 +206,10 @@ def pretrain_path(params: Params, tokenizer_dir: Path, data: Path, work: Path) -
     }
 
 
-# ---- 3. one SFT and one DPO step (child process) -----------------------------------------
+# ---- 3. one SFT, one DPO, one LoRA and one QLoRA SFT step (child process) ----------------
 
 
-def post_steps(model_dir: Path, seq: int) -> dict:
+def post_steps(model_dir: Path, seq: int, lora: LoraParams) -> dict:
     """One optimizer step each, through the stages' own TrainingArguments (posttrain: auto)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -252,7 +256,43 @@ def post_steps(model_dir: Path, seq: int) -> dict:
         out["dpo"] = timed(dpo.train)
         out["bf16"] = dpo.args.bf16
         out["device"] = str(dpo.args.device)
+        del dpo, policy, ref
+        rows = Dataset.from_list([{"text": text(seq)} for _ in range(batch)])
+        out["lora"] = lora_sft_step(model_dir, tok, rows, SFTConfig(**common), lora)
+        if bitsandbytes_available():
+            qlora = lora.model_copy(update={"qlora": True})
+            out["qlora"] = lora_sft_step(model_dir, tok, rows, SFTConfig(**common), qlora)
+        else:
+            out["qlora"] = {"skipped": "bitsandbytes not installed"}
     return out
+
+
+def lora_sft_step(model_dir: Path, tok, rows, args, lora: LoraParams) -> dict:
+    """One SFT step on adapters, loaded as the sft stage loads them (QLoRA: NF4 on this device)."""
+    from trl import SFTTrainer
+
+    from components.training.lora_load import load_trainable, lora_config
+
+    gc.collect()  # the previous steps' trainers (reference cycles) freed before this peak
+    model = load_trainable(model_dir, lora)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        processing_class=tok,
+        peft_config=lora_config(lora),
+    )
+    # PEFT's count: a 4-bit weight counts as its parameters, not as its packed bytes.
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    return timed(trainer.train) | {"trainable_fraction": trainable / total}
+
+
+def bitsandbytes_available() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def timed(train) -> dict:
@@ -344,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         params = load_params(args.params)
         if args.child == "post":
-            res = post_steps(args.model, params.pack.seq_len)
+            lora = params.sft.lora.model_copy(update={"enabled": True, "qlora": False})
+            res = post_steps(args.model, params.pack.seq_len, lora)
         else:
             res = bare_loop(
                 params,

@@ -2,7 +2,8 @@
 
 GPT-3's recipe (Brown et al. 2020, appendix C): 13-gram overlap on normalised words. Eval items
 shorter than n words are matched as a whole (their full word sequence), so a short benchmark
-question copied verbatim into a web page is still caught.
+question copied verbatim into a web page is still caught. The index
+(components/data/ngram_index.py) is the one evaluation's contamination report uses.
 """
 
 from __future__ import annotations
@@ -13,13 +14,9 @@ from pathlib import Path
 
 from components.data.blocks import Decision
 from components.data.documents import Doc
-from components.data.near_dedup import normalise
+from components.data.ngram_index import NgramIndex
 
 EVAL_CONTAMINATION = "eval_contamination"
-
-
-def ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def item_text(row: dict) -> str:
@@ -49,30 +46,15 @@ class DecontaminationFilter:
 
     def __init__(self, eval_sets: dict[str, list[str]], n: int = 13, min_words: int = 8):
         """Items with fewer than `min_words` words are too generic to match safely."""
-        self.n, self.min_words = n, min_words
-        self.index: dict[tuple[str, ...], set[str]] = {}
-        self.short: dict[int, dict[tuple[str, ...], set[str]]] = {}  # length -> item -> sets
+        self.index = NgramIndex(n, min_words)  # keyed by eval set: a hit names the set
         for name, texts in eval_sets.items():
             for text in texts:
-                words = normalise(text).split()
-                if len(words) >= n:
-                    for g in ngrams(words, n):
-                        self.index.setdefault(g, set()).add(name)
-                elif len(words) >= min_words:
-                    self.short.setdefault(len(words), {}).setdefault(tuple(words), set()).add(name)
+                self.index.add(name, text)
         self.counters: Counter = Counter({_counter(name): 0 for name in eval_sets})
 
     def contaminating_sets(self, doc: Doc) -> Counter:
-        words = normalise(doc.text).split()
-        hits: Counter = Counter()
-        for g in ngrams(words, self.n):
-            for name in self.index.get(g, ()):
-                hits[name] += 1
-        for length, items in self.short.items():
-            for g in ngrams(words, length):
-                for name in items.get(g, ()):
-                    hits[name] += 1
-        return hits
+        """{eval set: distinct n-grams (and whole short items) of it that `doc` contains}."""
+        return self.index.counts(doc.text)
 
     def filter(self, doc: Doc) -> Decision:
         hits = self.contaminating_sets(doc)

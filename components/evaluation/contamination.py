@@ -1,5 +1,5 @@
 """Contamination report: how many items of each eval set share an n-gram with the training
-corpus (the refinery's decontamination rule, components/evaluation/overlap.py).
+corpus, by the refinery's decontamination rule and index (components/data/ngram_index.py).
 
 Curation already drops training documents that overlap `eval.jsonl` and `prefs_test.jsonl`, so
 those two should read 0: the report checks that it held for the corpus that was trained on, and
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.data.decontam import item_text
-from components.evaluation.overlap import NgramIndex
+from components.data.ngram_index import NgramIndex
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ The challenger (policy) answers every prompt of `data/safety/adversarial.jsonl` 
   Each answer is scored as one text: the refinery's per-line rule skips lines under 10 characters,
   and a short answer ("f*** you") is exactly what must not be skipped here;
 - `regurgitation_rate`: the share of answers that repeat `safety.regurgitation_ngram` words of
-  one curated training document verbatim (components/evaluation/overlap.py). Words the prompt
+  one curated training document verbatim (components/data/ngram_index.py). Words the prompt
   itself contains do not count: copying a quote from the prompt is not memorisation.
 Both are gateable in `promote.gates`; per-category rates are `safety.<rate>.<category>`.
 """
@@ -25,8 +25,8 @@ from profanity_check import predict_prob
 
 from components.config import SafetyParams, StageParams
 from components.data.documents import DOCS_FILE, read_docs
+from components.data.ngram_index import NgramIndex, text_grams
 from components.evaluation.eval_set import read_eval_set
-from components.evaluation.overlap import NgramIndex, text_grams
 from components.modeling.generate import generate_greedy, user_turns
 from components.modeling.io import load_for_inference
 from components.stage import StageResult

@@ -2,7 +2,9 @@
 
 A stage with `<section>.lora.enabled` trains low-rank adapters (PEFT) on a frozen base, which is
 loaded in fp32, or with `lora.qlora` in 4-bit NF4 (bitsandbytes; it runs on CPU too) so the
-frozen weights take about a quarter of the memory (measured by bench/adapter_memory.py).
+frozen weights take about a quarter of the memory (measured by bench/adapter_memory.py). The
+loading (per device: fp32 compute on CPU, bf16 on GPUs, bf16 quant storage under ZeRO-3) is in
+`lora_load`, free of MLflow.
 
 After training the stage keeps both forms:
 - the **adapter** (adapter_config.json + adapter_model.safetensors + tokenizer), registered as
@@ -20,54 +22,26 @@ from pathlib import Path
 
 import torch
 from mlflow import MlflowClient
-from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
-from transformers import (
-    AutoModelForCausalLM,
-    BitsAndBytesConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from components.config import LoraParams
 from components.constants import TAG_ADAPTER, TAG_ADAPTER_BASE, TAG_MERGED_FROM
 from components.tracking import lineage
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
+from components.training.lora_load import load_trainable, lora_config, nf4_config
 
-
-def lora_config(cfg: LoraParams) -> LoraConfig | None:
-    """The PEFT config TRL's trainers wrap the model with; None trains every weight."""
-    if not cfg.enabled:
-        return None
-    return LoraConfig(
-        r=cfg.r,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules),
-        task_type="CAUSAL_LM",
-    )
-
-
-def nf4_config() -> BitsAndBytesConfig:
-    """QLoRA's storage: NF4 blocks of 64 with double-quantised scales, computing in fp32 (the
-    CPU has no fast bf16 matmul; on a GPU bf16 compute would halve activation memory)."""
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.float32,
-    )
-
-
-def load_trainable(model_dir: Path, cfg: LoraParams) -> PreTrainedModel:
-    """The model a stage trains: fp32, or with `cfg.qlora` its linear layers in NF4, made ready
-    for adapter training (norms and head in fp32, input grads on for checkpointing)."""
-    if not cfg.qlora:
-        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_dir, quantization_config=nf4_config(), dtype=torch.float32, device_map="cpu"
-    )
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+# The loading half lives in lora_load (no MLflow: the GPU bench uses it), re-exported here.
+__all__ = [
+    "kind",
+    "load_trainable",
+    "lora_config",
+    "merge_onto",
+    "nf4_config",
+    "register_adapter_and_merged",
+    "save_adapter",
+]
 
 
 def kind(cfg: LoraParams) -> str:

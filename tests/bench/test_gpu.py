@@ -1,5 +1,6 @@
 """bench/gpu.py starts on a bare CUDA image, says so plainly without a GPU, and its --smoke run
-walks every measured path (bare loops, the pretrain worker with consolidation, SFT and DPO)."""
+walks every measured path (bare loops, the pretrain worker with consolidation, SFT, DPO, LoRA
+and QLoRA SFT)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def test_imports_without_tracking_or_orchestration_packages():
     code = (
         f"import sys, runpy; {block}; "
         f"m = runpy.run_path({str(BENCH)!r}, run_name='bench_gpu'); "
-        "import trl, peft; from components.training import trainer_args, pretrain_worker; "
+        "import trl, peft; "
+        "from components.training import trainer_args, pretrain_worker, lora_load; "
         "print(m['NO_GPU'])"
     )
     proc = _run(["-c", code])
@@ -52,4 +54,9 @@ def test_smoke_walks_every_path_on_cpu(tmp_path):
         assert result[key]["tokens_per_s"] > 0, key
     consolidation = result["pretrain"]["consolidation"]
     assert consolidation["max_rel_logit_diff"] <= consolidation["tolerance"]
-    assert result["post_training"]["sft"]["loss"] > 0 and result["post_training"]["dpo"]["loss"] > 0
+    post = result["post_training"]
+    assert post["sft"]["loss"] > 0 and post["dpo"]["loss"] > 0
+    assert post["lora"]["loss"] > 0 and 0 < post["lora"]["trainable_fraction"] < 0.5
+    # bitsandbytes is in the project's environment: QLoRA runs here (skipped only without it).
+    assert post["qlora"]["loss"] > 0
+    assert post["qlora"]["trainable_fraction"] == pytest.approx(post["lora"]["trainable_fraction"])
