@@ -23,7 +23,11 @@ from pathlib import Path
 import torch
 from mlflow import MlflowClient
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
 from components.config import LoraParams
 from components.constants import TAG_ADAPTER, TAG_ADAPTER_BASE, TAG_MERGED_FROM
@@ -40,7 +44,7 @@ __all__ = [
     "merge_onto",
     "nf4_config",
     "register_adapter_and_merged",
-    "save_adapter",
+    "write_merged",
 ]
 
 
@@ -48,10 +52,17 @@ def kind(cfg: LoraParams) -> str:
     return "qlora" if cfg.qlora else "lora"
 
 
-def save_adapter(model: PeftModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
-    """Only the adapter weights and config (plus the tokenizer, so the directory is usable)."""
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+# Where a training step leaves a LoRA adapter inside the model directory it writes
+# (trainer_common.save_trained); the stage merges it, then moves it out and registers both.
+ADAPTER_SUBDIR = "adapter"
+
+
+def write_merged(base_dir: Path, model_dir: Path) -> None:
+    """Write into `model_dir` its adapter (`model_dir/ADAPTER_SUBDIR`) merged onto the fp32 base
+    at `base_dir`, with the adapter's tokenizer: a plain transformers directory vLLM serves."""
+    adapter_dir = model_dir / ADAPTER_SUBDIR
+    merge_onto(base_dir, adapter_dir).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(model_dir)
 
 
 def merge_onto(base_dir: Path, adapter_dir: Path) -> PreTrainedModel:

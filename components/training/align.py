@@ -60,9 +60,9 @@ from components.tracking import lineage
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training import adapters, rewards, rl
+from components.training.adapters import ADAPTER_SUBDIR
 from components.training.posttrain_worker import train_step
 from components.training.trainer_common import (
-    ADAPTER_SUBDIR,
     AUTO_DEVICE,
     Trained,
     atomic_model_dir,
@@ -330,9 +330,11 @@ def rl_rewards(
     return funcs, weights, uses_rm
 
 
-def load_policy(sft_dir: Path, lora: LoraParams) -> PreTrainedModel:
+def load_policy(
+    sft_dir: Path, lora: LoraParams, posttrain: PostTrainParams = AUTO_DEVICE
+) -> PreTrainedModel:
     check_weights(sft_dir)  # a truncated file is named, with how to restore it
-    return adapters.load_trainable(sft_dir, lora)
+    return adapters.load_trainable(sft_dir, lora, posttrain)
 
 
 def with_method(params: Reads, method: str) -> Reads:
@@ -344,7 +346,7 @@ def train(
     params: Reads, paths: Paths, out: Path, callbacks: list[TrainerCallback] | None = None
 ) -> Trained:
     """The training step of `align.method`: train the policy from the SFT model and save it to
-    `out` (with LoRA: merged, its adapter in `out/ADAPTER_SUBDIR`). Runs in the stage's process,
+    `out` (with LoRA: its adapter in `out/ADAPTER_SUBDIR`). Runs in the stage's process,
     or on every rank of `posttrain.ranks` (posttrain_worker), where rank 0 writes `out`."""
     cfg = params.align
     tokenizer = AutoTokenizer.from_pretrained(paths.sft)
@@ -354,7 +356,7 @@ def train(
         cfg.max_length,
         f"align: {paths.train}",
     )
-    policy = load_policy(paths.sft, cfg.lora)
+    policy = load_policy(paths.sft, cfg.lora, params.posttrain)
     is_rl = cfg.method in RL_METHODS
     with scratch_dir("align") as scratch:
         if is_rl:
@@ -386,7 +388,7 @@ def train(
                 posttrain=params.posttrain,
             )
         result = trainer.train()
-        save_trained(trainer, tokenizer, out, paths.sft)
+        save_trained(trainer, tokenizer, out)
     history = trainer.state.log_history
     series = {**rl.log_series(history, "reward"), **rl.log_series(history, "kl")} if is_rl else {}
     return Trained(
@@ -402,6 +404,13 @@ def train(
         },
         log_history=history,
     )
+
+
+def finish(params: Reads, paths: Paths, out: Path) -> None:
+    """With LoRA, the policy the step left as an adapter in `out` is merged onto the SFT model
+    there, in this process: what is measured is what is served."""
+    if params.align.lora.enabled:
+        adapters.write_merged(paths.sft, out)
 
 
 def load_trained_policy(model_dir: Path) -> PreTrainedModel:
@@ -450,6 +459,7 @@ def train_offline(
             # Only the served method's steps go to the run's step metrics (same keys otherwise).
             trained = train_step("align", with_method(params, method), paths, out_m,
                                  tracker if main else None)  # fmt: skip
+            finish(params, paths, out_m)
             scores = held_out.offline(load_trained_policy(out_m))
             log.info(
                 "align %s: held-out implicit-reward accuracy %.3f on %d pairs",
@@ -481,6 +491,7 @@ def train_rl(
 
     before = measure(held_out.reference)  # the SFT model
     trained = train_step("align", params, paths, out, tracker)
+    finish(params, paths, out)
     policy = load_trained_policy(out)
     after = measure(policy) | {"kl": held_out.kl(policy)}
     log.info(

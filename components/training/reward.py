@@ -193,7 +193,7 @@ def train(
         )
         n_fit = len(trainer.train_dataset)  # pairs within max_length
         result = trainer.train()
-        save_trained(trainer, tokenizer, out, paths.base)
+        save_trained(trainer, tokenizer, out)
     return Trained(
         metrics={
             **loss_summary(trainer.state.log_history),

@@ -37,9 +37,9 @@ from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training import adapters
+from components.training.adapters import ADAPTER_SUBDIR
 from components.training.posttrain_worker import train_step
 from components.training.trainer_common import (
-    ADAPTER_SUBDIR,
     AUTO_DEVICE,
     Trained,
     atomic_model_dir,
@@ -129,7 +129,7 @@ def train(
     dataset = load_examples(paths.data, cfg.max_examples, params.seed)
     tokenizer = AutoTokenizer.from_pretrained(paths.base)
     check_weights(paths.base)  # a truncated file is named, with how to restore it
-    model = adapters.load_trainable(paths.base, cfg.lora)
+    model = adapters.load_trainable(paths.base, cfg.lora, params.posttrain)
 
     with scratch_dir("sft") as scratch:
         trainer = build_trainer(
@@ -145,7 +145,7 @@ def train(
         fraction = trainable_fraction(trainer.model)
         n_sequences = len(trainer.train_dataset)  # after TRL drops fully-truncated examples
         result = trainer.train()
-        save_trained(trainer, tokenizer, out, paths.base)
+        save_trained(trainer, tokenizer, out)
     losses = loss_summary(trainer.state.log_history)
     log.info("sft: %d examples, loss %s", len(dataset), losses)
     return Trained(
@@ -171,6 +171,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         with atomic_model_dir(paths.out) as tmp:
             trained = train_step("sft", params, paths, tmp, tracker)
             if lora.enabled:  # the model directory holds the merged model only
+                adapters.write_merged(paths.base, tmp)
                 shutil.move(tmp / ADAPTER_SUBDIR, adapter_dir)  # /tmp: maybe another device
         log.info("sft: saved %s", paths.out)
         if lora.enabled:

@@ -12,7 +12,7 @@
   at the DVC output path;
 - `Trained` is what a stage's training step returns (in this process, or from rank 0 of the
   ranks `posttrain_worker` launches); `save_trained` writes the trained model from either
-  (with LoRA: the adapter and the merged model).
+  (with LoRA: the adapter, which the stage merges with `adapters.write_merged`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 
 from components.atomic import atomic_dir
 from components.tracking.stage_run import Tracker
-from components.training.adapters import merge_onto
+from components.training.adapters import ADAPTER_SUBDIR
 from components.training.trainer_args import (  # noqa: F401 - the stages import them from here
     AUTO_DEVICE,
     LOGGING_STEPS,
@@ -219,26 +219,17 @@ def zero_stage_run(trainer: Trainer) -> int:
     return trainer.deepspeed.zero_optimization_stage() if trainer.is_deepspeed_enabled else 0
 
 
-# Where `save_trained` leaves a LoRA adapter inside the model directory it writes; the stage
-# moves it out before the directory is committed, then registers both.
-ADAPTER_SUBDIR = "adapter"
-
-
-def save_trained(
-    trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out: Path, base: Path
-) -> None:
-    """Write the trained model and tokenizer to `out` as a plain transformers directory.
-
-    A LoRA model (a PeftModel) leaves its adapter in `out/ADAPTER_SUBDIR` and, in `out`, the
-    adapter merged into the fp32 model at `base` (what vLLM serves): rebuilt from the saved
-    adapter files, so "adapter on its base" and "merged" are the same function by construction.
+def save_trained(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    """Write the trained model and tokenizer to `out` as a plain transformers directory; a LoRA
+    model (a PeftModel) writes only its adapter, in `out/ADAPTER_SUBDIR` (the stage then merges
+    it onto its base in its own process: `adapters.write_merged`).
 
     Under DeepSpeed every rank must call this: `Trainer.save_model` gathers the ZeRO-3 shards
     (`stage3_gather_16bit_weights_on_model_save`) collectively and rank 0 writes them; for a
-    PeftModel PEFT keeps only the adapter's tensors of that gathered state dict, and rank 0
-    merges it onto the base read from disk (the sharded weights are never merged in place)."""
-    lora = isinstance(trainer.model, PeftModel)
-    target = out / ADAPTER_SUBDIR if lora else out
+    PeftModel PEFT keeps only the adapter's tensors of that gathered state dict. The merge is
+    not done on the ranks: while the Trainer's ZeRO-3 config is alive, loading the base there
+    would partition it across ranks (zero.Init), a collective rank 0 would enter alone."""
+    target = out / ADAPTER_SUBDIR if isinstance(trainer.model, PeftModel) else out
     if trainer.is_deepspeed_enabled:
         trainer.save_model(str(target))
         if not trainer.is_world_process_zero():
@@ -247,6 +238,3 @@ def save_trained(
     else:
         trainer.model.save_pretrained(target)  # safetensors (all transformers 5 writes)
     tokenizer.save_pretrained(target)
-    if lora:
-        merge_onto(base, target).save_pretrained(out)
-        tokenizer.save_pretrained(out)

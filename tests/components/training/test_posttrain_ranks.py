@@ -12,21 +12,23 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow import MlflowClient
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
 from components.config import PostTrainParams
 from components.constants import (
     MODEL_POLICY,
     MODEL_POLICY_ADAPTER,
+    MODEL_REWARD,
     MODEL_SFT,
     MODEL_SFT_ADAPTER,
     REGISTRY_RECORD,
 )
 from components.tracking.stage_run import stage_run
 from components.training import align, launch, posttrain_worker, reward, sft
+from components.training.adapters import ADAPTER_SUBDIR
 from components.training.ds_config import trainer_deepspeed_config
-from components.training.trainer_common import ADAPTER_SUBDIR, trainer_kwargs
+from components.training.trainer_common import trainer_kwargs
 from tests.components.training.test_adapters import assert_adapter_on_base_gives_merged_logits
 from tests.components.training.tiny import (
     pref_rows,
@@ -196,17 +198,28 @@ def test_dpo_and_a_compared_method_on_two_cpu_ranks_with_zero3(tmp_path, monkeyp
 def test_grpo_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
     _ranked_env(tmp_path, monkeypatch)
     sft_dir = save_base_model(tmp_path / "sft")
-    paths = _align_paths(tmp_path, sft_dir)
-    rl = {"rewards": {"correct": 1.0, "exact": 0.5}, "num_generations": 2,
+    # A reward model with a fresh head: rewards vary within a group, so the advantages (and
+    # the update) are non-zero even for a random tiny policy that never answers right.
+    rm_dir = tmp_path / "reward"
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(
+        sft_dir, num_labels=1, pad_token_id=tokenizer.pad_token_id
+    ).save_pretrained(rm_dir)
+    tokenizer.save_pretrained(rm_dir)
+    (rm_dir / REGISTRY_RECORD).write_text(json.dumps({"name": MODEL_REWARD, "version": "5"}))
+    paths = _align_paths(tmp_path, sft_dir, rm_dir)
+    rl = {"rewards": {"correct": 1.0, "reward_model": 1.0}, "num_generations": 2,
           "max_completion_length": 4, "use_vllm": "off", "eval_max_prompts": 4}  # fmt: skip
     params = tiny_params(
-        posttrain=RANKED, align={"method": "grpo", "max_examples": 8, "batch_size": 2, "rl": rl}
+        posttrain=RANKED,
+        align={"method": "grpo", "max_examples": 8, "batch_size": 2, "lr": 1e-2, "rl": rl},
     )
     with stage_run("align", stage_view("align", params)) as tracker:
         m = align.run(tracker.params, paths, tracker).metrics
 
     assert m["ranks"] == 2 and m["zero_stage"] == 3
-    assert "train_reward_last" in m and "heldout_after.accuracy" in m
+    assert "train_reward_last" in m and "heldout_after.reward.reward_model" in m
     assert m["n_eval_prompts"] == 4
     assert _changed(paths.out, sft_dir)
 
