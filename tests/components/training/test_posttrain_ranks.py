@@ -225,13 +225,15 @@ def test_grpo_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["sft", "align"])
-def test_lora_on_two_cpu_ranks_saves_the_adapter_and_the_merged_model(tmp_path, monkeypatch, stage):
-    """The gathered ZeRO-3 state dict is cut to the adapter by PEFT; rank 0 merges it onto the
-    base read from disk, so the merged model equals the adapter on its base."""
+@pytest.mark.parametrize(("stage", "qlora"), [("sft", False), ("align", False), ("sft", True)])
+def test_lora_on_two_cpu_ranks_saves_the_adapter_and_the_merged_model(
+    tmp_path, monkeypatch, stage, qlora
+):
+    """The gathered ZeRO-3 state dict is cut to the adapter by PEFT; the stage process merges
+    it onto the base read from disk, so the merged model equals the adapter on its base."""
     _ranked_env(tmp_path, monkeypatch)
     base = save_base_model(tmp_path / "base")
-    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}
+    lora = {"enabled": True, "qlora": qlora, "r": 4, "alpha": 8, "dropout": 0.0}
     section = {"max_examples": 8, "batch_size": 2, "lr": 1e-2, "lora": lora}
     params = tiny_params(posttrain=RANKED, **{stage: section})
     if stage == "sft":
@@ -247,4 +249,5 @@ def test_lora_on_two_cpu_ranks_saves_the_adapter_and_the_merged_model(tmp_path, 
 
     assert m["ranks"] == 2 and m["zero_stage"] == 3 and m["lora"] == 1
     assert not (paths.out / ADAPTER_SUBDIR).exists()  # moved out, registered on its own
-    assert_adapter_on_base_gives_merged_logits(paths.out, *names, base, "lora", tmp_path)
+    kind = "qlora" if qlora else "lora"
+    assert_adapter_on_base_gives_merged_logits(paths.out, *names, base, kind, tmp_path)
