@@ -35,6 +35,7 @@ from components.tracking import lineage
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training.lora_load import load_trainable, lora_config, nf4_config
+from components.training.trainer_common import ADAPTER_SUBDIR
 
 # The loading half lives in lora_load (no MLflow: the GPU bench uses it), re-exported here.
 __all__ = [
@@ -50,11 +51,6 @@ __all__ = [
 
 def kind(cfg: LoraParams) -> str:
     return "qlora" if cfg.qlora else "lora"
-
-
-# Where a training step leaves a LoRA adapter inside the model directory it writes
-# (trainer_common.save_trained); the stage merges it, then moves it out and registers both.
-ADAPTER_SUBDIR = "adapter"
 
 
 def write_merged(base_dir: Path, model_dir: Path) -> None:

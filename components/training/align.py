@@ -60,9 +60,9 @@ from components.tracking import lineage
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training import adapters, rewards, rl
-from components.training.adapters import ADAPTER_SUBDIR
 from components.training.posttrain_worker import train_step
 from components.training.trainer_common import (
+    ADAPTER_SUBDIR,
     AUTO_DEVICE,
     Trained,
     atomic_model_dir,

@@ -34,7 +34,6 @@ from transformers.trainer import TRAINING_ARGS_NAME
 
 from components.atomic import atomic_dir
 from components.tracking.stage_run import Tracker
-from components.training.adapters import ADAPTER_SUBDIR
 from components.training.trainer_args import (  # noqa: F401 - the stages import them from here
     AUTO_DEVICE,
     LOGGING_STEPS,
@@ -217,6 +216,11 @@ class Trained:
 def zero_stage_run(trainer: Trainer) -> int:
     """The ZeRO stage the DeepSpeed engine ran (0: no DeepSpeed); call after `train()`."""
     return trainer.deepspeed.zero_optimization_stage() if trainer.is_deepspeed_enabled else 0
+
+
+# Where a training step leaves a LoRA adapter inside the model directory it writes
+# (`save_trained`); the stage merges it (`adapters.write_merged`), moves it out, registers both.
+ADAPTER_SUBDIR = "adapter"
 
 
 def save_trained(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:

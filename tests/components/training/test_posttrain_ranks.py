@@ -26,9 +26,8 @@ from components.constants import (
 )
 from components.tracking.stage_run import stage_run
 from components.training import align, launch, posttrain_worker, reward, sft
-from components.training.adapters import ADAPTER_SUBDIR
 from components.training.ds_config import trainer_deepspeed_config
-from components.training.trainer_common import trainer_kwargs
+from components.training.trainer_common import ADAPTER_SUBDIR, trainer_kwargs
 from tests.components.training.test_adapters import assert_adapter_on_base_gives_merged_logits
 from tests.components.training.tiny import (
     pref_rows,
