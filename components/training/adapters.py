@@ -23,7 +23,11 @@ from pathlib import Path
 import torch
 from mlflow import MlflowClient
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
 from components.config import LoraParams
 from components.constants import TAG_ADAPTER, TAG_ADAPTER_BASE, TAG_MERGED_FROM
@@ -31,6 +35,7 @@ from components.tracking import lineage
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training.lora_load import load_trainable, lora_config, nf4_config
+from components.training.trainer_common import ADAPTER_SUBDIR
 
 # The loading half lives in lora_load (no MLflow: the GPU bench uses it), re-exported here.
 __all__ = [
@@ -40,7 +45,7 @@ __all__ = [
     "merge_onto",
     "nf4_config",
     "register_adapter_and_merged",
-    "save_adapter",
+    "write_merged",
 ]
 
 
@@ -48,10 +53,12 @@ def kind(cfg: LoraParams) -> str:
     return "qlora" if cfg.qlora else "lora"
 
 
-def save_adapter(model: PeftModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
-    """Only the adapter weights and config (plus the tokenizer, so the directory is usable)."""
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+def write_merged(base_dir: Path, model_dir: Path) -> None:
+    """Write into `model_dir` its adapter (`model_dir/ADAPTER_SUBDIR`) merged onto the fp32 base
+    at `base_dir`, with the adapter's tokenizer: a plain transformers directory vLLM serves."""
+    adapter_dir = model_dir / ADAPTER_SUBDIR
+    merge_onto(base_dir, adapter_dir).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(model_dir)
 
 
 def merge_onto(base_dir: Path, adapter_dir: Path) -> PreTrainedModel:

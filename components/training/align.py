@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,6 @@ from typing import Any
 import torch
 from datasets import Dataset
 from mlflow import MlflowClient
-from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -60,17 +60,21 @@ from components.tracking import lineage
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training import adapters, rewards, rl
+from components.training.posttrain_worker import train_step
 from components.training.trainer_common import (
+    ADAPTER_SUBDIR,
     AUTO_DEVICE,
-    TrackerCallback,
+    Trained,
     atomic_model_dir,
     drop_bad_pairs,
     load_preference_pairs,
     loss_summary,
     pair_accuracy,
     read_jsonl,
+    save_trained,
     scratch_dir,
     trainer_kwargs,
+    zero_stage_run,
 )
 
 log = logging.getLogger(__name__)
@@ -107,26 +111,6 @@ class Paths:
 def load_reference(sft_dir: Path) -> PreTrainedModel:
     reference = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32).eval()
     return reference.requires_grad_(False)
-
-
-def load_policy_and_reference(
-    sft_dir: Path, lora: LoraParams | None = None
-) -> tuple[PreTrainedModel, PreTrainedModel | None]:
-    """(policy, frozen reference); with LoRA no reference: TRL disables the adapters for it."""
-    check_weights(sft_dir)  # a truncated file is named, with how to restore it
-    if lora is not None and lora.enabled:
-        return adapters.load_trainable(sft_dir, lora), None
-    policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32)
-    return policy, load_reference(sft_dir)
-
-
-def merged_policy(model: PreTrainedModel, sft_dir: Path, adapter_dir: Path) -> PreTrainedModel:
-    """A trained LoRA policy saved at `adapter_dir` and merged into the fp32 SFT model; a fully
-    trained one unchanged."""
-    if not isinstance(model, PeftModel):
-        return model
-    adapters.save_adapter(model, AutoTokenizer.from_pretrained(sft_dir), adapter_dir)
-    return adapters.merge_onto(sft_dir, adapter_dir)
 
 
 def dpo_config(
@@ -328,85 +312,6 @@ def with_tasks(rows: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, A
     return [{**r, "task": t} for r, t in zip(rows, tasks, strict=False)]
 
 
-def train_offline(
-    method: str,
-    params: Reads,
-    paths: Paths,
-    tokenizer: PreTrainedTokenizerBase,
-    train_pairs: list[dict[str, Any]],
-    test_pairs: list[dict[str, Any]],
-    test_tasks: list[str],
-    tracker: Tracker,
-    adapter_dir: Path,
-) -> tuple[PreTrainedModel, dict[str, float]]:
-    """Train one offline method from the SFT model; (policy, its metrics). A LoRA policy is
-    saved at `adapter_dir` and returned merged: the model that is evaluated is the one served."""
-    cfg = params.align
-    policy, reference = load_policy_and_reference(paths.sft, cfg.lora)
-    with scratch_dir("align") as scratch:
-        trainer = build_trainer(
-            policy,
-            reference,
-            tokenizer,
-            train_pairs,
-            cfg,
-            scratch,
-            params.seed,
-            callbacks=[TrackerCallback(tracker)] if method == cfg.method else None,
-            posttrain=params.posttrain,
-            method=method,
-        )
-        result = trainer.train()
-    policy = merged_policy(trainer.model, paths.sft, adapter_dir)
-    reference = reference or load_reference(paths.sft)
-    held_out = evaluate_pairs(policy, reference, tokenizer, test_pairs, cfg.beta, cfg.max_length)
-    held_out |= heldout_generation(policy, reference, tokenizer, test_pairs, test_tasks, cfg)
-    log.info(
-        "align %s: held-out implicit-reward accuracy %.3f on %d pairs",
-        method,
-        held_out["test_accuracy"],
-        len(test_pairs),
-    )
-    return policy, {
-        **loss_summary(trainer.state.log_history),
-        **held_out,
-        "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
-    }
-
-
-def run_offline(
-    params: Reads,
-    paths: Paths,
-    tokenizer: PreTrainedTokenizerBase,
-    train_pairs: list[dict[str, Any]],
-    test_pairs: list[dict[str, Any]],
-    test_tasks: list[str],
-    tracker: Tracker,
-    adapter_root: Path,
-) -> tuple[PreTrainedModel, dict[str, float]]:
-    """`align.method`'s policy; metrics of it and, as `methods.<m>.*`, of every method run
-    (with LoRA each method's adapter under `adapter_root/<method>`)."""
-    cfg = params.align
-    methods = [cfg.method, *(m for m in dict.fromkeys(cfg.compare) if m != cfg.method)]
-    table: dict[str, float] = {}
-    for method in methods:
-        policy_m, metrics_m = train_offline(
-            method,
-            params,
-            paths,
-            tokenizer,
-            train_pairs,
-            test_pairs,
-            test_tasks,
-            tracker,
-            adapter_root / method,
-        )
-        table.update({f"methods.{method}.{k}": v for k, v in metrics_m.items()})
-        if method == cfg.method:
-            policy, metrics = policy_m, metrics_m
-    return policy, {**metrics, **table, "n_test_pairs": len(test_pairs)}
-
-
 def load_reward_model(reward_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     model = AutoModelForSequenceClassification.from_pretrained(reward_dir, dtype=torch.float32)
     return model.eval().requires_grad_(False), AutoTokenizer.from_pretrained(reward_dir)
@@ -425,110 +330,204 @@ def rl_rewards(
     return funcs, weights, uses_rm
 
 
-def run_rl(
-    params: Reads,
-    paths: Paths,
-    tokenizer: PreTrainedTokenizerBase,
-    train_pairs: list[dict[str, Any]],
-    test_pairs: list[dict[str, Any]],
-    test_tasks: list[str],
-    tracker: Tracker,
-    adapter_dir: Path,
-) -> tuple[PreTrainedModel, dict[str, float], bool]:
-    """GRPO / RLOO from the SFT model; (policy, metrics, whether the reward model rewarded).
-    A LoRA policy is saved at `adapter_dir` and measured and returned merged."""
+def load_policy(
+    sft_dir: Path, lora: LoraParams, posttrain: PostTrainParams = AUTO_DEVICE
+) -> PreTrainedModel:
+    check_weights(sft_dir)  # a truncated file is named, with how to restore it
+    return adapters.load_trainable(sft_dir, lora, posttrain)
+
+
+def with_method(params: Reads, method: str) -> Reads:
+    """The stage's view with `align.method` set to `method` (one run of `align.compare`)."""
+    return params.model_copy(update={"align": params.align.model_copy(update={"method": method})})
+
+
+def train(
+    params: Reads, paths: Paths, out: Path, callbacks: list[TrainerCallback] | None = None
+) -> Trained:
+    """The training step of `align.method`: train the policy from the SFT model and save it to
+    `out` (with LoRA: its adapter in `out/ADAPTER_SUBDIR`). Runs in the stage's process,
+    or on every rank of `posttrain.ranks` (posttrain_worker), where rank 0 writes `out`."""
     cfg = params.align
-    funcs, weights, uses_rm = rl_rewards(cfg, paths.reward)
-    held_out = with_tasks(rl.rl_prompts(test_pairs[: cfg.rl.eval_max_prompts]), test_tasks)
-
-    def measure(model: PreTrainedModel) -> dict[str, float]:
-        return rl.heldout_scores(
-            model,
-            tokenizer,
-            held_out,
-            funcs,
-            weights,
-            cfg.rl.max_completion_length,
-            EVAL_BATCH_SIZE,
-        )
-
-    reference = load_reference(paths.sft)  # the SFT model: "before", and the KL's reference
-    before = measure(reference)
-    policy, _ = load_policy_and_reference(paths.sft, cfg.lora)
-    with scratch_dir("align") as scratch:
-        trainer = rl.build_rl_trainer(
-            policy,
-            tokenizer,
-            funcs,
-            weights,
-            rl.rl_prompts(train_pairs),
-            cfg,
-            scratch,
-            params.seed,
-            callbacks=[TrackerCallback(tracker)],
-            posttrain=params.posttrain,
-        )
-        result = trainer.train()
-    policy = merged_policy(trainer.model, paths.sft, adapter_dir)
-    after = measure(policy)
-    pairs = test_pairs[: cfg.rl.eval_max_prompts]
-    after["kl"] = round(token_kl(policy, reference, tokenizer, pairs, cfg.max_length), 6)
-    log.info(
-        "align %s: held-out accuracy %s -> %s", cfg.method, before["accuracy"], after["accuracy"]
-    )
-    history = trainer.state.log_history
-    return (
-        policy,
-        {
-            **loss_summary(history),
-            **rl.log_series(history, "reward"),
-            **rl.log_series(history, "kl"),
-            **{f"heldout_before.{k}": v for k, v in before.items()},
-            **{f"heldout_after.{k}": v for k, v in after.items()},
-            "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
-            "n_eval_prompts": len(held_out),
-        },
-        uses_rm,
-    )
-
-
-def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
-    cfg = params.align
-    if params.posttrain.ranks > 1:
-        # Not silently one process: the held-out evaluation and the method comparison use the
-        # live policy and reference, which under ZeRO-3 every rank would have to run together.
-        raise ValueError(  # a setting this stage refuses, not a stub
-            "align on several ranks (posttrain.ranks > 1) is not implemented yet (sft and "
-            "reward are); set posttrain.ranks: 1 for the align stage"
-        )
     tokenizer = AutoTokenizer.from_pretrained(paths.sft)
-    train_pairs, dropped = drop_bad_pairs(
+    pairs, dropped = drop_bad_pairs(
         load_preference_pairs(paths.train, cfg.max_examples, params.seed),
         tokenizer,
         cfg.max_length,
         f"align: {paths.train}",
     )
+    policy = load_policy(paths.sft, cfg.lora, params.posttrain)
+    is_rl = cfg.method in RL_METHODS
+    with scratch_dir("align") as scratch:
+        if is_rl:
+            funcs, weights, _ = rl_rewards(cfg, paths.reward)
+            trainer = rl.build_rl_trainer(
+                policy,
+                tokenizer,
+                funcs,
+                weights,
+                rl.rl_prompts(pairs),
+                cfg,
+                scratch,
+                params.seed,
+                callbacks=callbacks,
+                posttrain=params.posttrain,
+            )
+        else:
+            # With LoRA no second copy: TRL's reference is the policy with adapters disabled.
+            reference = None if cfg.lora.enabled else load_reference(paths.sft)
+            trainer = build_trainer(
+                policy,
+                reference,
+                tokenizer,
+                pairs,
+                cfg,
+                scratch,
+                params.seed,
+                callbacks=callbacks,
+                posttrain=params.posttrain,
+            )
+        result = trainer.train()
+        save_trained(trainer, tokenizer, out)
+    history = trainer.state.log_history
+    series = {**rl.log_series(history, "reward"), **rl.log_series(history, "kl")} if is_rl else {}
+    return Trained(
+        metrics={
+            **loss_summary(history),
+            **series,
+            "train_runtime_s": round(float(result.metrics["train_runtime"]), 3),
+            "n_examples": len(pairs) + sum(dropped.values()),
+            "n_train_pairs": len(pairs),
+            **{f"dropped.{k}": v for k, v in dropped.items()},
+            "ranks": params.posttrain.ranks,
+            "zero_stage": zero_stage_run(trainer),
+        },
+        log_history=history,
+    )
+
+
+def finish(params: Reads, paths: Paths, out: Path) -> None:
+    """With LoRA, the policy the step left as an adapter in `out` is merged onto the SFT model
+    there, in this process: what is measured is what is served."""
+    if params.align.lora.enabled:
+        adapters.write_merged(paths.sft, out)
+
+
+def load_trained_policy(model_dir: Path) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What a trained policy is measured on, in the stage's process (after the ranks, if any,
+    are done): the held-out pairs and their tasks, and the frozen SFT model as reference."""
+
+    tokenizer: PreTrainedTokenizerBase
+    reference: PreTrainedModel
+    pairs: list[dict[str, Any]]
+    tasks: list[str]
+    cfg: AlignParams
+
+    def offline(self, policy: PreTrainedModel) -> dict[str, float]:
+        """Implicit-reward accuracy and margin, greedy task accuracy and token KL."""
+        args = (policy, self.reference, self.tokenizer, self.pairs)
+        scores = evaluate_pairs(*args, self.cfg.beta, self.cfg.max_length)
+        return scores | heldout_generation(*args, self.tasks, self.cfg)
+
+    def rl_rows(self) -> list[dict[str, Any]]:
+        return with_tasks(rl.rl_prompts(self.pairs[: self.cfg.rl.eval_max_prompts]), self.tasks)
+
+    def kl(self, policy: PreTrainedModel) -> float:
+        pairs = self.pairs[: self.cfg.rl.eval_max_prompts]
+        kl = token_kl(policy, self.reference, self.tokenizer, pairs, self.cfg.max_length)
+        return round(kl, 6)
+
+
+def train_offline(
+    params: Reads, paths: Paths, out: Path, tracker: Tracker, held_out: HeldOut
+) -> dict[str, float]:
+    """`align.method`'s policy trained into `out`; metrics of it and, as `methods.<m>.*`, of
+    every method of `align.compare` (each trained from the SFT model into scratch, measured on
+    the same held-out pairs, then discarded)."""
+    cfg = params.align
+    methods = [cfg.method, *(m for m in dict.fromkeys(cfg.compare) if m != cfg.method)]
+    table: dict[str, float] = {}
+    with scratch_dir("align-methods") as scratch:
+        for method in methods:
+            main = method == cfg.method
+            out_m = out if main else scratch / method
+            # Only the served method's steps go to the run's step metrics (same keys otherwise).
+            trained = train_step("align", with_method(params, method), paths, out_m,
+                                 tracker if main else None)  # fmt: skip
+            finish(params, paths, out_m)
+            scores = held_out.offline(load_trained_policy(out_m))
+            log.info(
+                "align %s: held-out implicit-reward accuracy %.3f on %d pairs",
+                method,
+                scores["test_accuracy"],
+                len(held_out.pairs),
+            )
+            summary = {k: v for k, v in trained.metrics.items() if k.startswith("train_")}
+            table.update({f"methods.{method}.{k}": v for k, v in (summary | scores).items()})
+            if main:
+                metrics = trained.metrics | scores
+    return metrics | table
+
+
+def train_rl(
+    params: Reads, paths: Paths, out: Path, tracker: Tracker, held_out: HeldOut
+) -> tuple[dict[str, float], bool]:
+    """GRPO / RLOO from the SFT model into `out`; (metrics with held-out accuracy and reward
+    before and after, whether the reward model rewarded)."""
+    cfg = params.align
+    funcs, weights, uses_rm = rl_rewards(cfg, paths.reward)
+    rows = held_out.rl_rows()
+
+    def measure(model: PreTrainedModel) -> dict[str, float]:
+        return rl.heldout_scores(
+            model, held_out.tokenizer, rows, funcs, weights, cfg.rl.max_completion_length,
+            EVAL_BATCH_SIZE,
+        )  # fmt: skip
+
+    before = measure(held_out.reference)  # the SFT model
+    trained = train_step("align", params, paths, out, tracker)
+    finish(params, paths, out)
+    policy = load_trained_policy(out)
+    after = measure(policy) | {"kl": held_out.kl(policy)}
+    log.info(
+        "align %s: held-out accuracy %s -> %s", cfg.method, before["accuracy"], after["accuracy"]
+    )
+    return {
+        **trained.metrics,
+        **{f"heldout_before.{k}": v for k, v in before.items()},
+        **{f"heldout_after.{k}": v for k, v in after.items()},
+        "n_eval_prompts": len(rows),
+    }, uses_rm
+
+
+def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
+    cfg = params.align
+    tokenizer = AutoTokenizer.from_pretrained(paths.sft)
     test_pairs, dropped_test = drop_bad_pairs(
         load_preference_pairs(paths.test, None, params.seed),
         tokenizer,
         cfg.max_length,
         f"align: {paths.test}",
     )
+    check_weights(paths.sft)
+    held_out = HeldOut(
+        tokenizer, load_reference(paths.sft), test_pairs, task_names(paths.test, test_pairs), cfg
+    )
     uses_rm = False
-    test_tasks = task_names(paths.test, test_pairs)
     with scratch_dir("align-adapter") as adapter_root:
-        adapter_dir = adapter_root / cfg.method
-        if cfg.method in RL_METHODS:
-            policy, metrics, uses_rm = run_rl(
-                params, paths, tokenizer, train_pairs, test_pairs, test_tasks, tracker, adapter_dir
-            )
-        else:
-            policy, metrics = run_offline(
-                params, paths, tokenizer, train_pairs, test_pairs, test_tasks, tracker, adapter_root
-            )
+        adapter_dir = adapter_root / ADAPTER_SUBDIR
         with atomic_model_dir(paths.out) as tmp:
-            policy.save_pretrained(tmp)  # safetensors
-            tokenizer.save_pretrained(tmp)
+            if cfg.method in RL_METHODS:
+                metrics, uses_rm = train_rl(params, paths, tmp, tracker, held_out)
+            else:
+                metrics = train_offline(params, paths, tmp, tracker, held_out)
+            if cfg.lora.enabled:  # the model directory holds the merged model only
+                shutil.move(tmp / ADAPTER_SUBDIR, adapter_dir)  # /tmp: maybe another device
         version = register_policy(tracker, paths, cfg.lora, adapter_dir)
     if uses_rm:
         MlflowClient().set_model_version_tag(
@@ -537,9 +536,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     return StageResult(
         metrics={
             **metrics,
-            "n_examples": len(train_pairs) + sum(dropped.values()),
-            "n_train_pairs": len(train_pairs),
-            **{f"dropped.{k}": v for k, v in dropped.items()},
+            "n_test_pairs": len(test_pairs),
             **{f"dropped_test.{k}": v for k, v in dropped_test.items()},
             "lora": int(cfg.lora.enabled),
             "qlora": int(cfg.lora.qlora),

@@ -33,11 +33,15 @@ REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
 
 
-def train_step(stage: str, params: StageParams, paths: Any, out: Path, tracker: Tracker) -> Trained:
-    """Run `stage`'s `train(params, paths, out)` here (ranks 1) or on `posttrain.ranks` ranks."""
+def train_step(
+    stage: str, params: StageParams, paths: Any, out: Path, tracker: Tracker | None
+) -> Trained:
+    """Run `stage`'s `train(params, paths, out)` here (ranks 1) or on `posttrain.ranks` ranks;
+    the steps' logs go to `tracker`'s run (None: not logged, e.g. a compared method's)."""
     ranks = params.posttrain.ranks
     if ranks == 1:
-        return stage_module(stage).train(params, paths, out, callbacks=[TrackerCallback(tracker)])
+        callbacks = [TrackerCallback(tracker)] if tracker else []
+        return stage_module(stage).train(params, paths, out, callbacks=callbacks)
     with scratch_dir(f"{stage}-ranks") as work:
         request, result = work / REQUEST_FILE, work / RESULT_FILE
         request.write_text(json.dumps(request_doc(params, paths, out)))
@@ -51,7 +55,7 @@ def train_step(stage: str, params: StageParams, paths: Any, out: Path, tracker: 
                 "above); posttrain.ranks: 1 runs the step in this process"
             )
         trained = Trained(**json.loads(result.read_text()))
-    for entry in trained.log_history:  # what TrackerCallback logs in a one-rank run
+    for entry in trained.log_history if tracker else ():  # TrackerCallback's, in one rank
         tracker.log_metrics(
             {k: v for k, v in entry.items() if isinstance(v, int | float) and k != "step"},
             step=entry["step"],

@@ -39,6 +39,7 @@ from components.tracking.stage_run import Tracker
 from components.training import adapters
 from components.training.posttrain_worker import train_step
 from components.training.trainer_common import (
+    ADAPTER_SUBDIR,
     AUTO_DEVICE,
     Trained,
     atomic_model_dir,
@@ -55,10 +56,6 @@ from components.training.trainer_common import (
 )
 
 log = logging.getLogger(__name__)
-
-# Where `train` leaves a LoRA adapter inside its output; `run` moves it out before the model
-# directory is committed, then registers both.
-ADAPTER_SUBDIR = "adapter"
 
 
 class Reads(StageParams):
@@ -132,7 +129,7 @@ def train(
     dataset = load_examples(paths.data, cfg.max_examples, params.seed)
     tokenizer = AutoTokenizer.from_pretrained(paths.base)
     check_weights(paths.base)  # a truncated file is named, with how to restore it
-    model = adapters.load_trainable(paths.base, cfg.lora)
+    model = adapters.load_trainable(paths.base, cfg.lora, params.posttrain)
 
     with scratch_dir("sft") as scratch:
         trainer = build_trainer(
@@ -148,10 +145,7 @@ def train(
         fraction = trainable_fraction(trainer.model)
         n_sequences = len(trainer.train_dataset)  # after TRL drops fully-truncated examples
         result = trainer.train()
-        if cfg.lora.enabled:
-            save_lora(trainer, tokenizer, paths.base, out)
-        else:
-            save_trained(trainer, tokenizer, out)
+        save_trained(trainer, tokenizer, out)
     losses = loss_summary(trainer.state.log_history)
     log.info("sft: %d examples, loss %s", len(dataset), losses)
     return Trained(
@@ -170,29 +164,14 @@ def train(
     )
 
 
-def save_lora(
-    trainer: SFTTrainer, tokenizer: PreTrainedTokenizerBase, base: Path, out: Path
-) -> None:
-    """`out` gets the adapter merged into the fp32 base (a plain model directory, what vLLM
-    serves) and, under ADAPTER_SUBDIR, the adapter itself, which `run` registers beside it."""
-    adapter_dir = out / ADAPTER_SUBDIR
-    adapters.save_adapter(trainer.model, tokenizer, adapter_dir)
-    adapters.merge_onto(base, adapter_dir).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     lora = params.sft.lora
-    if lora.enabled and params.posttrain.ranks > 1:
-        raise ValueError(  # a setting this stage refuses, not a stub
-            "sft.lora on several ranks is not implemented (merging adapters into ZeRO-3 shards); "
-            "set posttrain.ranks: 1 or sft.lora.enabled: false"
-        )
     with scratch_dir("sft-adapter") as scratch:
         adapter_dir = scratch / ADAPTER_SUBDIR
         with atomic_model_dir(paths.out) as tmp:
             trained = train_step("sft", params, paths, tmp, tracker)
             if lora.enabled:  # the model directory holds the merged model only
+                adapters.write_merged(paths.base, tmp)
                 shutil.move(tmp / ADAPTER_SUBDIR, adapter_dir)  # /tmp: maybe another device
         log.info("sft: saved %s", paths.out)
         if lora.enabled:

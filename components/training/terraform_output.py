@@ -159,4 +159,6 @@ def params_overrides(outputs: ClusterOutputs, profile_params: Params) -> dict[st
         "cluster.ranks_per_node": str(outputs.gpus_per_node),
         "cluster.hosts": json.dumps(list(outputs.hostnames)),  # JSON is a YAML flow list
         "pretrain.grad_accum_steps": str(global_batch // per_step),
+        # Post-training runs on one node: as many ranks as it has GPUs.
+        "posttrain.ranks": str(outputs.gpus_per_node),
     }

@@ -11,7 +11,8 @@
 - `atomic_model_dir` writes a model directory so a failed run never leaves a half-written one
   at the DVC output path;
 - `Trained` is what a stage's training step returns (in this process, or from rank 0 of the
-  ranks `posttrain_worker` launches); `save_trained` writes the trained model from either.
+  ranks `posttrain_worker` launches); `save_trained` writes the trained model from either
+  (with LoRA: the adapter, which the stage merges with `adapters.write_merged`).
 """
 
 from __future__ import annotations
@@ -217,23 +218,27 @@ def zero_stage_run(trainer: Trainer) -> int:
     return trainer.deepspeed.zero_optimization_stage() if trainer.is_deepspeed_enabled else 0
 
 
+# Where a training step leaves a LoRA adapter inside the model directory it writes
+# (`save_trained`); the stage merges it (`adapters.write_merged`), moves it out, registers both.
+ADAPTER_SUBDIR = "adapter"
+
+
 def save_trained(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
-    """Write the trained model and tokenizer to `out` as a plain transformers directory.
+    """Write the trained model and tokenizer to `out` as a plain transformers directory; a LoRA
+    model (a PeftModel) writes only its adapter, in `out/ADAPTER_SUBDIR` (the stage then merges
+    it onto its base in its own process: `adapters.write_merged`).
 
     Under DeepSpeed every rank must call this: `Trainer.save_model` gathers the ZeRO-3 shards
-    (`stage3_gather_16bit_weights_on_model_save`) collectively and rank 0 writes them. In one
-    process LoRA adapters are merged into the weights first (what vLLM serves)."""
+    (`stage3_gather_16bit_weights_on_model_save`) collectively and rank 0 writes them; for a
+    PeftModel PEFT keeps only the adapter's tensors of that gathered state dict. The merge is
+    not done on the ranks: while the Trainer's ZeRO-3 config is alive, loading the base there
+    would partition it across ranks (zero.Init), a collective rank 0 would enter alone."""
+    target = out / ADAPTER_SUBDIR if isinstance(trainer.model, PeftModel) else out
     if trainer.is_deepspeed_enabled:
-        if isinstance(trainer.model, PeftModel):
-            raise ValueError(  # a setting this stage refuses, not a stub
-                "LoRA on several ranks: merging adapters into ZeRO-3-sharded weights is not "
-                "implemented; set posttrain.ranks: 1 or disable lora"
-            )
-        trainer.save_model(str(out))
-        if trainer.is_world_process_zero():
-            (out / TRAINING_ARGS_NAME).unlink(missing_ok=True)  # a pickle, not part of the model
-        return
-    merged(trainer.model).save_pretrained(
-        out
-    )  # safetensors (the only format transformers 5 writes)
-    tokenizer.save_pretrained(out)
+        trainer.save_model(str(target))
+        if not trainer.is_world_process_zero():
+            return
+        (target / TRAINING_ARGS_NAME).unlink(missing_ok=True)  # a pickle, not part of the model
+    else:
+        trainer.model.save_pretrained(target)  # safetensors (all transformers 5 writes)
+    tokenizer.save_pretrained(target)

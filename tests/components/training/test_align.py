@@ -43,10 +43,14 @@ def tasks(tmp_path_factory):
     )
 
 
+def policy_and_reference(sft_dir):
+    return align.load_policy(sft_dir, tiny_params().align.lora), align.load_reference(sft_dir)
+
+
 def _setup(sft_dir, tasks, scratch):
     params = tiny_params()
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
-    policy, reference = align.load_policy_and_reference(sft_dir)
+    policy, reference = policy_and_reference(sft_dir)
     pairs = load_preference_pairs(tasks[0], params.align.max_examples, params.seed)
     trainer = align.build_trainer(
         policy, reference, tokenizer, pairs, params.align, scratch, params.seed
@@ -155,7 +159,7 @@ def test_bad_pairs_are_dropped_with_counts(sft_dir):
 def test_dpo_loss_variants_reach_trl(sft_dir, tasks, tmp_path, method):
     params = tiny_params(align={"method": method})
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
-    policy, reference = align.load_policy_and_reference(sft_dir)
+    policy, reference = policy_and_reference(sft_dir)
     pairs = load_preference_pairs(tasks[0], 8, 0)
     trainer = align.build_trainer(
         policy, reference, tokenizer, pairs, params.align, tmp_path, params.seed
@@ -166,7 +170,7 @@ def test_dpo_loss_variants_reach_trl(sft_dir, tasks, tmp_path, method):
 def test_kto_trains_on_unpaired_pairs(sft_dir, tasks, tmp_path):
     params = tiny_params(align={"method": "kto"})
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
-    policy, reference = align.load_policy_and_reference(sft_dir)
+    policy, reference = policy_and_reference(sft_dir)
     pairs = load_preference_pairs(tasks[0], 8, 0)
     trainer = align.build_trainer(
         policy, reference, tokenizer, pairs, params.align, tmp_path, params.seed

@@ -5,7 +5,6 @@ process registers it."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,15 +12,23 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow import MlflowClient
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
 from components.config import PostTrainParams
-from components.constants import MODEL_SFT, REGISTRY_RECORD
+from components.constants import (
+    MODEL_POLICY,
+    MODEL_POLICY_ADAPTER,
+    MODEL_REWARD,
+    MODEL_SFT,
+    MODEL_SFT_ADAPTER,
+    REGISTRY_RECORD,
+)
 from components.tracking.stage_run import stage_run
 from components.training import align, launch, posttrain_worker, reward, sft
 from components.training.ds_config import trainer_deepspeed_config
-from components.training.trainer_common import trainer_kwargs
+from components.training.trainer_common import ADAPTER_SUBDIR, trainer_kwargs
+from tests.components.training.test_adapters import assert_adapter_on_base_gives_merged_logits
 from tests.components.training.tiny import (
     pref_rows,
     save_base_model,
@@ -130,16 +137,116 @@ def test_reward_step_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
     assert trained["score.weight"].shape[0] == 1  # the scalar head, consolidated
 
 
-def test_align_refuses_ranks_instead_of_running_one_process(tmp_path):
-    params = stage_view("align", tiny_params(posttrain=RANKED))
-    paths = align.Paths(**{f.name: tmp_path / f.name for f in dataclasses.fields(align.Paths)})
-    with pytest.raises(ValueError, match="posttrain.ranks: 1"):
-        align.run(params, paths, tracker=None)
+def _align_paths(tmp_path, sft_dir, reward_dir=None):
+    return align.Paths(
+        sft=sft_dir,
+        reward=reward_dir or tmp_path / "unused-reward",
+        train=write_jsonl(tmp_path / "prefs_train.jsonl", pref_rows(16)),
+        test=write_jsonl(tmp_path / "prefs_test.jsonl", pref_rows(6, offset=100)),
+        out=tmp_path / "models" / "policy",
+        metrics=tmp_path / "align.json",
+    )
 
 
-def test_sft_refuses_lora_on_ranks_before_training(tmp_path):
-    params = stage_view("sft", tiny_params(posttrain=RANKED, sft={"lora": {"enabled": True}}))
-    paths = sft.Paths(**{f.name: tmp_path / f.name for f in dataclasses.fields(sft.Paths)})
-    with pytest.raises(ValueError, match="posttrain.ranks: 1 or sft.lora.enabled: false"):
-        sft.run(params, paths, tracker=None)
-    assert not paths.out.exists()
+def _ranked_env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the ranks import this checkout
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+
+
+def _changed(out: Path, base: Path, name: str = "model.layers.0.self_attn.q_proj.weight"):
+    trained = AutoModelForCausalLM.from_pretrained(out).state_dict()[name]
+    before = AutoModelForCausalLM.from_pretrained(base).state_dict()[name]
+    return (
+        trained.shape == before.shape
+        and torch.isfinite(trained).all()
+        and not torch.equal(trained, before)
+    )
+
+
+@pytest.mark.slow
+def test_dpo_and_a_compared_method_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
+    _ranked_env(tmp_path, monkeypatch)
+    sft_dir = save_base_model(tmp_path / "sft")
+    paths = _align_paths(tmp_path, sft_dir)
+    # 8 pairs, 2 per rank per step: 2 optimizer steps on 2 ranks (one rank would take 4).
+    params = tiny_params(
+        posttrain=RANKED,
+        align={"method": "dpo", "compare": ["ipo"], "max_examples": 8, "batch_size": 2},
+    )
+    with stage_run("align", stage_view("align", params)) as tracker:
+        m = align.run(tracker.params, paths, tracker).metrics
+        run_id = tracker.run_id
+
+    assert m["ranks"] == 2 and m["zero_stage"] == 3 and m["n_train_pairs"] == 8
+    # The policy the ranks wrote was measured in the stage process, as in one rank.
+    assert m["n_test_pairs"] == 6 and 0 <= m["test_accuracy"] <= 1 and m["heldout.kl"] > 0
+    assert m["methods.dpo.test_accuracy"] == m["test_accuracy"]
+    assert "methods.ipo.test_accuracy" in m and "methods.ipo.train_loss_last" in m
+    # Only the served method's steps are the run's step metrics: 2 steps, both ranks took data.
+    assert [x.step for x in MlflowClient().get_metric_history(run_id, "loss")] == [1, 2]
+    assert sorted(p.name for p in paths.out.parent.iterdir()) == ["policy"]
+    assert _changed(paths.out, sft_dir)
+    record = json.loads((paths.out / REGISTRY_RECORD).read_text())
+    assert (
+        MlflowClient().get_model_version(MODEL_POLICY, record["version"]).tags["stage"] == "align"
+    )
+
+
+@pytest.mark.slow
+def test_grpo_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
+    _ranked_env(tmp_path, monkeypatch)
+    sft_dir = save_base_model(tmp_path / "sft")
+    # A reward model with a fresh head: rewards vary within a group, so the advantages (and
+    # the update) are non-zero even for a random tiny policy that never answers right.
+    rm_dir = tmp_path / "reward"
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(
+        sft_dir, num_labels=1, pad_token_id=tokenizer.pad_token_id
+    ).save_pretrained(rm_dir)
+    tokenizer.save_pretrained(rm_dir)
+    (rm_dir / REGISTRY_RECORD).write_text(json.dumps({"name": MODEL_REWARD, "version": "5"}))
+    paths = _align_paths(tmp_path, sft_dir, rm_dir)
+    rl = {"rewards": {"correct": 1.0, "reward_model": 1.0}, "num_generations": 2,
+          "max_completion_length": 4, "use_vllm": "off", "eval_max_prompts": 4}  # fmt: skip
+    params = tiny_params(
+        posttrain=RANKED,
+        align={"method": "grpo", "max_examples": 8, "batch_size": 2, "lr": 1e-2, "rl": rl},
+    )
+    with stage_run("align", stage_view("align", params)) as tracker:
+        m = align.run(tracker.params, paths, tracker).metrics
+
+    assert m["ranks"] == 2 and m["zero_stage"] == 3
+    assert "train_reward_last" in m and "heldout_after.reward.reward_model" in m
+    assert m["n_eval_prompts"] == 4
+    assert _changed(paths.out, sft_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stage", "qlora"), [("sft", False), ("align", False), ("sft", True)])
+def test_lora_on_two_cpu_ranks_saves_the_adapter_and_the_merged_model(
+    tmp_path, monkeypatch, stage, qlora
+):
+    """The gathered ZeRO-3 state dict is cut to the adapter by PEFT; the stage process merges
+    it onto the base read from disk, so the merged model equals the adapter on its base."""
+    _ranked_env(tmp_path, monkeypatch)
+    base = save_base_model(tmp_path / "base")
+    lora = {"enabled": True, "qlora": qlora, "r": 4, "alpha": 8, "dropout": 0.0}
+    section = {"max_examples": 8, "batch_size": 2, "lr": 1e-2, "lora": lora}
+    params = tiny_params(posttrain=RANKED, **{stage: section})
+    if stage == "sft":
+        data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(16))
+        paths = sft.Paths(base=base, data=data, out=tmp_path / "models" / "sft",
+                          metrics=tmp_path / "sft.json")  # fmt: skip
+    else:
+        paths = _align_paths(tmp_path, base)
+    module, names = (sft, (MODEL_SFT, MODEL_SFT_ADAPTER)) if stage == "sft" else (
+        align, (MODEL_POLICY, MODEL_POLICY_ADAPTER))  # fmt: skip
+    with stage_run(stage, stage_view(stage, params)) as tracker:
+        m = module.run(tracker.params, paths, tracker).metrics
+
+    assert m["ranks"] == 2 and m["zero_stage"] == 3 and m["lora"] == 1
+    assert not (paths.out / ADAPTER_SUBDIR).exists()  # moved out, registered on its own
+    kind = "qlora" if qlora else "lora"
+    assert_adapter_on_base_gives_merged_logits(paths.out, *names, base, kind, tmp_path)

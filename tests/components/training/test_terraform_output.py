@@ -83,6 +83,7 @@ def test_overrides_keep_the_profiles_global_batch(doc, cluster_profile):
         "cluster.ranks_per_node": "8",
         "cluster.hosts": '["ip-10-42-0-12.ec2.internal", "ip-10-42-0-85.ec2.internal"]',
         "pretrain.grad_accum_steps": "8",
+        "posttrain.ranks": "8",
     }
 
     four = copy.deepcopy(doc)
@@ -95,6 +96,7 @@ def test_overrides_keep_the_profiles_global_batch(doc, cluster_profile):
     # The overrides are valid params: the schema accepts them as a whole.
     fitted = preview_params(ROOT / "params.yaml", "cluster", bigger)
     assert fitted.cluster.world_size == 32 and fitted.cluster.hosts == tuple(hosts)
+    assert fitted.posttrain.ranks == 8
 
 
 def test_gpus_that_do_not_divide_the_batch_are_refused(doc, cluster_profile):
