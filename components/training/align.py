@@ -24,6 +24,10 @@ Setup -> train -> evaluate -> save, top to bottom:
 4. save the policy atomically at `out`, register it as `llmops-policy` (parent: the SFT model;
    with a reward-model reward, the reward model's version as the `reward_model` tag).
 
+Steps 1-2 are `train`: with `posttrain.ranks` > 1 they run on that many DeepSpeed ZeRO-3 ranks
+(posttrain_worker), rank 0 writing the policy; step 3 measures the saved policy in this process,
+one method of `align.compare` after another, so one rank and N ranks are measured alike.
+
 With `align.lora.enabled` every method trains LoRA adapters (with `align.lora.qlora` on a 4-bit
 NF4 SFT model) and the reference is the same model with its adapters disabled (no second copy);
 the adapter is registered as `llmops-policy-adapter` and the policy evaluated, saved and
