@@ -9,7 +9,6 @@ launch helpers, so it runs on a bare CUDA image.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +83,7 @@ def run_worker(
     cmd = launch.launch_command(params.cluster, args, master_port=launch.free_port())
     env = launch.launch_env(params.cluster, on_gpu=device == "cuda") | {"TQDM_DISABLE": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    proc = launch.run_ranks(cmd, env, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise RuntimeError(
             f"pretrain worker ({world} rank(s)) failed:\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}"

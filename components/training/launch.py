@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import shlex
 import socket
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from components.config import ClusterParams
 
@@ -30,6 +32,15 @@ NCCL_ENV: dict[str, str] = {
     "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",  # a failed collective kills the job (no hang)
     "CUDA_DEVICE_MAX_CONNECTIONS": "1",  # overlap of communication and compute
 }
+
+
+# DeepSpeed's CPU accelerator all-reduces through one POSIX shared-memory segment per rank,
+# "deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>" (~66 MB; deepspeed/ops/csrc/cpu/comm/
+# shm.cpp), and never unlinks it (its `shared_close` is never called): every CPU launch would
+# leave ranks × 66 MB of RAM in /dev/shm until reboot. A day of test runs here left 18 GB, the
+# machine's RAM ran out and the end-to-end test timed out. `run_ranks` removes them.
+SHM_DIR = Path("/dev/shm")
+SHM_BUFFER_PREFIX = "deepspeed_allreduce_buffer"
 
 
 class LaunchError(ValueError):
@@ -139,6 +150,34 @@ def local_launch_command(
         module,
         *args,
     ]
+
+
+def master_port_of(cmd: list[str]) -> int:
+    """The rendezvous port of a command built by `launch_command` / `local_launch_command`."""
+    return int(cmd[cmd.index("--master_port") + 1])
+
+
+def allreduce_buffers(master_port: int) -> list[Path]:
+    """This user's CPU all-reduce segments of the launch at `master_port` (any address)."""
+    return sorted(SHM_DIR.glob(f"{SHM_BUFFER_PREFIX}_{os.getuid()}_*_{master_port}_*"))
+
+
+def remove_allreduce_buffers(master_port: int) -> int:
+    """Unlink what DeepSpeed's CPU accelerator left in /dev/shm for that launch; how many.
+    Call it once the ranks are gone (a live rank keeps its mapping; the name goes at once)."""
+    found = allreduce_buffers(master_port)
+    for path in found:
+        path.unlink(missing_ok=True)
+    return len(found)
+
+
+def run_ranks(cmd: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run a launcher command to its end (subprocess.run's keywords), then free the shared
+    memory its CPU ranks leave behind, whether they succeeded or not."""
+    try:
+        return subprocess.run(cmd, env=env, **kwargs)
+    finally:
+        remove_allreduce_buffers(master_port_of(cmd))
 
 
 def launch_env(cluster: ClusterParams, on_gpu: bool) -> dict[str, str]:

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import logging
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ def train_step(
         cmd = launch_command(stage, ranks, request, result)
         on_gpu = resolve_device(params.posttrain.device) == "cuda"
         log.info("%s: launching %d ranks: %s", stage, ranks, " ".join(cmd))
-        proc = subprocess.run(cmd, env=launch.rank_env(ranks, on_gpu))
+        proc = launch.run_ranks(cmd, launch.rank_env(ranks, on_gpu))
         if proc.returncode != 0:
             raise RuntimeError(
                 f"{stage} on {ranks} ranks exited with code {proc.returncode} (see the rank logs "

@@ -15,7 +15,6 @@ import csv
 import json
 import logging
 import shutil
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -126,7 +125,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     port = launch.free_port() if cluster.nodes == 1 else cluster.master_port
     cmd = launch.launch_command(cluster, args, master_port=port, hostfile=hostfile)
     log.info("launching %d DeepSpeed ranks: %s", world, " ".join(cmd))
-    proc = subprocess.run(cmd, env=launch.launch_env(cluster, on_gpu))
+    proc = launch.run_ranks(cmd, launch.launch_env(cluster, on_gpu))
     if proc.returncode != 0:
         raise RuntimeError(
             f"DeepSpeed pretraining exited with code {proc.returncode} (see the rank logs "

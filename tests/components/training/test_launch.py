@@ -1,5 +1,7 @@
 import json
+import os
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,21 @@ def test_param_offload_needs_zero3():
             ROOT / "params.yaml",
             overrides={"pretrain.offload": "optimizer_and_params", "pretrain.zero_stage": "2"},
         )
+
+
+def test_run_ranks_frees_the_cpu_allreduce_segments_of_its_launch_even_when_it_fails(
+    tmp_path, monkeypatch
+):
+    """DeepSpeed's CPU accelerator never unlinks its per-rank shared-memory segments; the
+    launch removes those of its own port and no other's (another run may still use them)."""
+    monkeypatch.setattr(launch, "SHM_DIR", tmp_path)
+    uid = os.getuid()
+    ours = [tmp_path / f"deepspeed_allreduce_buffer_{uid}_127.0.0.1_4242_{r}" for r in (0, 1)]
+    other = tmp_path / f"deepspeed_allreduce_buffer_{uid}_127.0.0.1_4243_0"
+    for path in [*ours, other]:
+        path.write_bytes(b"x")
+    cmd = [sys.executable, "-c", "import sys; sys.exit(3)", "--master_port", "4242"]
+    assert launch.master_port_of(cmd) == 4242
+    assert launch.run_ranks(cmd, dict(os.environ)).returncode == 3
+    assert not any(p.exists() for p in ours)
+    assert other.exists()

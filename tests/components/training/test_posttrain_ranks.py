@@ -6,6 +6,7 @@ process registers it."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -89,9 +90,13 @@ def test_sft_step_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
     params = tiny_params(posttrain=RANKED, sft={"max_examples": 8, "batch_size": 2, "epochs": 1})
     out = tmp_path / "models" / "sft"
     paths = sft.Paths(base=base, data=data, out=out, metrics=tmp_path / "sft.json")
+    segments = f"{launch.SHM_BUFFER_PREFIX}_{os.getuid()}_*"
+    before = set(launch.SHM_DIR.glob(segments))
     with stage_run("sft", stage_view("sft", params)) as tracker:
         result = sft.run(tracker.params, paths, tracker)
         run_id = tracker.run_id
+    # The CPU ranks' shared-memory all-reduce segments (66 MB each) went with them.
+    assert set(launch.SHM_DIR.glob(segments)) <= before
 
     m = result.metrics
     assert m["ranks"] == 2 and m["zero_stage"] == 3 and m["n_examples"] == 8  # as the engine ran

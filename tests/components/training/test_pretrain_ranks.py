@@ -104,7 +104,8 @@ class Run:
         )
 
     def start(self) -> subprocess.Popen:
-        cmd = launch.launch_command(self.cluster, self.args, master_port=launch.free_port())
+        self.port = launch.free_port()
+        cmd = launch.launch_command(self.cluster, self.args, master_port=self.port)
         env = launch.launch_env(self.cluster, on_gpu=False) | {"TQDM_DISABLE": "1"}
         self.log = (self.work / "log.txt").open("a")
         # Own process group: kill -9 takes the launcher and every rank down together.
@@ -114,8 +115,12 @@ class Run:
 
     def run(self) -> int:
         code = self.start().wait(timeout=400)
-        self.log.close()
+        self.finished()
         return code
+
+    def finished(self) -> None:
+        self.log.close()
+        launch.remove_allreduce_buffers(self.port)  # what the CPU ranks leave in /dev/shm
 
     def losses(self) -> dict[int, float]:
         rows = [json.loads(line) for line in self.history.read_text().splitlines()]
@@ -234,7 +239,7 @@ def test_kill_9_then_rerun_resumes_to_the_same_result(data, two_ranks, tmp_path)
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    run.log.close()
+    run.finished()
     assert not run.out.exists(), "the run finished before it could be killed"
     killed_at = max(run.losses())
     assert killed_at < STEPS

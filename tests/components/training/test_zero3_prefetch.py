@@ -14,7 +14,6 @@ or in flight, and consolidation succeeds.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -73,7 +72,7 @@ def states(tmp_path_factory):
         str(out),
     ]
     env = launch.launch_env(cluster, on_gpu=False) | {"PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    proc = launch.run_ranks(cmd, env, capture_output=True, text=True, timeout=400)
     return proc, work, json.loads(out.read_text())
 
 
