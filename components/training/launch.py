@@ -38,7 +38,8 @@ NCCL_ENV: dict[str, str] = {
 # "deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>" (~66 MB; deepspeed/ops/csrc/cpu/comm/
 # shm.cpp), and never unlinks it (its `shared_close` is never called): every CPU launch would
 # leave ranks × 66 MB of RAM in /dev/shm until reboot. A day of test runs here left 18 GB, the
-# machine's RAM ran out and the end-to-end test timed out. `run_ranks` removes them.
+# machine's RAM ran out and the end-to-end test timed out (sglang's CI met the same orphaned
+# buffers: sgl-project/sglang#38638). `run_ranks` removes them.
 SHM_DIR = Path("/dev/shm")
 SHM_BUFFER_PREFIX = "deepspeed_allreduce_buffer"
 
