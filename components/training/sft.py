@@ -10,8 +10,9 @@ Setup -> train -> save, top to bottom:
    a plain transformers model directory (what vLLM serves; components/training/adapters.py);
 4. save model + tokenizer (safetensors) atomically at `out`, register it as `llmops-sft`.
 
-Steps 1-3 are `train`: with `posttrain.ranks` > 1 they run on that many DeepSpeed ranks
-(posttrain_worker), rank 0 writing the model; this process then registers it and logs metrics.
+Steps 1-2 and the adapter of step 3 are `train`: with `posttrain.ranks` > 1 they run on that
+many DeepSpeed ranks (posttrain_worker), rank 0 writing the model; this process then merges the
+adapter (with LoRA), registers the model and logs the metrics.
 """
 
 from __future__ import annotations
