@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LLMOPS_SERVE_PYTHON ?= $(CURDIR)/$(SERVE_VENV)/bin/python
 export LLMOPS_QUANTIZE_PYTHON ?= $(CURDIR)/$(QUANTIZE_VENV)/bin/python
 
-.PHONY: setup demo test test-slow test-faults bench-pretrain bench-gpu bench-curation bench-serving lint ui serve clean
+.PHONY: setup demo test test-quick test-slow test-faults bench-pretrain bench-gpu bench-curation bench-serving lint ui serve clean
 
 $(BIN)/llmops: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -60,11 +60,16 @@ setup: $(BIN)/llmops $(SERVE_VENV)/bin/python $(QUANTIZE_VENV)/bin/python
 demo: setup
 	$(BIN)/llmops run --profile demo
 	$(BIN)/dvc push --quiet
-	$(BIN)/dvc metrics show
+	$(BIN)/llmops summary
 
-# Lint and format are part of the test command, so CI fails on them too.
+# Lint and format are part of the test command, so CI fails on them too. Every tier: default,
+# slow (multi-rank, quantize, vLLM) and faults.
 test: setup $(CHECKOV_VENV)/bin/checkov lint
 	$(BIN)/python -m pytest
+
+# The edit-test loop: every test but the slow and fault-injection ones.
+test-quick: setup
+	$(BIN)/python -m pytest -m "not slow and not faults"
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow

@@ -63,8 +63,6 @@ MAX_MODEL_LEN = 1024  # the 160-word prompts reach ~520 tokens on code-heavy tex
 PROMPT_WORDS = (8, 40, 160)  # ~1.3 tokens per word with this tokenizer
 OUTPUT_TOKENS = (8, 16, 32)
 PORT = 8931
-# Per-variant dtype on vLLM's CPU backend: W4A16 kernels are bfloat16 only.
-VARIANT_DTYPE = {"fp": "float32", "int8": "float32", "int4": "bfloat16"}
 
 
 def _texts() -> list[str]:
@@ -214,7 +212,8 @@ def bench_deploy_params(**overrides: Any) -> DeployParams:
 
 @contextlib.contextmanager
 def vllm(model_dir: Path, variant: str, log: Path) -> Iterator[str]:
-    cfg = bench_deploy_params(dtype=VARIANT_DTYPE[variant], cpu_kv_cache_mib=512, api_key_env=None)
+    # dtype "auto": the serving code picks what this CPU's kernel for the variant accepts.
+    cfg = bench_deploy_params(variant=variant, cpu_kv_cache_mib=512, api_key_env=None)
     with vllm_server.running_server(model_dir, cfg, "bench", log) as server:
         yield server.base_url
 
@@ -411,7 +410,10 @@ def main() -> None:
         "model": {
             **BENCH_MODEL.model_dump(),
             "vocab_size": VOCAB,
-            "dtype_per_variant": VARIANT_DTYPE,
+            "dtype_per_variant": {
+                v: vllm_server.server_dtype(bench_deploy_params(variant=v), cpu=True)
+                for v in args.variants.split(",")
+            },
             "weights_bytes": sizes,
         },
         "workload": {

@@ -49,3 +49,11 @@ def _walk_up(start: Path) -> Path:
         f"no llmops project at or above {start} (a directory holding {' and '.join(MARKERS)}); "
         f"run from inside the project or set {ENV_PROJECT_DIR}=/path/to/project"
     )
+
+
+def dvc_paths(root: Path) -> dict[str, str]:
+    """The project's paths as `dvc.yaml` names them (`vars: - p:`), relative to `root`: the
+    one place paths are written, read by commands that are not stages (launch, summary)."""
+    import yaml
+
+    return yaml.safe_load((root / "dvc.yaml").read_text())["vars"][0]["p"]

@@ -181,6 +181,7 @@ def cmd_launch(args: argparse.Namespace) -> None:
 
     import yaml
 
+    from components.project import dvc_paths
     from components.training import launch
     from components.training.ds_config import deepspeed_config
     from components.training.sizing import zero_stage_for
@@ -201,7 +202,7 @@ def cmd_launch(args: argparse.Namespace) -> None:
         )
         overrides = {**cluster_run.overrides, **overrides}  # an explicit --set wins
     params = preview_params(Path(args.params), args.profile, overrides)
-    paths = yaml.safe_load(Path("dvc.yaml").read_text())["vars"][0]["p"]
+    paths = dvc_paths(args.root)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # The ranks read these params (the profile and overrides applied), not the live file.
@@ -234,6 +235,16 @@ def cmd_launch(args: argparse.Namespace) -> None:
         files.update(cluster_run.write(out))
     for name, path in files.items():
         print(f"{name:<10} {path}")
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from components.evaluation.summary import summary
+    from components.project import dvc_paths
+
+    paths = dvc_paths(args.root)
+    Console().print(summary(args.root / paths["reports"], args.root / paths["metrics"]))
 
 
 def cmd_dag(args: argparse.Namespace) -> None:
@@ -402,6 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--write", action="store_true", help="rewrite dvc.yaml in place")
     dg.add_argument("--root", default=".", help="project root (default: %(default)s)")
     dg.set_defaults(func=cmd_dag)
+
+    su = sub.add_parser(
+        "summary",
+        help="print the last run's task accuracy per model, the promotion decision and where "
+        "the report is",
+    )
+    su.set_defaults(func=cmd_summary)
 
     ui = sub.add_parser("ui", help="start local Prefect and MLflow UI servers")
     ui.add_argument("--prefect-port", type=int, default=4200)

@@ -13,8 +13,11 @@ vllm/v1/worker/cpu_worker.py):
 - `--enforce-eager`: the default torch.compile warm-up costs ~30 s of a ~100 s start on 2 cores
   for no measurable latency gain on a tiny model; with eager mode and an explicit KV size the
   worker also skips its warm-up pass (start ~45 s);
-- dtype per variant (`server_dtype`): float32 for fp and int8 (W8A8 runs its int8 GEMMs with
-  float32 activations around them); bfloat16 for int4, as vLLM's CPU W4A16 kernel requires.
+- dtype per variant (`server_dtype`): float32 for fp; bfloat16 for int4, as vLLM's CPU W4A16
+  kernel requires; int8 (W8A8) follows the kernel vLLM picks on the running CPU: with AMX tiles
+  (Intel Sapphire Rapids and newer) the sgl-kernel GEMM, which takes bfloat16 activations only
+  (`check_cpu_sgl_kernel` looks at the weight's dtype, not the activations'), elsewhere oneDNN,
+  which also runs float32.
   bfloat16 once crashed with an illegal instruction at head size 32; on an avx512_bf16 CPU it
   served that shape through 200 requests (2026-11-26), so fp stays float32 on CPU, which any
   x86-64 CPU runs.
@@ -154,17 +157,29 @@ def lora_flags(cfg: DeployParams, adapters: Mapping[str, str | Path]) -> list[st
     return flags
 
 
-def server_dtype(cfg: DeployParams, cpu: bool) -> str:
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles: the condition vLLM's CPU backend dispatches on."""
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported())
+
+
+def server_dtype(cfg: DeployParams, cpu: bool, amx: bool | None = None) -> str:
     """`auto`: bfloat16 on GPUs (what the model trained in); on vLLM's CPU backend float32,
-    except int4 (W4A16), whose CPU kernel takes bfloat16 activations only."""
-    if cpu and cfg.variant == "int4" and cfg.dtype not in ("auto", "bfloat16"):
+    except where the CPU kernel takes bfloat16 activations only: int4 (W4A16) always, int8
+    (W8A8) on CPUs with AMX (`amx`, default: this CPU)."""
+    bf16_only = cpu and (
+        cfg.variant == "int4" or (cfg.variant == "int8" and (cpu_has_amx() if amx is None else amx))
+    )
+    if bf16_only and cfg.dtype not in ("auto", "bfloat16"):
+        kernel = "W4A16" if cfg.variant == "int4" else "W8A8 on a CPU with AMX"
         raise ValueError(
-            f"deploy.dtype is {cfg.dtype} but the int4 (W4A16) variant serves on vLLM's CPU "
-            "backend in bfloat16 only: set deploy.dtype to auto or bfloat16"
+            f"deploy.dtype is {cfg.dtype} but the {cfg.variant} ({kernel}) variant serves on "
+            "vLLM's CPU backend in bfloat16 only: set deploy.dtype to auto or bfloat16"
         )
     if cfg.dtype != "auto":
         return cfg.dtype
-    if not cpu or cfg.variant == "int4":
+    if not cpu or bf16_only:
         return "bfloat16"
     return "float32"
 

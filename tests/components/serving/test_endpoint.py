@@ -41,24 +41,35 @@ def _flag(cmd: list[str], name: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("variant", "cpu", "dtype"),
+    ("variant", "cpu", "amx", "dtype"),
     [
-        ("fp", True, "float32"),
-        ("int8", True, "float32"),
-        ("int4", True, "bfloat16"),  # vLLM's CPU W4A16 kernel takes bfloat16 only
-        ("fp", False, "bfloat16"),
-        ("int8", False, "bfloat16"),
+        ("fp", True, False, "float32"),
+        ("fp", True, True, "float32"),
+        ("int8", True, False, "float32"),  # oneDNN W8A8 runs float32 activations
+        ("int8", True, True, "bfloat16"),  # AMX: sgl-kernel W8A8 takes bfloat16 only
+        ("int4", True, False, "bfloat16"),  # vLLM's CPU W4A16 kernel takes bfloat16 only
+        ("fp", False, False, "bfloat16"),
+        ("int8", False, True, "bfloat16"),
     ],
 )
-def test_dtype_per_device_and_variant(variant, cpu, dtype):
+def test_dtype_per_device_variant_and_cpu(variant, cpu, amx, dtype):
     cfg = DEPLOY.model_copy(update={"variant": variant})
-    assert vllm_server.server_dtype(cfg, cpu) == dtype
+    assert vllm_server.server_dtype(cfg, cpu, amx=amx) == dtype
 
 
-def test_int4_on_cpu_refuses_an_explicit_float32():
-    cfg = DEPLOY.model_copy(update={"variant": "int4", "dtype": "float32"})
-    with pytest.raises(ValueError, match="int4.*bfloat16 only"):
-        vllm_server.server_dtype(cfg, cpu=True)
+@pytest.mark.parametrize(("variant", "amx"), [("int4", False), ("int8", True)])
+def test_a_bf16_only_cpu_kernel_refuses_an_explicit_float32(variant, amx):
+    cfg = DEPLOY.model_copy(update={"variant": variant, "dtype": "float32"})
+    with pytest.raises(ValueError, match=f"{variant}.*bfloat16 only"):
+        vllm_server.server_dtype(cfg, cpu=True, amx=amx)
+
+
+def test_the_int8_dtype_follows_this_cpu():
+    import torch
+
+    cfg = DEPLOY.model_copy(update={"variant": "int8"})
+    amx = torch.cpu._is_amx_tile_supported()
+    assert vllm_server.server_dtype(cfg, cpu=True) == ("bfloat16" if amx else "float32")
 
 
 # --- API key -----------------------------------------------------------------------------------
