@@ -79,7 +79,7 @@ def test_the_request_round_trips_the_stage_view(tmp_path):
     assert sft.Paths(**{k: Path(v) for k, v in doc["paths"].items()}) == paths
 
 
-@pytest.mark.slow
+# Default tier (no `slow` mark): the one multi-rank post-training test of `make test-quick`.
 def test_sft_step_on_two_cpu_ranks_with_zero3(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the ranks import this checkout
