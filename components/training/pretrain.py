@@ -25,7 +25,7 @@ from components.constants import MODEL_BASE
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
-from components.training import launch
+from components.training import launch, step_metrics
 from components.training.ds_config import deepspeed_config
 from components.training.pretrain_worker import (  # the ranks read exactly these Reads
     SETTINGS_FILE,
@@ -105,6 +105,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     tmp_out = paths.out.with_name(paths.out.name + ".tmp")
     shutil.rmtree(tmp_out, ignore_errors=True)
     history = paths.checkpoints / "history.jsonl"
+    step_metrics.backfill(history)  # what an earlier attempt's ranks could not send
     if history.exists() and not (paths.checkpoints / "latest").exists():
         history.unlink()  # a run that never checkpointed restarts from step 0
     args = launch.worker_args(
@@ -132,6 +133,8 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             f"above). Re-running the stage resumes from the last checkpoint in "
             f"{paths.checkpoints}."
         )
+    # The ranks never wait for MLflow; what they could not send is sent from here.
+    step_metrics.backfill(history)
 
     # Keep the last record per step: a resumed run re-logs the steps after its checkpoint.
     rows = sorted({r["step"]: r for r in read_history(history)}.values(), key=lambda r: r["step"])

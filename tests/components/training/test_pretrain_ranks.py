@@ -68,6 +68,7 @@ class Run:
         steps: int = STEPS,
         model: dict | None = None,
         pretrain: dict | None = None,
+        mlflow_run_id: str = "",
     ):
         self.work, self.world = work, world
         params = tiny_params(
@@ -101,6 +102,7 @@ class Run:
             checkpoints=self.ckpt,
             out=self.out,
             history=self.history,
+            mlflow_run_id=mlflow_run_id,
         )
 
     def start(self) -> subprocess.Popen:
