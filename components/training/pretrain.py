@@ -11,6 +11,7 @@ on a GPU cluster the same launcher runs one rank per GPU over NCCL (see infra/).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -122,11 +123,13 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     if cluster.nodes > 1:
         hostfile = paths.checkpoints / launch.HOSTFILE
         hostfile.write_text(launch.hostfile_text(cluster))
-    # One node: any free port (parallel runs on one machine); a cluster: the agreed port.
-    port = launch.free_port() if cluster.nodes == 1 else cluster.master_port
-    cmd = launch.launch_command(cluster, args, master_port=port, hostfile=hostfile)
-    log.info("launching %d DeepSpeed ranks: %s", world, " ".join(cmd))
-    proc = launch.run_ranks(cmd, launch.launch_env(cluster, on_gpu))
+    # One node: a free port, held until the ranks are done (parallel runs on one machine); a
+    # cluster: the agreed port.
+    one_node = cluster.nodes == 1
+    with launch.ReservedPort() if one_node else contextlib.nullcontext(cluster.master_port) as port:
+        cmd = launch.launch_command(cluster, args, master_port=port, hostfile=hostfile)
+        log.info("launching %d DeepSpeed ranks: %s", world, " ".join(cmd))
+        proc = launch.run_ranks(cmd, launch.launch_env(cluster, on_gpu))
     if proc.returncode != 0:
         raise RuntimeError(
             f"DeepSpeed pretraining exited with code {proc.returncode} (see the rank logs "

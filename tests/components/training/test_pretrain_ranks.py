@@ -106,7 +106,8 @@ class Run:
         )
 
     def start(self) -> subprocess.Popen:
-        self.port = launch.free_port()
+        self.reservation = launch.ReservedPort()  # held until finished()
+        self.port = self.reservation.port
         cmd = launch.launch_command(self.cluster, self.args, master_port=self.port)
         env = launch.launch_env(self.cluster, on_gpu=False) | {"TQDM_DISABLE": "1"}
         self.log = (self.work / "log.txt").open("a")
@@ -122,6 +123,7 @@ class Run:
 
     def finished(self) -> None:
         self.log.close()
+        self.reservation.release()
         launch.remove_allreduce_buffers(self.port)  # what the CPU ranks leave in /dev/shm
 
     def losses(self) -> dict[int, float]:
