@@ -122,6 +122,8 @@ class StepMetrics:
     def close(self) -> int:
         """Last try, then the history file is closed; returns how many points are unsent."""
         with self._cond:
+            if self._closing:  # closed already
+                return points(self._waiting)
             self._closing = True
             self._cond.notify()
         if self._thread.is_alive():
