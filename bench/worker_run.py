@@ -80,10 +80,11 @@ def run_worker(
         out=work / "model",
         history=work / "ckpt" / "history.jsonl",
     )
-    cmd = launch.launch_command(params.cluster, args, master_port=launch.free_port())
     env = launch.launch_env(params.cluster, on_gpu=device == "cuda") | {"TQDM_DISABLE": "1"}
     t0 = time.perf_counter()
-    proc = launch.run_ranks(cmd, env, capture_output=True, text=True, cwd=ROOT)
+    with launch.ReservedPort() as port:
+        cmd = launch.launch_command(params.cluster, args, master_port=port)
+        proc = launch.run_ranks(cmd, env, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise RuntimeError(
             f"pretrain worker ({world} rank(s)) failed:\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}"

@@ -8,8 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet here
-
 
 def _project_environment(root: Path) -> None:
     """Pin the project root for this process and its children (`dvc repro` -> `llmops stage`),
@@ -22,6 +20,7 @@ def _project_environment(root: Path) -> None:
 
     os.environ[ENV_PROJECT_DIR] = str(root)
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # servers may be offline
     # Fail fast on an outage: bounded HTTP retries for MLflow (budget in mlflow_env) and the
     # Prefect API client (2 retries instead of 5, exponential backoff with jitter).
     apply_retry_budget()

@@ -63,6 +63,14 @@ class StageFailed(RuntimeError):
         return self.exit_code == EXIT_TRANSIENT
 
 
+# How long DVC's bookkeeping commands may take before they are killed and named. Both hash or
+# link a stage's deps and outs: seconds for the demo, minutes for a large dataset or model on a
+# slow disk; hours means a stuck lock or file system, which a flow must not wait on forever.
+# `dvc repro` itself runs the stage's work and has no limit here.
+DVC_STATUS_TIMEOUT_S = 900
+DVC_CHECKOUT_TIMEOUT_S = 1800
+
+
 class UnknownStages(ValueError):
     """Stage names that dvc.yaml does not define."""
 
@@ -125,15 +133,28 @@ def _subprocess_env(root: Path, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def dvc_status(root: Path, stage: str, env: dict[str, str] | None = None) -> dict:
+def dvc_status(
+    root: Path,
+    stage: str,
+    env: dict[str, str] | None = None,
+    timeout_s: float = DVC_STATUS_TIMEOUT_S,
+) -> dict:
     """`dvc status --json STAGE`: what changed in the stage itself ({} when up to date)."""
-    proc = subprocess.run(
-        [dvc_executable(), "status", "--json", stage],
-        cwd=root,
-        env=_subprocess_env(root, env or {}),
-        capture_output=True,
-        text=True,
-    )
+    try:
+        proc = subprocess.run(
+            [dvc_executable(), "status", "--json", stage],
+            cwd=root,
+            env=_subprocess_env(root, env or {}),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise DvcStatusError(
+            f"`dvc status {stage}` did not finish in {timeout_s:g} s and was stopped: look for a "
+            f"stuck DVC lock (.dvc/tmp/lock, rwlock) or a slow file system under {root}, then "
+            "run the flow again"
+        ) from err
     if proc.returncode != 0:
         raise DvcStatusError(
             f"dvc status {stage} exited with code {proc.returncode}: {proc.stderr.strip()[-2000:]}"
@@ -188,7 +209,7 @@ def run_dvc_stage(
     return Outcome.RAN if report else Outcome.RESTORED
 
 
-def restore_outputs(root: Path, stage: str) -> str:
+def restore_outputs(root: Path, stage: str, timeout_s: float = DVC_CHECKOUT_TIMEOUT_S) -> str:
     """Put back the outputs dvc.lock records for `stage` after its command failed.
 
     `dvc repro` deletes a stage's cached outputs before running its command (so a stage never
@@ -197,13 +218,20 @@ def restore_outputs(root: Path, stage: str) -> str:
     (metrics, reports) have no copy and stay as the failed run left them. Returns a sentence
     for the failure message.
     """
-    proc = subprocess.run(
-        [dvc_executable(), "checkout", "--quiet", stage],
-        cwd=root,
-        env=_subprocess_env(root, {}),
-        capture_output=True,
-        text=True,
-    )
+    try:
+        proc = subprocess.run(
+            [dvc_executable(), "checkout", "--quiet", stage],
+            cwd=root,
+            env=_subprocess_env(root, {}),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return (
+            f"restoring its previous outputs with `dvc checkout {stage}` did not finish in "
+            f"{timeout_s:g} s and was stopped; run it by hand from {root}"
+        )
     if proc.returncode == 0:
         return (
             f"its previous outputs (as dvc.lock records them) were restored from DVC's cache "

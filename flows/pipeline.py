@@ -106,14 +106,30 @@ def dvc_stage(stage: str, root: str, parent_run_id: str, force: bool = False) ->
     return Completed(data=outcome, name=name, message=message.format(stage=stage))
 
 
-def record_experiment(root: Path, name: str, logger) -> None:
+# `dvc exp save` commits the workspace's small files (params, dvc.lock, metrics) to a git ref:
+# seconds; minutes means git or DVC is stuck, and the pipeline's result does not depend on it.
+EXP_SAVE_TIMEOUT_S = 300
+
+
+def record_experiment(root: Path, name: str, logger, timeout_s: float = EXP_SAVE_TIMEOUT_S) -> None:
     """Save the workspace (params overrides, dvc.lock, metrics) as a DVC experiment."""
-    proc = subprocess.run(
-        [dvc_executable(), "exp", "save", "--force", "-n", name],
-        cwd=root,
-        capture_output=True,
-        text=True,
-    )
+    try:
+        proc = subprocess.run(
+            [dvc_executable(), "exp", "save", "--force", "-n", name],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        logger.warning(
+            "could not record a DVC experiment: `dvc exp save -n %s` did not finish in %g s and "
+            "was stopped; run it by hand from %s to record this run",
+            name,
+            timeout_s,
+            root,
+        )
+        return
     if proc.returncode == 0:
         logger.info("recorded as DVC experiment %s (see `dvc exp show`)", name)
     else:

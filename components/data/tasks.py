@@ -305,16 +305,29 @@ def pref_row(q: Question, prompt: str, rng: random.Random) -> dict[str, Any]:
     }
 
 
+# With two distinct renderings in a pool, 200 draws all repeat the prompt with odds 2**-200.
+EARLIER_TURN_DRAWS = 200
+
+
 def with_earlier_turn(
     row: dict[str, Any], pool: list[Question], rng: random.Random
 ) -> dict[str, Any]:
     """`row` (an sft row) preceded by another question of its family and that answer."""
     prompt = row["messages"][0]["content"]
-    while True:
+    # Random draws until one differs from `prompt` (the same draws as ever, so the same data);
+    # bounded, because a pool that only renders `prompt` would never give one.
+    for _ in range(EARLIER_TURN_DRAWS):
         q = rng.choice(pool)
         earlier = render(q, rng.randrange(len(TEMPLATES[q.task])))
         if earlier != prompt:
             break
+    else:
+        raise ValueError(
+            f"no other question of task {row['task']!r} to put before {prompt!r} in "
+            f"{EARLIER_TURN_DRAWS} draws from its pool of {len(pool)}: the pool is (nearly) "
+            "that one question; generate more questions of the task or set "
+            "tasks.sft_multi_turn: 0"
+        )
     first = [{"role": "user", "content": earlier}, {"role": "assistant", "content": q.answer}]
     return {**row, "messages": first + row["messages"]}
 

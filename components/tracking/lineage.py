@@ -15,22 +15,35 @@ from components.constants import REGISTRY_RECORD, TAG_MODEL_HASH
 log = logging.getLogger(__name__)
 
 
-def git_commit(root: Path) -> str:
-    """The commit of the project at `root`, with a `-dirty` suffix when it has local changes."""
+# `git rev-parse` answers at once; `git status` reads the tracked files' metadata: seconds even
+# for a large checkout. A minute means a stuck index lock or network file system.
+GIT_TIMEOUT_S = 60
+
+
+def git_commit(root: Path, timeout_s: float = GIT_TIMEOUT_S) -> str:
+    """The commit of the project at `root`, with a `-dirty` suffix when it has local changes;
+    "unknown" outside a git checkout or when git does not answer in time (logged)."""
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        sha = _git(["rev-parse", "HEAD"], root, timeout_s)
+        dirty = _git(["status", "--porcelain", "--untracked-files=no"], root, timeout_s)
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown"
+    except subprocess.TimeoutExpired as err:
+        log.warning(
+            "`%s` in %s did not finish in %g s and was stopped; the lineage tag says "
+            "git_commit=unknown (is a .git/index.lock left behind?)",
+            " ".join(err.cmd),
+            root,
+            timeout_s,
+        )
+        return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def _git(args: list[str], root: Path, timeout_s: float) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=timeout_s
+    ).stdout.strip()
 
 
 def _file_md5(path: Path) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import mlflow
@@ -34,12 +34,13 @@ _PYFUNC_CODE = Path(__file__).with_name("hf_pyfunc.py")
 _REQUIREMENTS = ("torch", "transformers", "safetensors", "tokenizers", "compressed-tensors")
 
 
-def _requirements() -> list[str]:
+def _requirements(packages: tuple[str, ...] = _REQUIREMENTS) -> list[str]:
+    """Pinned to the installed versions; an optional package that is not installed, unpinned."""
     reqs = []
-    for pkg in _REQUIREMENTS:
+    for pkg in packages:
         try:
             reqs.append(f"{pkg}=={version(pkg)}")
-        except Exception:  # noqa: BLE001 - an optional package that is not installed
+        except PackageNotFoundError:
             reqs.append(pkg)
     return reqs
 

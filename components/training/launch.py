@@ -48,11 +48,32 @@ class LaunchError(ValueError):
     """The cluster description cannot be launched as given."""
 
 
-def free_port() -> int:
-    """A free local port: one-node runs on a shared machine must not collide."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class ReservedPort:
+    """A free local port for a one-node launch's rendezvous, held until the ranks are done:
+    `with ReservedPort() as port:` around building and running the launch.
+
+    Picking a free port and releasing it before rank 0 binds it leaves a window in which another
+    process (a parallel launch, a test server) can take it, and rank 0's TCPStore then fails with
+    EADDRINUSE. So the port stays bound here, with SO_REUSEADDR and never listening: the kernel
+    hands it to no other bind to port 0 and refuses a plain bind to it, while the TCPStore, which
+    sets SO_REUSEADDR too, can still bind and listen (Linux allows it while only one listens).
+    Retrying a launch on EADDRINUSE would need to read that from the ranks' output; torch's own
+    rendezvous on port 0 exists only under torchrun, not DeepSpeed's launcher."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+
+    def release(self) -> None:
+        self._socket.close()
+
+    def __enter__(self) -> int:
+        return self.port
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def hostfile_text(cluster: ClusterParams) -> str:

@@ -44,10 +44,11 @@ def train_step(
     with scratch_dir(f"{stage}-ranks") as work:
         request, result = work / REQUEST_FILE, work / RESULT_FILE
         request.write_text(json.dumps(request_doc(params, paths, out)))
-        cmd = launch_command(stage, ranks, request, result)
         on_gpu = resolve_device(params.posttrain.device) == "cuda"
-        log.info("%s: launching %d ranks: %s", stage, ranks, " ".join(cmd))
-        proc = launch.run_ranks(cmd, launch.rank_env(ranks, on_gpu))
+        with launch.ReservedPort() as port:
+            cmd = launch_command(stage, ranks, request, result, port)
+            log.info("%s: launching %d ranks: %s", stage, ranks, " ".join(cmd))
+            proc = launch.run_ranks(cmd, launch.rank_env(ranks, on_gpu))
         if proc.returncode != 0:
             raise RuntimeError(
                 f"{stage} on {ranks} ranks exited with code {proc.returncode} (see the rank logs "
@@ -70,10 +71,12 @@ def request_doc(params: StageParams, paths: Any, out: Path) -> dict[str, Any]:
     }
 
 
-def launch_command(stage: str, ranks: int, request: Path, result: Path) -> list[str]:
+def launch_command(
+    stage: str, ranks: int, request: Path, result: Path, master_port: int
+) -> list[str]:
     args = ["--stage", stage, "--request", str(request), "--result", str(result)]
     return launch.local_launch_command(
-        ranks, launch.POSTTRAIN_WORKER_MODULE, args, master_port=launch.free_port()
+        ranks, launch.POSTTRAIN_WORKER_MODULE, args, master_port=master_port
     )
 
 

@@ -11,6 +11,7 @@ on a GPU cluster the same launcher runs one rank per GPU over NCCL (see infra/).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -25,7 +26,7 @@ from components.constants import MODEL_BASE
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
-from components.training import launch
+from components.training import launch, step_metrics
 from components.training.ds_config import deepspeed_config
 from components.training.pretrain_worker import (  # the ranks read exactly these Reads
     SETTINGS_FILE,
@@ -105,6 +106,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     tmp_out = paths.out.with_name(paths.out.name + ".tmp")
     shutil.rmtree(tmp_out, ignore_errors=True)
     history = paths.checkpoints / "history.jsonl"
+    step_metrics.backfill(history)  # what an earlier attempt's ranks could not send
     if history.exists() and not (paths.checkpoints / "latest").exists():
         history.unlink()  # a run that never checkpointed restarts from step 0
     args = launch.worker_args(
@@ -121,17 +123,21 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     if cluster.nodes > 1:
         hostfile = paths.checkpoints / launch.HOSTFILE
         hostfile.write_text(launch.hostfile_text(cluster))
-    # One node: any free port (parallel runs on one machine); a cluster: the agreed port.
-    port = launch.free_port() if cluster.nodes == 1 else cluster.master_port
-    cmd = launch.launch_command(cluster, args, master_port=port, hostfile=hostfile)
-    log.info("launching %d DeepSpeed ranks: %s", world, " ".join(cmd))
-    proc = launch.run_ranks(cmd, launch.launch_env(cluster, on_gpu))
+    # One node: a free port, held until the ranks are done (parallel runs on one machine); a
+    # cluster: the agreed port.
+    one_node = cluster.nodes == 1
+    with launch.ReservedPort() if one_node else contextlib.nullcontext(cluster.master_port) as port:
+        cmd = launch.launch_command(cluster, args, master_port=port, hostfile=hostfile)
+        log.info("launching %d DeepSpeed ranks: %s", world, " ".join(cmd))
+        proc = launch.run_ranks(cmd, launch.launch_env(cluster, on_gpu))
     if proc.returncode != 0:
         raise RuntimeError(
             f"DeepSpeed pretraining exited with code {proc.returncode} (see the rank logs "
             f"above). Re-running the stage resumes from the last checkpoint in "
             f"{paths.checkpoints}."
         )
+    # The ranks never wait for MLflow; what they could not send is sent from here.
+    step_metrics.backfill(history)
 
     # Keep the last record per step: a resumed run re-logs the steps after its checkpoint.
     rows = sorted({r["step"]: r for r in read_history(history)}.values(), key=lambda r: r["step"])

@@ -10,6 +10,7 @@ step s are pure functions of (seed, s, rank); a checkpoint only has to remember 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -51,6 +52,7 @@ from components.training.checkpoints import (
 from components.training.ds_config import optimizer_kwargs
 from components.training.planner import count_parameters, flops_per_token
 from components.training.sizing import model_shape
+from components.training.step_metrics import StepMetrics
 
 log = logging.getLogger("pretrain")
 PARTITION_FILE = "partition.json"  # how the parameters were split across ranks
@@ -209,38 +211,6 @@ def partition_report(model, rank: int, world: int, device: torch.device) -> dict
     }
 
 
-class MlflowStepLogger:
-    """Rank 0 streams step metrics to the stage's MLflow run, in small batches."""
-
-    def __init__(self, run_id: str, history: Path):
-        self.run_id = run_id
-        self.pending: list = []
-        self.history = history.open("a")
-        if run_id:
-            from mlflow import MlflowClient
-
-            from components.tracking.mlflow_env import tracking_uri
-
-            self.client = MlflowClient(tracking_uri())
-
-    def log(self, step: int, values: dict[str, float]) -> None:
-        self.history.write(json.dumps({"step": step, **values}) + "\n")
-        self.history.flush()
-        if not self.run_id:
-            return
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        self.pending += [Metric(k, float(v), ts, step) for k, v in values.items()]
-        if len(self.pending) >= 50:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.run_id and self.pending:
-            self.client.log_batch(self.run_id, metrics=self.pending)
-            self.pending = []
-
-
 def zero_stage_of(ds_config: dict) -> int:
     """The ZeRO stage this run uses: the stage resolved `pretrain.zero_stage` (auto) into."""
     return ds_config["zero_optimization"]["stage"]
@@ -310,17 +280,18 @@ def client_optimizer(
     cfg: PretrainParams,
     device: torch.device,
     load_op: Callable[[], None] | None = None,
-) -> tuple[torch.optim.Optimizer | None, str]:
-    """(the optimizer to hand DeepSpeed, its name). With an `optimizer` section DeepSpeed
-    builds its own fused AdamW, unless that C++/CUDA build fails (no compiler, an arch list it
-    cannot parse such as `9.0a`): then the section is dropped from `ds_config` and torch's fused
-    AdamW takes over, with the reason logged. Without the section (CPU): torch's AdamW."""
+) -> tuple[torch.optim.Optimizer | None, str, dict]:
+    """(the optimizer to hand DeepSpeed, its name, the DeepSpeed config to initialise with).
+    With an `optimizer` section DeepSpeed builds its own fused AdamW, unless that C++/CUDA build
+    fails (no compiler, an arch list it cannot parse such as `9.0a`): then the returned config
+    is a copy of `ds_config` without the section and torch's fused AdamW takes over, with the
+    reason logged. Without the section (CPU): torch's AdamW. `ds_config` is left as it was."""
     fused = device.type == "cuda"  # torch's fused AdamW: one kernel per step on GPUs
     if "optimizer" in ds_config:
         offload = "offload_optimizer" in ds_config["zero_optimization"]
         try:
             (load_op or (lambda: load_fused_adam(offload)))()
-            return None, "deepspeed_" + ("cpu_adam" if offload else "fused_adam")
+            return None, "deepspeed_" + ("cpu_adam" if offload else "fused_adam"), ds_config
         except Exception as err:  # a JIT build fails in many ways: compiler, headers, arch list
             log.warning(
                 "DeepSpeed's fused Adam did not build (%s: %s); using torch.optim.AdamW"
@@ -329,11 +300,11 @@ def client_optimizer(
                 err,
                 fused,
             )
-            del ds_config["optimizer"]
             # ZeRO-Offload insists on DeepSpeed's CPU Adam unless told otherwise.
+            ds_config = {k: v for k, v in ds_config.items() if k != "optimizer"}
             ds_config["zero_force_ds_cpu_optimizer"] = False
     opt = torch.optim.AdamW(model.parameters(), **optimizer_kwargs(cfg), fused=fused)
-    return opt, "torch_adamw" + ("_fused" if fused else "")
+    return opt, "torch_adamw" + ("_fused" if fused else ""), ds_config
 
 
 def write_memory_report(engine, path: Path, rank: int, world: int) -> None:
@@ -358,7 +329,8 @@ def write_memory_report(engine, path: Path, rank: int, world: int) -> None:
         )
 
 
-def train(params: Reads, args: argparse.Namespace) -> None:
+def train(params: Reads, args: argparse.Namespace, metrics: StepMetrics | None) -> None:
+    """Train and consolidate; rank 0 reports each step to `metrics` (None on other ranks)."""
     cfg = params.pretrain
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device(deepspeed.get_accelerator().device_name())
@@ -367,7 +339,7 @@ def train(params: Reads, args: argparse.Namespace) -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
 
     model = build_model(params, tokenizer, ds_config)
-    client_opt, optimizer_name = client_optimizer(ds_config, model, cfg, device)
+    client_opt, optimizer_name, ds_config = client_optimizer(ds_config, model, cfg, device)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, optimizer=client_opt, model_parameters=model.parameters(), config=ds_config
     )
@@ -412,8 +384,6 @@ def train(params: Reads, args: argparse.Namespace) -> None:
     step_flops = (
         flops_per_token(shape, count_parameters(shape).active, train_arr.shape[1]) * tokens_per_step
     )
-    # Rank 0 reports: MLflow metrics, the history file and the progress bar.
-    logger = MlflowStepLogger(args.mlflow_run_id, args.history) if rank == 0 else None
     progress = tqdm(
         total=cfg.max_steps, initial=start, desc="pretrain", unit="step", disable=rank != 0
     )
@@ -458,13 +428,11 @@ def train(params: Reads, args: argparse.Namespace) -> None:
             )
             if rank == 0:
                 prune_checkpoints(args.checkpoints)
-        if logger:
-            logger.log(done, values)
+        if metrics:
+            metrics.log(done, values)
         progress.set_postfix(loss=f"{values['train_loss']:.3f}")
         progress.update(1)
     progress.close()
-    if logger:
-        logger.flush()
     # A final checkpoint makes a re-run after a crash during consolidation instant.
     engine.save_checkpoint(
         str(args.checkpoints), tag=f"step{cfg.max_steps}", client_state={"step": cfg.max_steps}
@@ -482,7 +450,11 @@ def main(argv: list[str] | None = None) -> None:
     # current device (on the CPU accelerator this is a no-op).
     accelerator.set_device(int(os.environ.get("LOCAL_RANK", max(args.local_rank, 0))))
     deepspeed.init_distributed(dist_backend=accelerator.communication_backend_name())
-    train(params, args)
+    # Rank 0 reports: the history file and MLflow, which never stops training (step_metrics).
+    # Leaving the block, normally or by an error, makes a last send and closes the history.
+    metrics = StepMetrics(args.history, args.mlflow_run_id) if dist.get_rank() == 0 else None
+    with metrics or contextlib.nullcontext():
+        train(params, args, metrics)
     dist.barrier()
     dist.destroy_process_group()
 

@@ -147,3 +147,17 @@ def test_outside_a_project_llmops_says_what_to_do(tmp_path):
     )
     assert proc.returncode == 1
     assert f"set {ENV_PROJECT_DIR}" in proc.stderr
+
+
+def test_importing_the_cli_leaves_the_environment_alone():
+    """Only `main()` sets the project's environment (Prefect home, analytics off, budgets)."""
+    code = (
+        "import os; os.environ.pop('PREFECT_SERVER_ANALYTICS_ENABLED', None); "
+        "before = dict(os.environ); import flows.cli; "
+        "print(sorted(set(os.environ.items()) ^ set(before.items())))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

@@ -64,3 +64,14 @@ def test_dvc_failing_before_the_command_is_not_transient(tmp_path):
         run(root)
     assert caught.value.exit_code is None and not caught.value.transient
     assert attempts(root) == 0
+
+
+def test_dvc_bookkeeping_that_overruns_its_time_is_stopped_and_named(tmp_path):
+    root = make_project(tmp_path / "p")
+    # No dvc command finishes in 10 ms (its start-up alone is longer): the limit fires for real.
+    with pytest.raises(
+        dvc_stage.DvcStatusError, match=r"`dvc status make` did not finish in 0.01 s"
+    ):
+        dvc_stage.dvc_status(root, "make", timeout_s=0.01)
+    message = dvc_stage.restore_outputs(root, "make", timeout_s=0.01)
+    assert "`dvc checkout make` did not finish in 0.01 s and was stopped" in message

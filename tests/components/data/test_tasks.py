@@ -191,3 +191,14 @@ def test_stage_writes_the_generated_rows_byte_for_byte_the_same_twice(tmp_path: 
         written = [json.loads(line) for line in outs[0][f"{name}.jsonl"].decode().splitlines()]
         assert written == rows
         assert result.metrics[f"rows.{name}"] == len(rows)
+
+
+def test_an_earlier_turn_that_can_only_repeat_the_prompt_is_refused_not_looped(monkeypatch):
+    """A task with one template and a pool of one question renders only the prompt itself."""
+    import random
+
+    monkeypatch.setitem(tasks.TEMPLATES, "add", ("What is {a} + {b}?",))
+    q = tasks.Question("add", "add:1:2", {"a": "1", "b": "2"}, "3", ("4",))
+    row = tasks.sft_row(q, tasks.render(q, 0), random.Random(0))
+    with pytest.raises(ValueError, match=r"no other question of task 'add' to put before"):
+        tasks.with_earlier_turn(row, [q], random.Random(0))

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -65,3 +66,21 @@ def test_parent_model_from_record(tmp_path):
     assert lineage.parent_model(tmp_path) == "llmops-sft/4"
     with pytest.raises(FileNotFoundError, match="dvc repro"):
         lineage.parent_model(tmp_path / "missing")
+
+
+def test_a_git_that_does_not_answer_is_stopped_and_named(tmp_path, caplog):
+    root = tmp_path / "project"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    git = ["git", "-c", "user.email=t@llmops", "-c", "user.name=t"]
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "one"], cwd=root, check=True)
+    # `git status` asks the fsmonitor hook which files changed; this one never answers in time.
+    hook = tmp_path / "hang.sh"
+    hook.write_text("#!/bin/sh\nsleep 30\n")
+    hook.chmod(0o755)
+    subprocess.run(["git", "config", "core.fsmonitor", str(hook)], cwd=root, check=True)
+    start = time.monotonic()
+    assert lineage.git_commit(root, timeout_s=1) == "unknown"
+    assert time.monotonic() - start < 10
+    assert "`git status --porcelain --untracked-files=no`" in caplog.text
+    assert "did not finish in 1 s" in caplog.text

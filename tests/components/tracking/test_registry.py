@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from components.constants import MODEL_BASE, MODEL_SFT, REGISTRY_RECORD, TAG_MODEL_HASH
-from components.tracking import lineage
+from components.tracking import lineage, registry
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import stage_run
 from tests.helpers import project_params, stage_view
@@ -61,3 +61,12 @@ def test_parent_found_by_content_when_dvc_restored_the_dir_without_its_record(tm
     (sft / "model.safetensors").write_bytes(b"unregistered")
     with pytest.raises(FileNotFoundError, match="not a registered model version"):
         lineage.parent_model(sft)
+
+
+def test_model_requirements_pin_what_is_installed_and_leave_the_rest_unpinned():
+    from importlib.metadata import version
+
+    reqs = registry._requirements(("torch", "llmops-no-such-package"))
+    assert reqs == [f"torch=={version('torch')}", "llmops-no-such-package"]
+    with pytest.raises(ValueError):  # a bad name is a bug to see, not a package to skip
+        registry._requirements(("",))

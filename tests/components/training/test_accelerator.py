@@ -138,16 +138,19 @@ def test_a_failed_fused_adam_build_falls_back_to_torch_adamw_with_the_reason(cap
         raise ValueError("invalid literal for int() with base 10: '0a'")
 
     with caplog.at_level(logging.WARNING, logger="pretrain"):
-        opt, name = pretrain_worker.client_optimizer(
+        opt, name, used = pretrain_worker.client_optimizer(
             ds, model, cfg, torch.device("cpu"), load_op=hopper_arch_list
         )
     assert isinstance(opt, torch.optim.AdamW) and name == "torch_adamw"
     assert opt.defaults["lr"] == cfg.lr and opt.defaults["weight_decay"] == cfg.weight_decay
-    assert "optimizer" not in ds  # DeepSpeed now takes the client optimizer
+    assert "optimizer" not in used  # DeepSpeed now takes the client optimizer
+    assert (
+        "optimizer" in ds and "zero_force_ds_cpu_optimizer" not in ds
+    )  # the caller's is as it was
     assert "ValueError: invalid literal for int() with base 10: '0a'" in caplog.text
 
     ds = deepspeed_config(cfg, 1, "cuda", zero_stage=3)
-    opt, name = pretrain_worker.client_optimizer(
+    opt, name, used = pretrain_worker.client_optimizer(
         ds, model, cfg, torch.device("cpu"), load_op=lambda: None
     )
-    assert opt is None and name == "deepspeed_fused_adam" and "optimizer" in ds
+    assert opt is None and name == "deepspeed_fused_adam" and "optimizer" in used

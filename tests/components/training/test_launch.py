@@ -135,3 +135,24 @@ def test_run_ranks_frees_the_cpu_allreduce_segments_of_its_launch_even_when_it_f
     assert launch.run_ranks(cmd, dict(os.environ)).returncode == 3
     assert not any(p.exists() for p in ours)
     assert other.exists()
+
+
+def test_a_reserved_port_is_nobody_elses_until_released_but_rank_0_can_serve_on_it():
+    import errno
+    import socket
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    with launch.ReservedPort() as port:
+        with socket.socket() as other, pytest.raises(OSError) as refused:
+            other.bind(("127.0.0.1", port))  # another process picking the same port
+        assert refused.value.errno == errno.EADDRINUSE
+        # What rank 0 does with MASTER_PORT: a TCPStore listening on it, which others reach.
+        store = dist.TCPStore("127.0.0.1", port, 1, True, timeout=timedelta(seconds=10))
+        store.set("rendezvous", "ok")
+        client = dist.TCPStore("127.0.0.1", port, 1, False, timeout=timedelta(seconds=10))
+        assert client.get("rendezvous") == b"ok"
+        del client, store
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))  # released

@@ -44,7 +44,9 @@ RANKED = {"ranks": 2, "device": "cpu", "zero_stage": 3}
 
 
 def test_the_stage_launches_its_worker_with_pretrainings_launcher(tmp_path):
-    cmd = posttrain_worker.launch_command("sft", 2, tmp_path / "req.json", tmp_path / "res.json")
+    cmd = posttrain_worker.launch_command(
+        "sft", 2, tmp_path / "req.json", tmp_path / "res.json", master_port=29512
+    )
     assert cmd[:4] == [sys.executable, "-m", "deepspeed.launcher.runner", "--num_accelerators"]
     assert cmd[4] == "2"
     at = cmd.index("--module")

@@ -68,6 +68,7 @@ class Run:
         steps: int = STEPS,
         model: dict | None = None,
         pretrain: dict | None = None,
+        mlflow_run_id: str = "",
     ):
         self.work, self.world = work, world
         params = tiny_params(
@@ -101,10 +102,12 @@ class Run:
             checkpoints=self.ckpt,
             out=self.out,
             history=self.history,
+            mlflow_run_id=mlflow_run_id,
         )
 
     def start(self) -> subprocess.Popen:
-        self.port = launch.free_port()
+        self.reservation = launch.ReservedPort()  # held until finished()
+        self.port = self.reservation.port
         cmd = launch.launch_command(self.cluster, self.args, master_port=self.port)
         env = launch.launch_env(self.cluster, on_gpu=False) | {"TQDM_DISABLE": "1"}
         self.log = (self.work / "log.txt").open("a")
@@ -120,6 +123,7 @@ class Run:
 
     def finished(self) -> None:
         self.log.close()
+        self.reservation.release()
         launch.remove_allreduce_buffers(self.port)  # what the CPU ranks leave in /dev/shm
 
     def losses(self) -> dict[int, float]:

@@ -59,20 +59,21 @@ def states(tmp_path_factory):
     (work / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
     cluster = ClusterParams(**params.cluster.model_dump())
     out = work / "states.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(launch.free_port()),
-        str(ROOT / "tests/components/training/zero3_prefetch_ranks.py"),
-        str(work),
-        str(out),
-    ]
-    env = launch.launch_env(cluster, on_gpu=False) | {"PYTHONPATH": str(ROOT)}
-    proc = launch.run_ranks(cmd, env, capture_output=True, text=True, timeout=400)
+    with launch.ReservedPort() as port:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            str(ROOT / "tests/components/training/zero3_prefetch_ranks.py"),
+            str(work),
+            str(out),
+        ]
+        env = launch.launch_env(cluster, on_gpu=False) | {"PYTHONPATH": str(ROOT)}
+        proc = launch.run_ranks(cmd, env, capture_output=True, text=True, timeout=400)
     return proc, work, json.loads(out.read_text())
 
 

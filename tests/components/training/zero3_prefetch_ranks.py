@@ -54,7 +54,9 @@ def main(work: Path, out: Path) -> None:
     ds_config = deepspeed_config(params.pretrain, world, "cpu")
     tokenizer = AutoTokenizer.from_pretrained(work / "tokenizer")
     model = worker.build_model(params, tokenizer, ds_config)
-    optimizer, _ = worker.client_optimizer(ds_config, model, params.pretrain, torch.device("cpu"))
+    optimizer, _, ds_config = worker.client_optimizer(
+        ds_config, model, params.pretrain, torch.device("cpu")
+    )
     engine, *_ = deepspeed.initialize(
         model=model, optimizer=optimizer, model_parameters=model.parameters(), config=ds_config
     )
