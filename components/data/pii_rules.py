@@ -95,18 +95,20 @@ _TIME = re.compile(r"\d\d:\d\d")
 
 def phone_counts(text: str, start: int, end: int) -> bool:
     """Whether digits at text[start:end] that look like a phone number stand as one, not as
-    part of a number around them: a decimal or a longer list ("3.14159265359", "610 987
-    1597 2584"), a complex, float or negative number ("+4.0614962j", "1e+308",
+    part of a number around them: a decimal, a longer list or a table's rows ("3.14159265359",
+    "610 987 1597 2584"), a complex, float or negative number ("+4.0614962j", "1e+308",
     "-2147483648"), a date or a time."""
+    if "\n" in text[start:end]:
+        return False  # digits of a table's rows, not one number written on one line
     before, after = text[max(0, start - 2) : start], text[end : end + 2]
     if (
         before[-1:] in (".", ",")
         and before[:1].isdigit()
         or after[:1] in (".", ",")
         and after[1:].isdigit()
-        or before.endswith(" ")
+        or before[-1:].isspace()
         and before[:1].isdigit()
-        or after.startswith(" ")
+        or after[:1].isspace()
         and after[1:].isdigit()
     ):
         return False

@@ -112,3 +112,16 @@ def test_address_rules():
     text = "v1.2.3.4, 8.8.8.8, version 8.8.4.4, 1.2.3.4.5"
     quads = [(0 + 1, 8), (10, 17), (27, 34), (36, 43)]
     assert [dotted_quad_is_address(text, a, b) for a, b in quads] == [False, True, False, False]
+
+
+def test_a_numeric_table_is_not_a_phone():
+    # pandas/core/frame.py (DataFrame.diff): digits across rows read as one number.
+    text = """>>> df.diff()
+     a    b     c
+0  NaN  NaN   NaN
+1  1.0  0.0   3.0
+2  1.0  1.0   5.0
+3  1.0  1.0   7.0
+4  1.0  2.0   9.0
+5  1.0  3.0  11.0"""
+    assert find_spans(text) == [] and find_pii(text) == Counter()
