@@ -73,6 +73,7 @@ RULE_SET_KEYS = (
     "max_duplicate_line_fraction",
     "max_duplicate_line_char_fraction",
     "min_language_score",
+    "min_language_share",
     "c4_remove_citations",
     "c4_line_terminal_punct",
     "c4_line_min_words",
@@ -102,6 +103,8 @@ class CurateParams(_Section):
     max_chars_per_doc: int = Field(ge=200)
     languages: tuple[str, ...] = ("en",)  # ISO 639-1 codes kept; empty disables language ID
     min_language_score: float | None = Field(default=0.5, ge=0, le=1)
+    # Share of the prose (code left out, per paragraph) that must be in `languages`.
+    min_language_share: float | None = Field(default=None, ge=0, le=1)
     # C4 line rules (published: all on, 3 words) — a removed line is counted per rule.
     c4_remove_citations: bool = True
     c4_line_terminal_punct: bool = True

@@ -51,7 +51,8 @@ def judge_blocks(cfg: CurateParams) -> list[Block]:
     blocks: list[Block] = []
     if cfg.languages:
         # The tagger right after the filter: it tags the text the filter judged.
-        blocks += [LanguageFilter(tuple(cfg.languages), cfg.min_language_score), LanguageTagger()]
+        lid = LanguageFilter(tuple(cfg.languages), cfg.min_language_score, cfg.min_language_share)
+        blocks += [lid, LanguageTagger()]
     blocks += [
         GopherQualityFilter(
             cfg.min_words, cfg.max_words, cfg.min_alpha_ratio, cfg.max_symbol_ratio
