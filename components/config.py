@@ -64,7 +64,8 @@ class EngineParams(_Section):
     docs_per_partition: int = Field(default=2000, ge=1)
 
 
-# The judge rules a per-source rule set may change (components/data/refinery.py, judge phase).
+# The rules a per-source rule set may change (components/data/refinery.py: the judge phase, and
+# the quality model's threshold in the polish phase).
 RULE_SET_KEYS = (
     "min_words",
     "max_words",
@@ -89,6 +90,7 @@ RULE_SET_KEYS = (
     "fineweb_newline_ratio_max",
     "toxic_line_threshold",
     "max_toxic_line_fraction",
+    "quality_model_keep",  # the polish phase's threshold, from the one model fitted
 )
 
 
