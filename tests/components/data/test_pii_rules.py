@@ -1,7 +1,5 @@
-"""The redactor and the gate's checker agree on what PII is, on real code-heavy documentation.
-
-The snippets are copied verbatim from docstrings of installed packages (the file is named with
-each); none of them holds PII, and the gate stopped the pipeline on such text before."""
+"""The redactor and the gate's checker agree on what PII is, on real code-heavy documentation
+(tests/fixtures/docstrings.py)."""
 
 from collections import Counter
 
@@ -18,56 +16,7 @@ from components.data.pii_rules import (
     ip_counts,
     local_part,
 )
-
-DOCSTRINGS = {
-    "typing.py (dataclass_transform)": """The ``CustomerModel`` classes defined above will
-    be treated by type checkers similarly to classes created with
-    ``@dataclasses.dataclass``.
-    For example, type checkers will assume these classes have
-    ``__init__`` methods that accept ``id`` and ``name``.""",
-    "numpy/_typing/_nbit_base.py": """.. deprecated:: 2.3
-    Use ``@typing.overload`` or a ``TypeVar`` with a scalar-type as upper
-    bound, instead.""",
-    "functools.py (cache)": "Simple lightweight unbounded cache.  Sometimes called "
-    '"memoize".\n\n    @functools.lru_cache(maxsize=None)\n    def fib(n): ...',
-    "ipaddress.py (summarize_address_range)": """Example:
-        >>> list(summarize_address_range(IPv4Address('192.0.2.0'),
-        ...                              IPv4Address('192.0.2.130')))
-        ...                                #doctest: +NORMALIZE_WHITESPACE
-        [IPv4Network('192.0.2.0/25'), IPv4Network('192.0.2.128/31'),
-         IPv4Network('192.0.2.130/32')]""",
-    "ipaddress.py (IPv6Address) with the other documentation ranges": (
-        "IPv6Address('2001:db8::1000') and IPv4Address('198.51.100.7'), "
-        "IPv4Address('203.0.113.254')"
-    ),
-    "smtplib.py (sendmail), addresses at RFC 2606 domains": """Example:
-     >>> import smtplib
-     >>> s=smtplib.SMTP("localhost")
-     >>> tolist=["one@example.org","two@example.com","three@example.net","four@mail.example"]
-     >>> s.sendmail("me@my.example",tolist,msg)""",
-    "email/utils.py (parseaddr), an address without a top-level domain": (
-        "parseaddr('Guido van Rossum <guido@localhost>') and 'user@host' in a Received header"
-    ),
-    "numpy/_core/multiarray.py (shares_memory)": """>>> x = np.array([1, 2, 3, 4])
-    >>> np.shares_memory(x, np.array([5, 6, 7]))
-    False
-    >>> np.shares_memory(x[::2], x)
-    True
-    >>> np.shares_memory(x[::2], x[1::2])
-    False""",
-    "numpy/fft/_pocketfft.py (ifftn)": """array([[  0. +0.j        ,   0. +0.j        ],
-       [-12.5 +4.0614962j ,   0.  +0.j        ]])""",
-    "numpy/_core/getlimits.py (iinfo)": """>>> ii32 = np.iinfo(np.int32)
-    >>> ii32.min
-    -2147483648""",
-    "pandas/core/resample.py (asfreq)": """>>> s
-    2013-01-01 00:00:00    1
-    2013-01-01 00:00:01    2
-    2013-01-01 00:00:02    3
-    Freq: s, dtype: int64""",
-    "packaging-style version strings": "Version('1.2.3.4') < Version('1.2.3.4.post1'); "
-    "requires python 3.11.7.2 and v10.0.0.1",
-}
+from tests.fixtures.docstrings import DOCSTRINGS
 
 
 @pytest.mark.parametrize("name", sorted(DOCSTRINGS))
