@@ -31,12 +31,12 @@ from components.data.pii_rules import (
     IBAN,
     IP,
     PHONE,
+    card_counts,
     dotted_quad_is_address,
     email_counts,
     iban_ok,
     ip_counts,
     local_part,
-    luhn_ok,
     phone_counts,
 )
 
@@ -100,8 +100,7 @@ def _numbers(text: str, a: int, b: int) -> Iterator[Span]:
         if iban_ok(m.group(0)):
             yield m.start(), m.end(), IBAN
     for m in _CARD.finditer(text, a, b):
-        digits = re.sub(r"\D", "", m.group(0))
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
+        if card_counts(m.group(0)):
             yield m.start(), m.end(), CREDIT_CARD
     for m in _IPV4.finditer(text, a, b):
         if dotted_quad_is_address(text, m.start(), m.end()):

@@ -20,12 +20,12 @@ from components.data.pii_rules import (
     IBAN,
     IP,
     PHONE,
+    card_counts,
     dotted_quad_is_address,
     email_counts,
     iban_ok,
     ip_counts,
     local_part,
-    luhn_ok,
     phone_counts,
 )
 
@@ -57,7 +57,7 @@ def find_pii(text: str) -> Counter:
     found: Counter = Counter()
     found[EMAIL] += sum(email_counts(local_part(m[1]), m[2]) for m in _EMAIL.finditer(text))
     found[PHONE] += _phones(text)
-    found[CREDIT_CARD] += sum(luhn_ok(_digits(m)) for m in _CARD.findall(text))
+    found[CREDIT_CARD] += sum(card_counts(m) for m in _CARD.findall(text))
     # IBAN candidates end at a word boundary the pattern may overshoot: try shorter prefixes.
     found[IBAN] += sum(
         any(iban_ok(m.replace(" ", "")[:n]) for n in range(15, 35)) for m in _IBAN.findall(text)

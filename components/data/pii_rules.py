@@ -98,8 +98,11 @@ def phone_counts(text: str, start: int, end: int) -> bool:
     part of a number around them: a decimal, a longer list or a table's rows ("3.14159265359",
     "610 987 1597 2584"), a complex, float or negative number ("+4.0614962j", "1e+308",
     "-2147483648"), a date or a time."""
-    if "\n" in text[start:end]:
+    span = text[start:end]
+    if "\n" in span:
         return False  # digits of a table's rows, not one number written on one line
+    if span.isdigit():
+        return False  # a bare digit run is a number ("2147483647"); phones are written grouped
     before, after = text[max(0, start - 2) : start], text[end : end + 2]
     if (
         before[-1:] in (".", ",")
@@ -118,6 +121,13 @@ def phone_counts(text: str, start: int, end: int) -> bool:
         return False  # a negative number: "-2147483648"
     near = text[max(0, start - 10) : end + 6]
     return not (_DATE.search(near) or _TIME.search(near))
+
+
+def card_counts(candidate: str) -> bool:
+    """A card number passes Luhn and is not two dates side by side ("2020-01-01 2020-01-01"
+    passes by chance)."""
+    digits = "".join(c for c in candidate if c.isdigit())
+    return 13 <= len(digits) <= 19 and luhn_ok(digits) and not _DATE.search(candidate)
 
 
 def luhn_ok(digits: str) -> bool:
