@@ -64,7 +64,8 @@ class EngineParams(_Section):
     docs_per_partition: int = Field(default=2000, ge=1)
 
 
-# The judge rules a per-source rule set may change (components/data/refinery.py, judge phase).
+# The rules a per-source rule set may change (components/data/refinery.py: the judge phase, and
+# the quality model's threshold in the polish phase).
 RULE_SET_KEYS = (
     "min_words",
     "max_words",
@@ -73,6 +74,7 @@ RULE_SET_KEYS = (
     "max_duplicate_line_fraction",
     "max_duplicate_line_char_fraction",
     "min_language_score",
+    "min_language_share",
     "c4_remove_citations",
     "c4_line_terminal_punct",
     "c4_line_min_words",
@@ -88,6 +90,7 @@ RULE_SET_KEYS = (
     "fineweb_newline_ratio_max",
     "toxic_line_threshold",
     "max_toxic_line_fraction",
+    "quality_model_keep",  # the polish phase's threshold, from the one model fitted
 )
 
 
@@ -102,6 +105,8 @@ class CurateParams(_Section):
     max_chars_per_doc: int = Field(ge=200)
     languages: tuple[str, ...] = ("en",)  # ISO 639-1 codes kept; empty disables language ID
     min_language_score: float | None = Field(default=0.5, ge=0, le=1)
+    # Share of the prose (code left out, per paragraph) that must be in `languages`.
+    min_language_share: float | None = Field(default=None, ge=0, le=1)
     # C4 line rules (published: all on, 3 words) — a removed line is counted per rule.
     c4_remove_citations: bool = True
     c4_line_terminal_punct: bool = True

@@ -1,4 +1,4 @@
-"""Build the clean-text benchmark `data/keeprate/clean.jsonl` from text already on this machine.
+"""Build the clean-text benchmarks `data/keeprate/*.jsonl` from text already on this machine.
 
 Five genres, each from sources with a redistributable licence (data/SOURCES.md, section 4):
 
@@ -13,9 +13,14 @@ Five genres, each from sources with a redistributable licence (data/SOURCES.md, 
 
 Every record is a document the refinery should keep. Records are assigned to a split by their
 group (the file they come from), so sections of one page never straddle tuning and held-out.
+
+`data/keeprate/docs_heldout.jsonl` is a documentation source held out whole (split
+`docs_heldout`): the docstrings of the Python standard library (PSF-2.0), one record per module.
+It was built before the documentation rule set was tuned and nothing is tuned on it; it is not
+the quality model's reference sample either (that is clean.jsonl's tuning split).
 Deterministic: sorted inputs, hash-based selection, no randomness.
 
-    PYTHONPATH=. .venv/bin/python scripts/build_keeprate.py
+    PYTHONPATH=. .venv/bin/python scripts/build_keeprate.py [clean|docs_heldout]
 """
 
 from __future__ import annotations
@@ -25,12 +30,17 @@ import hashlib
 import json
 import re
 import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
 from datasketch import MinHash
 
 OUT = Path("data/keeprate/clean.jsonl")
+DOCS_HELDOUT = Path("data/keeprate/docs_heldout.jsonl")
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+# Not documentation of the library: its tests, bundled applications, generated tables.
+STDLIB_SKIP = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "encodings"}
 SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
 SITE = SITE / "site-packages"
 MIN_CHARS, MAX_CHARS = 400, 12_000
@@ -92,6 +102,19 @@ def python_docstrings() -> Iterator[dict]:
                 continue
             rel = path.relative_to(SITE).as_posix()
             yield record("python_docstrings", "reference", rel, rel, text)
+
+
+def stdlib_docstrings() -> Iterator[dict]:
+    for path in sorted(STDLIB.rglob("*.py")):
+        rel = path.relative_to(STDLIB)
+        if STDLIB_SKIP & set(rel.parts) or rel.parts[0].startswith(("config-", "_")):
+            continue
+        try:
+            text = _docstring_page(path)
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        r = record("stdlib_docstrings", "reference", rel.as_posix(), rel.as_posix(), text)
+        yield {**r, "split": "docs_heldout"}
 
 
 def cmake_reference() -> Iterator[dict]:
@@ -158,8 +181,13 @@ def fit(text: str) -> str | None:
     return text[: cut if cut > MIN_CHARS else MAX_CHARS]
 
 
-def main() -> None:
-    builders = (vim_manual, python_docstrings, cmake_reference, nodejs_api, licences, plays)
+TARGETS = {
+    "clean": (OUT, (vim_manual, python_docstrings, cmake_reference, nodejs_api, licences, plays)),
+    "docs_heldout": (DOCS_HELDOUT, (stdlib_docstrings,)),
+}
+
+
+def build(builders: tuple) -> list[dict]:
     rows, seen = [], set()
     for build in builders:
         candidates = []
@@ -171,12 +199,19 @@ def main() -> None:
         candidates.sort(key=lambda r: h(r["id"]))
         rows += sorted(candidates[:PER_SOURCE], key=lambda r: r["id"])
     assert len({r["id"] for r in rows}) == len(rows), "record ids must be unique"
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    with OUT.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    size = OUT.stat().st_size / 2**20
-    print(f"{len(rows)} records, {size:.2f} MiB -> {OUT}")
+    return rows
+
+
+def main() -> None:
+    names = sys.argv[1:] or list(TARGETS)
+    for name in names:
+        out, builders = TARGETS[name]
+        rows = build(builders)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        print(f"{len(rows)} records, {out.stat().st_size / 2**20:.2f} MiB -> {out}")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ BLOCKS: tuple[Block, ...] = (
         dt.language_filter,
         args=(Arg("languages", "languages"), Arg("min_language_score", "language_threshold", 0.0)),
         notes={
-            "input": "ours: the first characters (components/data/langid.py SAMPLE_CHARS); "
+            "input": "ours: the prose, code left out, its first characters "
+            "(components/data/langid.py SAMPLE_CHARS) and each language's share; "
             "DataTrove: the whole text"
         },
         enabled=lambda cfg: bool(cfg.languages),

@@ -3,9 +3,9 @@
 Phones by Google's libphonenumber (`phonenumbers`, national and international formats,
 extensions; valid by numbering plan, or possible and written in a phone's 3-3-4 grouping);
 e-mails, IPs, cards and IBANs by patterns in the style of Presidio's recognizers with their
-checks: Luhn for cards, ISO 13616 mod-97 for IBANs, and
-`ipaddress` for IPs, of which only globally routed ones are PII (as DataTrove's PIIFormatter:
-private, loopback and the documentation ranges 192.0.2.0/24, 2001:db8::/32 identify no one).
+checks: Luhn for cards, ISO 13616 mod-97 for IBANs. What counts as an e-mail, an address or a
+phone once found (a real top-level domain, not a documentation domain or range, not a version,
+a slice, a date or a decimal) is components/data/pii_rules.py, shared with the gate's checker.
 
 Speed: most text has no PII, so the expensive detectors run only in windows around cheap
 candidates: an `@` for e-mails, a run of digits and separators for cards, IBANs, IPv4 and
@@ -16,7 +16,6 @@ not these.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -26,8 +25,21 @@ from functools import lru_cache
 import phonenumbers
 
 from components.data.documents import Doc
+from components.data.pii_rules import (
+    CREDIT_CARD,
+    EMAIL,
+    IBAN,
+    IP,
+    PHONE,
+    card_counts,
+    dotted_quad_is_address,
+    email_counts,
+    iban_ok,
+    ip_counts,
+    local_part,
+    phone_counts,
+)
 
-EMAIL, PHONE, IP, CREDIT_CARD, IBAN = "EMAIL", "PHONE", "IP_ADDRESS", "CREDIT_CARD", "IBAN"
 # National numbers are read as this region's (a leading + names any other country).
 PHONE_REGION = "US"
 
@@ -35,8 +47,7 @@ Span = tuple[int, int, str]  # start, end, kind
 
 # An e-mail is found from its `@` (a literal: the regex engine skips to it fast); the local part
 # is then read backwards from there.
-_EMAIL_DOMAIN = re.compile(r"@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b")
-_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
+_EMAIL_DOMAIN = re.compile(r"@([\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,})\b")
 # A digit run with separators, at least 7 characters: every card, IBAN tail, IPv4 and phone has
 # one. The detectors below look only at a window around each.
 _DIGIT_RUN = re.compile(r"\d[\d .()/+-]{5,}\d")
@@ -45,38 +56,9 @@ _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b
 # Not inside a decimal number (5.666666666666667 passes Luhn by chance).
 _CARD = re.compile(r"\d(?<![\w.]\d)(?:[ -]?\d){12,18}(?!\w|\.\d)")
 _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
-# Words before a dotted quad that make it a version or a section number, not an address.
-_NOT_AN_ADDRESS = re.compile(
-    r"(?:\bv|\b(?:version|release|python|python3|section|sect?\.|§)\s?)\Z", re.IGNORECASE
-)
 _COLONS = re.compile(r":[0-9A-Fa-f]{0,4}:")
 # Candidates only; ipaddress decides (times like 10:30:00 are not addresses).
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
-
-
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def iban_ok(candidate: str) -> bool:
-    s = candidate.replace(" ", "")
-    if not 15 <= len(s) <= 34:
-        return False
-    rotated = s[4:] + s[:4]
-    return int("".join(str(int(c, 36)) for c in rotated)) % 97 == 1
-
-
-def ip_is_pii(candidate: str) -> bool:
-    try:
-        return ipaddress.ip_address(candidate).is_global
-    except ValueError:
-        return False
 
 
 def _windows(pattern: re.Pattern, text: str, before: int, after: int) -> Iterator[tuple[int, int]]:
@@ -98,22 +80,9 @@ def _emails(text: str) -> Iterator[Span]:
     if "@" not in text:
         return
     for m in _EMAIL_DOMAIN.finditer(text):
-        start = m.start()
-        while start > 0 and text[start - 1] in _LOCAL_CHARS and m.start() - start < 64:
-            start -= 1
-        while start < m.start() and text[start] in ".+-":  # a local part starts with a word char
-            start += 1
-        if start < m.start():
-            yield start, m.end(), EMAIL
-
-
-def _ipv4_ok(text: str, m: re.Match) -> bool:
-    line_start = m.start() == 0 or text[m.start() - 1] == "\n"
-    if line_start and text[m.end() : m.end() + 2] == ". ":
-        return False  # a section number such as "4.8.3.1. Keyword arguments"
-    if _NOT_AN_ADDRESS.search(text, max(0, m.start() - 9), m.start()):
-        return False  # "version 3.11.7.2", "v1.2.3.4", "section 4.8.3.1"
-    return ip_is_pii(m.group(0))
+        local = local_part(text[max(0, m.start() - 64) : m.start()])
+        if email_counts(local, m.group(1)):
+            yield m.start() - len(local), m.end(), EMAIL
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
@@ -125,40 +94,23 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _inside_number(text: str, start: int, end: int) -> bool:
-    """Digits of a decimal or a longer list ("3.14159265359", "610 987 1597 2584"): the matcher
-    judges its window, which may not show what surrounds the number."""
-    before, after = text[max(0, start - 2) : start], text[end : end + 2]
-    return (
-        before[-1:] in (".", ",")
-        and before[:1].isdigit()
-        or after[:1] in (".", ",")
-        and after[1:].isdigit()
-        or before.endswith(" ")
-        and before[:1].isdigit()
-        or after.startswith(" ")
-        and after[1:].isdigit()
-    )
-
-
 def _numbers(text: str, a: int, b: int) -> Iterator[Span]:
     """Cards, IBANs, IPv4s and phones within text[a:b] (a window around a digit run)."""
     for m in _IBAN.finditer(text, a, b):
         if iban_ok(m.group(0)):
             yield m.start(), m.end(), IBAN
     for m in _CARD.finditer(text, a, b):
-        digits = re.sub(r"\D", "", m.group(0))
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
+        if card_counts(m.group(0)):
             yield m.start(), m.end(), CREDIT_CARD
     for m in _IPV4.finditer(text, a, b):
-        if _ipv4_ok(text, m):
+        if dotted_quad_is_address(text, m.start(), m.end()):
             yield m.start(), m.end(), IP
     for run in _DIGIT_RUN.finditer(text, a, b):
         seg_start = max(0, run.start() - _PHONE_BEFORE)
         segment = text[seg_start : run.end() + _PHONE_AFTER]
         for start, end in _phones_in(segment):
             start, end = _trim(text, seg_start + start, seg_start + end)
-            if not _inside_number(text, start, end):
+            if phone_counts(text, start, end):
                 yield start, end, PHONE
 
 
@@ -198,10 +150,7 @@ def _phone_grouping(raw: str) -> bool:
 def _ipv6(text: str) -> Iterator[Span]:
     for a, b in _windows(_COLONS, text, 40, 40):
         for m in _IPV6.finditer(text, a, b):
-            candidate = m.group(0)
-            if sum(1 for g in candidate.split(":") if g) < 3:
-                continue  # "::" in a grammar, "a:b" ratios: not addresses worth a placeholder
-            if ip_is_pii(candidate):
+            if ip_counts(m.group(0)):
                 yield m.start(), m.end(), IP
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -97,6 +97,13 @@ class QualityModel:
 
     models: tuple[LogisticRegression, ...]
     threshold: float = 0.5
+    reference_scores: tuple[float, ...] = ()  # out of fold: where other keep-rates lie
+
+    def threshold_for(self, keep: float | None) -> float:
+        """The score that keeps `keep` of the reference sample (None or 1: everything)."""
+        if keep is None or keep >= 1 or not self.reference_scores:
+            return 0.0 if keep is None or keep >= 1 else self.threshold
+        return round(float(np.quantile(self.reference_scores, 1 - keep, method="lower")), 6)
 
     def score(self, ids: Sequence[str], texts: Sequence[str]) -> np.ndarray:
         """P(reads like the reference) per document: the mean over its windows."""
@@ -169,27 +176,29 @@ def fit(
             proba[rows] = model.predict_proba(x[rows])[:, 1]
     accuracy = float(((proba >= 0.5) == (y == 1)).mean())
     ref_scores = unthresholded.score([i for i, _ in reference], [t for _, t in reference])
-    threshold = float(np.quantile(ref_scores, 1 - keep, method="lower")) if keep < 1 else 0.0
-    model = QualityModel(tuple(models), round(threshold, 6))
+    scored = QualityModel(tuple(models), reference_scores=tuple(float(s) for s in ref_scores))
+    model = replace(scored, threshold=scored.threshold_for(keep))
     kept = float((ref_scores >= model.threshold).mean())
     return QualityFit(model, accuracy, kept, int(y.sum()), int(len(y) - y.sum()))
 
 
 class QualityThreshold:
     """A step: scores a batch in one call (the vectorizer and the models are fast on many texts,
-    slow one by one), drops documents under the model's threshold; every document carries its
-    score in `quality`. Counts the mean score (`quality_model.mean_score`)."""
+    slow one by one), drops documents under the threshold of their source (`by_source`, else
+    the model's); every document carries its score in `quality`. Counts the mean score
+    (`quality_model.mean_score`)."""
 
     name = "quality_model"
 
-    def __init__(self, model: QualityModel):
-        self.model = model
+    def __init__(self, model: QualityModel, by_source: Mapping[str, float] | None = None):
+        self.model, self.by_source = model, dict(by_source or {})
         self.counters: Counter = Counter()
 
-    def decide(self, score: float) -> Decision:
-        if score >= self.model.threshold:
+    def decide(self, score: float, source: str = "") -> Decision:
+        threshold = self.by_source.get(source, self.model.threshold)
+        if score >= threshold:
             return True
-        return False, LOW_QUALITY_SCORE, f"quality score {score:.3f} < {self.model.threshold:.3f}"
+        return False, LOW_QUALITY_SCORE, f"quality score {score:.3f} < {threshold:.3f}"
 
     def run(self, docs: list[Doc]) -> Outcome:
         scores = self.model.score([d.id for d in docs], [d.text for d in docs])
@@ -197,7 +206,7 @@ class QualityThreshold:
         out = Outcome()
         for doc, score in zip(docs, scores, strict=True):
             doc = replace(doc, quality=round(float(score), 4))
-            decision = self.decide(score)
+            decision = self.decide(score, doc.source)
             if decision is True:
                 out.kept.append(doc)
                 continue

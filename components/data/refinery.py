@@ -51,7 +51,8 @@ def judge_blocks(cfg: CurateParams) -> list[Block]:
     blocks: list[Block] = []
     if cfg.languages:
         # The tagger right after the filter: it tags the text the filter judged.
-        blocks += [LanguageFilter(tuple(cfg.languages), cfg.min_language_score), LanguageTagger()]
+        lid = LanguageFilter(tuple(cfg.languages), cfg.min_language_score, cfg.min_language_share)
+        blocks += [lid, LanguageTagger()]
     blocks += [
         GopherQualityFilter(
             cfg.min_words, cfg.max_words, cfg.min_alpha_ratio, cfg.max_symbol_ratio
@@ -147,12 +148,22 @@ def judge_steps(cfg: CurateParams, model: QualityModel | None) -> list[Step]:
     return [RuleSetRouter(cfg)]
 
 
+def quality_thresholds(cfg: CurateParams, model: QualityModel) -> dict[str, float]:
+    """Per source, the threshold of its rule set's `quality_model_keep`, where the set has one
+    of its own (the fit's threshold is the section's)."""
+    return {
+        source: model.threshold_for(cfg.for_rule_set(name).quality_model_keep)
+        for source, name in cfg.source_rule_set.items()
+        if "quality_model_keep" in cfg.rule_sets.get(name, {})
+    }
+
+
 def polish_steps(
     cfg: CurateParams, eval_sets: dict[str, list[str]], model: QualityModel | None
 ) -> list[Step]:
     steps: list[Step] = []
     if model is not None:
-        steps.append(QualityThreshold(model))
+        steps.append(QualityThreshold(model, quality_thresholds(cfg, model)))
     if cfg.redact_pii:
         steps.append(Chain([PiiRedactor()], "pii"))
     if decontam := decontam_filters(cfg, eval_sets):

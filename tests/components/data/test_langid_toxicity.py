@@ -5,6 +5,8 @@ from components.data.langid import (
     LanguageFilter,
     LanguageTagger,
     identify,
+    judge,
+    prose_paragraphs,
 )
 from components.data.toxicity import TOXIC, ToxicityFilter
 
@@ -77,3 +79,56 @@ def test_toxicity_batch_decides_as_one_by_one():
     # A chain calls it once for the batch; the rejected keep the input order.
     out = Chain([tox]).run(docs)
     assert [d.id for d in out.kept] == ["a", "c"] and [r.id for r in out.rejected] == ["b", "d"]
+
+
+# A German manual page that keeps the English page's code, signatures and a note in English
+# (the shape of a translated documentation page).
+TRANSLATED = """\
+class Counter(iterable=None, /, **kwds)
+
+Ein Counter ist eine Unterklasse von dict, die hashbare Objekte zählt. Die Elemente werden als \
+Schlüssel gespeichert und ihre Anzahl als Werte.
+
+>>> c = Counter('gallahad')
+>>> c.most_common(3)
+[('a', 3), ('l', 2), ('g', 1)]
+
+Fehlende Elemente haben die Anzahl null, statt einen KeyError auszulösen. Die Methode update() \
+addiert Zählungen, anstatt sie zu ersetzen.
+
+```python
+from collections import Counter
+words = Counter(open("hamlet.txt").read().split())
+print(words.most_common(10))
+```
+
+Note: this method was added in Python 3.10 and returns a new Counter with the counts of the \
+elements that occur in both inputs, as the other methods on this page do.
+"""
+
+
+def test_prose_leaves_code_doctests_and_their_output_out():
+    paragraphs = prose_paragraphs(TRANSLATED)
+    assert len(paragraphs) == 3
+    assert paragraphs[0].startswith("Ein Counter") and paragraphs[2].startswith("Note:")
+    assert not any("most_common" in p or "gallahad" in p for p in paragraphs)
+
+
+def test_a_translated_page_does_not_pass_on_its_english_code_and_notes():
+    f = LanguageFilter(("en",), min_score=0.3, min_share=0.5)
+    ok, reason, detail = f.filter(Doc("de", TRANSLATED, "s"))
+    assert (ok, reason, detail[:2]) == (False, WRONG_LANGUAGE, "de")
+    # English notes fill the characters fastText reads, the German prose comes after them:
+    # only the share sees that most of the page is German.
+    note, german = TRANSLATED.split("\n\n")[-1], TRANSLATED.split("\n\n")[1]
+    page = "\n\n".join([note] * 25 + [german] * 80)
+    assert LanguageFilter(("en",), min_score=0.3).filter(Doc("de", page, "s")) is True
+    ok, reason, detail = f.filter(Doc("de", page, "s"))
+    assert (ok, reason) == (False, WRONG_LANGUAGE) and detail.endswith("in de"), detail
+
+
+def test_english_documentation_with_foreign_examples_passes():
+    page = "\n\n".join([EN, ">>> print('Der Zug nach Hamburg hat Verspätung.')", EN, FR[:90]])
+    v = judge(page)
+    assert v.lang == "en" and v.shares["en"] > 0.5
+    assert LanguageFilter(("en",), min_score=0.5, min_share=0.5).filter(Doc("x", page, "s"))

@@ -67,7 +67,7 @@ ABUSE = (
     "this asshole is a total fucking moron",
 )
 PII_LINE = (
-    "You can reach Jane at jane.doe@example.org or on +44 20 7946 0958; pay to IBAN "
+    "You can reach Jane at jane.doe@postbox.de or on +44 20 7946 0958; pay to IBAN "
     "GB82 WEST 1234 5698 7654 32 or card 4111 1111 1111 1111; the server is 81.2.69.160."
 )
 

@@ -8,11 +8,10 @@ from components.data.pii import (
     IP,
     PHONE,
     PiiRedactor,
-    iban_ok,
-    luhn_ok,
     redact,
 )
 from components.data.pii_check import find_pii
+from components.data.pii_rules import iban_ok, luhn_ok
 
 
 @pytest.mark.parametrize(
@@ -98,7 +97,7 @@ def test_false_positives_seen_in_the_bundled_corpus(text):
         ("dial 212-555-2590 ext. 123, then", "dial <PHONE>, then"),  # the extension goes too
         ("+1 212 555 2590; or", "<PHONE>; or"),
         ("(555) 123-4567.", "<PHONE>."),  # fictional, but written as a phone number
-        ("mail jane@example.org.", "mail <EMAIL>."),
+        ("mail jane@postbox.de.", "mail <EMAIL>."),
         ("at 8.8.8.8.", "at <IP_ADDRESS>."),
         ("card 4111-1111-1111-1111.", "card <CREDIT_CARD>."),
     ],

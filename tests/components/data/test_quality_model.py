@@ -74,3 +74,15 @@ def test_threshold_step_tags_scores_and_quarantines_below():
     out = QualityThreshold(model).run(docs)
     assert [d.id for d in out.kept] == ["good"] and out.kept[0].quality is not None
     assert [r.id for r in out.rejected] == ["bad"]
+
+
+def test_a_source_can_keep_another_share_of_the_reference():
+    fitted = fit([(f"h{i}", prose(i)) for i in range(40)], keep=0.9, seed=0).model
+    assert fitted.threshold_for(0.9) == fitted.threshold
+    assert fitted.threshold_for(0.99) < fitted.threshold and fitted.threshold_for(None) == 0.0
+    docs = [Doc("a", prose(900), "web"), Doc("b", prose(900), "docs")]
+    score = fitted.score(["a"], [prose(900)])[0]
+    # Between the two thresholds: the web source drops it, the docs source keeps it.
+    step = QualityThreshold(replace(fitted, threshold=score + 0.01), {"docs": score - 0.01})
+    out = step.run(docs)
+    assert [d.id for d in out.kept] == ["b"] and [r.id for r in out.rejected] == ["a"]

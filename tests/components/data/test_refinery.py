@@ -177,3 +177,19 @@ def test_each_source_is_judged_by_its_rule_set_and_the_quarantine_names_it():
         }
     ).curate
     assert len(run_steps(judge_steps(lenient_only, None), batch).kept) == 3
+
+
+def test_a_rule_set_sets_its_sources_quality_threshold():
+    from components.data.quality_model import QualityModel
+
+    sets = {"docs": {"quality_model_keep": 0.9}, "lenient": {"min_words": 1}}
+    cfg = project_params(
+        curate={
+            **TOY_CURATE,
+            "rule_sets": sets,
+            "source_rule_set": {"pydoc": "docs", "forum": "lenient"},
+        }
+    ).curate
+    model = QualityModel((), threshold=0.5, reference_scores=tuple(i / 100 for i in range(100)))
+    # Only a set that names its own keep gets a threshold of its own.
+    assert refinery.quality_thresholds(cfg, model) == {"pydoc": 0.09}
