@@ -29,7 +29,7 @@ def llama_config(cfg: ModelParams, tokenizer: PreTrainedTokenizerBase) -> Pretra
         max_position_embeddings=cfg.max_position_embeddings,
         rope_theta=cfg.rope_theta,
         rms_norm_eps=1e-5,
-        tie_word_embeddings=cfg.tie_word_embeddings,
+        tie_word_embeddings=cfg.tie_word_embeddings is not False,  # null: tied
         bos_token_id=None,
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
