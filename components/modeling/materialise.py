@@ -12,10 +12,12 @@ and rewritten as a plain `*ForCausalLM` in fp32 safetensors plus its tokenizer. 
 what makes a GGUF model savable at all (`save_pretrained` refuses a GGUF-loaded one) and gives
 every source the same on-disk form, whose content hash is the checkpoint's identity.
 
-The tokenizer and pretrain stages depend on the output. The stage is `always_changed` in
-dvc.yaml, because what `model.init` names can change without params.yaml changing (a file
-rewritten in place, a registry alias moved); DVC then compares the output's hash, so only a
-checkpoint that really changed makes the stages that read it stale.
+The tokenizer and pretrain stages depend on the output. The stage re-runs when `model:`
+changes. What `model.init` names can also change while params.yaml does not (a file rewritten
+in place, a registry alias moved); it is not `always_changed`, so that a second `dvc repro`
+still runs nothing: `dvc repro -f checkpoint` (`llmops run --force --stages checkpoint`)
+re-resolves it, and DVC then compares the output's hash, so only a checkpoint that really
+changed makes the stages that read it stale.
 
 The shape check runs here, first: a `model:` key that contradicts the checkpoint stops the
 pipeline before anything is trained or registered.

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
@@ -131,3 +132,14 @@ def test_scratch_needs_a_shape_and_zero_steps_needs_a_checkpoint():
         raw = project_params().model_dump(mode="json")
         raw["pretrain"]["max_steps"] = 0
         parse_params(raw)
+
+
+def test_only_the_stages_that_read_the_checkpoint_depend_on_it():
+    """A changed checkpoint (a new models/init hash) makes tokenizer and pretrain stale, and
+    through their outputs what follows; nothing else reads models/init."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    readers = {name for name, s in stages.items() if "${p.init}" in (s.get("deps") or [])}
+    assert readers == {"tokenizer", "pretrain"}
+    assert stages["checkpoint"]["outs"] == ["${p.init}"]
+    assert stages["checkpoint"]["params"] == ["model"]
+    assert not stages["checkpoint"].get("always_changed")  # a second repro runs nothing
