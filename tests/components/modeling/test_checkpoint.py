@@ -8,14 +8,16 @@ import json
 import pytest
 import torch
 import yaml
+from mlflow import MlflowClient
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from components.config import ModelParams
-from components.constants import CHECKPOINT_RECORD
+from components.constants import ALIAS_CHAMPION, CHECKPOINT_RECORD, MODEL_SFT, REGISTRY_RECORD
 from components.modeling import checkpoint, materialise
 from components.modeling.checkpoint import CheckpointError
 from components.tracking.lineage import dir_md5
+from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import stage_run
 from tests.components.modeling.tiny_gguf import write_tiny_gguf
 from tests.components.training.tiny import TINY, save_base_model
@@ -143,3 +145,17 @@ def test_only_the_stages_that_read_the_checkpoint_depend_on_it():
     assert stages["checkpoint"]["outs"] == ["${p.init}"]
     assert stages["checkpoint"]["params"] == ["model"]
     assert not stages["checkpoint"].get("always_changed")  # a second repro runs nothing
+
+
+def test_registry_alias_resolves_to_its_version_and_weights(tmp_path):
+    src = save_base_model(tmp_path / "src")
+    (src / REGISTRY_RECORD).unlink()
+    params = project_params()
+    with stage_run("sft", stage_view("sft", params)) as tracker:
+        mv = register_model_dir(tracker, src, MODEL_SFT, data_path=src / "config.json")
+    MlflowClient().set_registered_model_alias(MODEL_SFT, ALIAS_CHAMPION, mv.version)
+    ckpt = materialise.materialise(f"models:/{MODEL_SFT}@champion", tmp_path / "init", ROOT)
+    assert (ckpt.kind, ckpt.origin) == ("registry", f"models:/{MODEL_SFT}/{mv.version}")
+    before = load_file(src / "model.safetensors")
+    after = load_file(tmp_path / "init" / "model.safetensors")
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
