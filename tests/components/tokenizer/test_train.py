@@ -3,40 +3,26 @@ where it has no template; a padding token where it has none."""
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
-
 from components.chat import CHAT_TEMPLATE, IM_END, IM_START
 from components.tokenizer.train import adopt_tokenizer
-from tests.components.training.tiny import corpus, train_tokenizer
+from tests.components.training.tiny import corpus, plain_tokenizer, train_tokenizer
 
 OWN = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}</s>{% endfor %}"
 
 
-def _plain_tokenizer(chat_template: str | None) -> PreTrainedTokenizerFast:
-    """A BPE tokenizer with only `</s>`: no ChatML tokens, no padding token."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["</s>"], show_progress=False)
-    tok.train_from_iterator([corpus()], trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>")
-    fast.chat_template = chat_template
-    return fast
-
-
 def test_a_checkpoints_own_template_and_vocabulary_are_kept(tmp_path):
-    _plain_tokenizer(OWN).save_pretrained(tmp_path)
+    plain_tokenizer(OWN).save_pretrained(tmp_path)
     tokenizer = adopt_tokenizer(tmp_path)
     assert tokenizer.chat_template == OWN
-    assert len(tokenizer) == len(_plain_tokenizer(OWN))  # nothing added
+    assert len(tokenizer) == len(plain_tokenizer(OWN))  # nothing added
     assert tokenizer.pad_token == "</s>"  # no padding token: pads with EOS
 
 
 def test_without_a_template_chatml_is_added_with_its_tokens(tmp_path):
-    _plain_tokenizer(None).save_pretrained(tmp_path)
+    plain_tokenizer(None).save_pretrained(tmp_path)
     tokenizer = adopt_tokenizer(tmp_path)
     assert tokenizer.chat_template == CHAT_TEMPLATE
-    assert len(tokenizer) == len(_plain_tokenizer(None)) + 2
+    assert len(tokenizer) == len(plain_tokenizer(None)) + 2
     text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     assert tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])[0] == IM_START
 

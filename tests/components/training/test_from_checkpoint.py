@@ -13,6 +13,7 @@ import torch
 import yaml
 from mlflow import MlflowClient
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, LlamaConfig
 
 from components.config import SHAPE_KEYS, QuantizeVariant, QuantizeVariants
 from components.constants import (
@@ -29,10 +30,10 @@ from components.data.mix import MIXTURE_FILE
 from components.modeling import materialise
 from components.modeling.llama import build_model
 from components.tokenizer import train as tokenizer_stage
-from components.tokenizer.train import train_tokenizer
+from components.tokenizer.train import adopt_tokenizer, train_tokenizer
 from components.tracking.stage_run import stage_run
-from components.training import pretrain, quantize, sft
-from tests.components.training.tiny import TINY, corpus, tiny_params, write_jsonl
+from components.training import pretrain, pretrain_worker, quantize, sft
+from tests.components.training.tiny import TINY, corpus, plain_tokenizer, tiny_params, write_jsonl
 from tests.helpers import ROOT, stage_view
 
 pytestmark = pytest.mark.timeout(900)
@@ -207,3 +208,37 @@ def test_quantize_picks_a_group_size_and_keeps_the_lineage(lifecycle, tmp_path, 
     assert result.metrics["int4.group_size"] == 64  # 64 and 128 wide inputs: 128 does not divide 64
     tags = _tags(lifecycle["client"], MODEL_POLICY_INT4)
     assert tags[TAG_INIT_ORIGIN] == str(lifecycle["src"])
+
+
+def test_a_checkpoint_given_chatml_tokens_grows_its_embeddings(tmp_path):
+    """A checkpoint without a chat template gets ChatML's tokens (tokenizer stage); the ranks
+    build its model with embeddings for them, the checkpoint's own rows unchanged."""
+    src = tmp_path / "pretrained"
+    plain = plain_tokenizer(None)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(llama_config_for(plain), dtype=torch.float32)
+    model.save_pretrained(src)
+    plain.save_pretrained(src)
+    params = tiny_params(model={"init": str(src)} | dict.fromkeys(SHAPE_KEYS))
+    init = tmp_path / "init"
+    materialise.materialise(str(src), init, ROOT)
+    tokenizer = adopt_tokenizer(init)
+    ds_config = {"zero_optimization": {"stage": 0}}
+    grown = pretrain_worker.build_model(
+        pretrain_worker.Reads.narrow(params), tokenizer, ds_config, init
+    )
+    assert grown.get_input_embeddings().num_embeddings == len(plain) + 2 == len(tokenizer)
+    before = model.get_input_embeddings().weight
+    assert torch.equal(grown.get_input_embeddings().weight[: len(plain)], before)
+
+
+def llama_config_for(tokenizer) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=SHAPE.hidden_size,
+        intermediate_size=SHAPE.intermediate_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        eos_token_id=tokenizer.eos_token_id,
+    )
