@@ -209,7 +209,8 @@ def _from_registry(
     except MlflowException as err:
         raise CheckpointError(
             f"model.init {init!r}: the registry has no such model version "
-            f"({err.message.splitlines()[0]}); `llmops registry` or the MLflow UI lists them"
+            f"({err.message.splitlines()[0]}); the MLflow UI (`llmops ui`) lists the "
+            "registered versions and aliases"
         ) from None
     origin = f"models:/{mv.name}/{mv.version}"
     with tempfile.TemporaryDirectory(prefix="llmops-init-") as tmp:
