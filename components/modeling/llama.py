@@ -12,12 +12,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from components.chat import IM_END
+from components.chat import stop_token_ids
 from components.config import ModelParams
 
 
 def llama_config(cfg: ModelParams, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
-    eos = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(IM_END)]
+    eos = stop_token_ids(tokenizer)
     common = dict(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,

@@ -3,7 +3,7 @@ where it has no template; a padding token where it has none."""
 
 from __future__ import annotations
 
-from components.chat import CHAT_TEMPLATE, IM_END, IM_START
+from components.chat import CHAT_TEMPLATE, IM_END, IM_START, stop_token_ids
 from components.tokenizer.train import adopt_tokenizer
 from tests.components.training.tiny import corpus, plain_tokenizer, train_tokenizer
 
@@ -34,3 +34,10 @@ def test_chatml_tokens_already_in_the_vocabulary_are_not_added_twice(tmp_path):
     tokenizer.save_pretrained(tmp_path)
     adopted = adopt_tokenizer(tmp_path)
     assert len(adopted) == size and IM_END in adopted.get_vocab()
+
+
+def test_a_turn_ends_at_eos_and_at_im_end_where_the_vocabulary_has_it():
+    chatml = train_tokenizer([corpus()], vocab_size=400, min_frequency=1)
+    assert stop_token_ids(chatml) == [chatml.eos_token_id, chatml.convert_tokens_to_ids(IM_END)]
+    plain = plain_tokenizer(None)
+    assert stop_token_ids(plain) == [plain.eos_token_id]  # no <|im_end|>: no unknown id
