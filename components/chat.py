@@ -25,3 +25,10 @@ CHAT_TEMPLATE: Final = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """The ids that end an assistant turn: EOS and `<|im_end|>` where the vocabulary has it (a
+    checkpoint's own tokenizer may lack it and end its turns with EOS)."""
+    ids = [tokenizer.eos_token_id, tokenizer.get_vocab().get(IM_END)]
+    return list(dict.fromkeys(i for i in ids if i is not None))

@@ -205,19 +205,49 @@ class PackParams(_Section):
     val_fraction: float = Field(gt=0, lt=0.5)
 
 
+# `model.init` value that builds the model from `model:` instead of loading a checkpoint.
+SCRATCH = "scratch"
+# The `model:` keys a checkpoint's config fixes (same names as transformers' Llama config).
+SHAPE_KEYS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "rope_theta",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+)
+
+
 class ModelParams(_Section):
-    hidden_size: int = Field(ge=8)
-    intermediate_size: int = Field(ge=8)
-    num_hidden_layers: int = Field(ge=1)
-    num_attention_heads: int = Field(ge=1)
-    num_key_value_heads: int = Field(ge=1)
-    rope_theta: float = Field(gt=0)
-    max_position_embeddings: int = Field(ge=8)
-    tie_word_embeddings: bool = True
-    # "mixtral": every MLP becomes num_experts SwiGLU experts with top-k routing.
+    """Where the model starts and, from scratch, its shape.
+
+    `init`: `scratch` (pretraining builds the model from the keys below) or a pretrained
+    checkpoint: a local Hugging Face directory, a GGUF file, a hub id, or a registry URI
+    `models:/<name>/<version>` | `models:/<name>@<alias>` (components/modeling/checkpoint.py).
+    With a checkpoint the shape comes from it: a shape key left null takes the checkpoint's
+    value, and one that is set must equal it (a contradiction is an error, never an override).
+    """
+
+    init: str = Field(default="scratch", min_length=1)
+    hidden_size: int | None = Field(default=None, ge=8)
+    intermediate_size: int | None = Field(default=None, ge=8)
+    num_hidden_layers: int | None = Field(default=None, ge=1)
+    num_attention_heads: int | None = Field(default=None, ge=1)
+    num_key_value_heads: int | None = Field(default=None, ge=1)
+    rope_theta: float | None = Field(default=None, gt=0)
+    max_position_embeddings: int | None = Field(default=None, ge=8)
+    tie_word_embeddings: bool | None = None  # scratch: true when null
+    # "mixtral": every MLP becomes num_experts SwiGLU experts with top-k routing. With a
+    # checkpoint of another family (e.g. qwen2) it is not compared: it says what scratch builds.
     architecture: Literal["llama", "mixtral"] = "llama"
     num_experts: int = Field(default=8, ge=2)
     experts_per_token: int = Field(default=2, ge=1)
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.init == SCRATCH
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelParams:
@@ -226,6 +256,15 @@ class ModelParams(_Section):
                 f"model.experts_per_token ({self.experts_per_token}) must not exceed "
                 f"model.num_experts ({self.num_experts})"
             )
+        unset = [k for k in SHAPE_KEYS if getattr(self, k) is None and k != "tie_word_embeddings"]
+        if self.from_scratch and unset:
+            raise ValueError(
+                "model.init is scratch, so the shape must be given: set "
+                + ", ".join(f"model.{k}" for k in unset)
+                + " (or start from a checkpoint with model.init)"
+            )
+        if unset:
+            return self  # filled from the checkpoint, then checked (checkpoint.model_params)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by "
@@ -292,7 +331,8 @@ class PretrainParams(_Section):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     micro_batch_size: int = Field(ge=1)
     grad_accum_steps: int = Field(ge=1)
-    max_steps: int = Field(ge=1)
+    # 0 with a checkpoint (model.init): no training, the checkpoint itself is the base version.
+    max_steps: int = Field(ge=0)
     lr: float = Field(gt=0)
     min_lr_ratio: float = Field(ge=0, le=1)
     warmup_steps: int = Field(ge=0)
@@ -426,16 +466,18 @@ class QuantizeVariant(_Section):
     """
 
     scheme: Literal["W8A8", "W4A16"]
-    group_size: int | None = None  # W4A16 only
+    # W4A16 only. auto: the largest of QUANT_GROUP_SIZES that divides every quantized layer's
+    # in_features (a checkpoint's dims, e.g. 576, need not be multiples of 128).
+    group_size: int | Literal["auto"] | None = None
     algorithm: Literal["gptq", "rtn"] = "gptq"
 
     @model_validator(mode="after")
     def _group_size_matches_scheme(self) -> Self:
         grouped = self.scheme == "W4A16"
-        if grouped and self.group_size not in QUANT_GROUP_SIZES:
+        if grouped and self.group_size not in (*QUANT_GROUP_SIZES, "auto"):
             raise ValueError(
-                f"{self.scheme} needs group_size in {QUANT_GROUP_SIZES} (the group sizes "
-                f"vLLM's kernels take); got {self.group_size}"
+                f"{self.scheme} needs group_size auto or in {QUANT_GROUP_SIZES} (the group "
+                f"sizes vLLM's kernels take); got {self.group_size}"
             )
         if not grouped and self.group_size is not None:
             raise ValueError(f"{self.scheme} has one scale per output channel: drop group_size")
@@ -602,8 +644,12 @@ class DeployParams(_Section):
     eval_limit: int = Field(default=20, ge=1)
 
 
+# Scale profiles (params.yaml `profiles:`); smollm2 starts from a real pretrained checkpoint.
+Profile = Literal["smoke", "demo", "cluster", "smollm2"]
+
+
 class Params(_Section):
-    profile: Literal["smoke", "demo", "cluster"] = "demo"
+    profile: Profile = "demo"
     seed: int = 0
     tasks: TasksParams = TasksParams()
     ingest: IngestParams
@@ -628,9 +674,16 @@ class Params(_Section):
     promote: PromoteParams
     deploy: DeployParams
     # Scale overlays (partial Params); validated when applied, see flows/params_overlay.py.
-    profiles: dict[Literal["smoke", "demo", "cluster"], dict[str, Any]] = Field(
-        default_factory=dict
-    )
+    profiles: dict[Profile, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _zero_steps_needs_checkpoint(self) -> Params:
+        if self.pretrain.max_steps == 0 and self.model.from_scratch:
+            raise ValueError(
+                "pretrain.max_steps is 0 (register the checkpoint as the base) but model.init is "
+                "scratch: there is no checkpoint; set model.init or pretrain.max_steps >= 1"
+            )
+        return self
 
     @model_validator(mode="after")
     def _offload_params_needs_zero3(self) -> Params:

@@ -38,6 +38,13 @@ TAG_ADAPTER_BASE: Final = "adapter_base"
 TAG_MERGED_FROM: Final = "merged_from"
 # On both: how the adapter was trained, `lora` or `qlora` (4-bit NF4 base).
 TAG_ADAPTER: Final = "adapter"
+# The checkpoint a model was trained from (model.init, components/modeling/checkpoint.py): its
+# resolved origin (path, hub id@commit, models:/name/version; `scratch` when built from params)
+# and the content hash of its files. Carried from parent to child, so every version trained from
+# a checkpoint names it.
+TAG_INIT_ORIGIN: Final = "init_origin"
+TAG_INIT_HASH: Final = "init_hash"
+INIT_TAGS: Final = (TAG_INIT_ORIGIN, TAG_INIT_HASH)
 LINEAGE_TAGS: Final = (TAG_GIT_COMMIT, TAG_DATA_HASH, TAG_PARAMS_HASH, TAG_PARENT_MODEL, TAG_STAGE)
 # Content hash of the registered model directory (its files, the registry record excluded):
 # the identity of the weights, by which a downstream stage finds its parent's version and a
@@ -60,6 +67,9 @@ RUN_TAG_TOKEN: Final = "llmops.run_token"
 # not be part of the directory's DVC hash (a rerun would change every downstream stage's deps);
 # where DVC restores the directory without it, the version is found by TAG_MODEL_HASH.
 REGISTRY_RECORD: Final = "registered_model.json"
+
+# Written by the checkpoint stage into its output (models/init): what model.init resolved to.
+CHECKPOINT_RECORD: Final = "checkpoint.json"
 
 # Environment: set by the flow so every stage's run nests under the pipeline's parent run.
 ENV_PARENT_RUN_ID: Final = "LLMOPS_PARENT_RUN_ID"

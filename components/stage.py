@@ -40,6 +40,7 @@ class StageResult:
 STAGE_MODULES: Final[Mapping[str, str]] = MappingProxyType(
     {
         "align": "components.training.align",
+        "checkpoint": "components.modeling.materialise",
         "curate": "components.data.curate",
         "deploy": "components.serving.deploy",
         "evaluate": "components.evaluation.evaluate",

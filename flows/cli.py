@@ -7,6 +7,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import get_args
+
+from components.config import Profile
+
+
+PROFILES = get_args(Profile)
 
 
 def _project_environment(root: Path) -> None:
@@ -218,6 +224,7 @@ def cmd_launch(args: argparse.Namespace) -> None:
         params_file=params_file,
         data=Path(paths["packed"]),
         tokenizer=Path(paths["tokenizer"]),
+        init=Path(paths["init"]),
         ds_config=out / "ds_config.json",
         checkpoints=Path(paths["ckpt"]),
         out=Path(paths["base"] + ".tmp"),
@@ -282,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the llm-pipeline Prefect flow (DVC decides what is stale)")
     r.add_argument(
         "--profile",
-        choices=["smoke", "demo", "cluster"],
+        choices=PROFILES,
         help="apply a scale profile to params.yaml first",
     )
     r.add_argument(
@@ -304,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa = sub.add_parser("params", help="apply a scale profile or set values in params.yaml")
     pa_sub = pa.add_subparsers(dest="action", required=True)
     ap = pa_sub.add_parser("apply", help="write a profile's values (`profiles:` in params.yaml)")
-    ap.add_argument("profile", choices=["smoke", "demo", "cluster"])
+    ap.add_argument("profile", choices=PROFILES)
     st = pa_sub.add_parser("set", help="set key=value pairs")
     st.add_argument("set", nargs="+", metavar="key=value")
     pa.set_defaults(func=cmd_params)
@@ -344,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.add_argument(
         "--profile",
-        choices=["smoke", "demo", "cluster"],
+        choices=PROFILES,
         help="plan for this profile (params.yaml is not changed)",
     )
     pl.add_argument(
@@ -382,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         "llmops launch render --from-terraform out.json --out launch/",
     )
     lr.add_argument("--out", required=True, help="output directory")
-    lr.add_argument("--profile", choices=["smoke", "demo", "cluster"], default="cluster")
+    lr.add_argument("--profile", choices=PROFILES, default="cluster")
     lr.add_argument("--set", action="append", default=[], metavar="key=value")
     lr.add_argument("--hosts", help="comma-separated node names (else cluster.hosts)")
     lr.add_argument("--device", choices=["cuda", "cpu"], default="cuda")

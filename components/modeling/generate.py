@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from components.chat import IM_END
+from components.chat import stop_token_ids
 
 Conversation = list[dict[str, str]]
 
@@ -37,7 +37,7 @@ def generate_greedy(
 ) -> list[str]:
     """Greedy completion text of each conversation, in left-padded batches (one by default)."""
     model.eval()
-    stop = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(IM_END)]
+    stop = stop_token_ids(tokenizer)
     step = batch_size or max(len(conversations), 1)
     texts: list[str] = []
     for i in range(0, len(conversations), step):

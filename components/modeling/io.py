@@ -55,6 +55,19 @@ def check_weights(model_dir: str | Path) -> list[Path]:
     return files
 
 
+def count_parameters(model_dir: str | Path) -> int:
+    """Elements of every tensor in the directory's safetensors files (headers only)."""
+    from math import prod
+
+    from safetensors import safe_open
+
+    total = 0
+    for f in check_weights(model_dir):
+        with safe_open(str(f), "pt") as st:
+            total += sum(prod(st.get_slice(k).get_shape()) for k in st.keys())  # noqa: SIM118 - safe_open is not a dict
+    return total
+
+
 def load_quantized_causal_lm(model_dir: str | Path) -> PreTrainedModel:
     """A compressed-tensors checkpoint (quantize stage), kept compressed: transformers builds
     the quantized linears from config.json's `quantization_config` (needs the

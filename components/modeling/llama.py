@@ -12,12 +12,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from components.chat import IM_END
+from components.chat import stop_token_ids
 from components.config import ModelParams
 
 
 def llama_config(cfg: ModelParams, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
-    eos = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(IM_END)]
+    eos = stop_token_ids(tokenizer)
     common = dict(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
@@ -29,7 +29,7 @@ def llama_config(cfg: ModelParams, tokenizer: PreTrainedTokenizerBase) -> Pretra
         max_position_embeddings=cfg.max_position_embeddings,
         rope_theta=cfg.rope_theta,
         rms_norm_eps=1e-5,
-        tie_word_embeddings=cfg.tie_word_embeddings,
+        tie_word_embeddings=cfg.tie_word_embeddings is not False,  # null: tied
         bos_token_id=None,
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,

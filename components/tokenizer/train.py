@@ -1,4 +1,11 @@
-"""tokenizer stage: train a byte-level BPE tokenizer on the training mixture, save in HF format."""
+"""tokenizer stage: the tokenizer every later stage uses, saved in HF format.
+
+From scratch (`model.init: scratch`) a byte-level BPE tokenizer is trained on the training
+mixture with the project's ChatML template. With a checkpoint its own tokenizer and chat
+template are adopted, untrained (its embeddings were learned with them); only a checkpoint
+without a chat template gets ChatML, adding any of its tokens the vocabulary lacks (pretraining
+then grows the embeddings), and one without a padding token pads with its EOS.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from components.chat import CHAT_TEMPLATE, EOS, IM_END, IM_START, PAD, SPECIAL_TOKENS
 from components.config import StageParams, TokenizerParams
+from components.modeling import checkpoint
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
 
@@ -26,6 +34,7 @@ class Reads(StageParams):
 @dataclass(frozen=True)
 class Paths:
     docs: Path  # mixed Parquet shards (column `text`)
+    init: Path  # checkpoint stage output (models/init)
     out: Path  # HF tokenizer directory
     metrics: Path
 
@@ -66,9 +75,28 @@ def train_tokenizer(
     return fast
 
 
+def adopt_tokenizer(init_dir: Path) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer, with ChatML only where it has no chat template."""
+    tokenizer = AutoTokenizer.from_pretrained(init_dir)
+    if not tokenizer.chat_template:
+        missing = [t for t in (IM_START, IM_END) if t not in tokenizer.get_vocab()]
+        if missing:
+            tokenizer.add_special_tokens(
+                {"extra_special_tokens": missing}, replace_extra_special_tokens=False
+            )
+        tokenizer.chat_template = CHAT_TEMPLATE
+        log.info("%s has no chat template: ChatML (added tokens: %s)", init_dir, missing)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.tokenizer
-    tokenizer = train_tokenizer(iter_texts(paths.docs), cfg.vocab_size, cfg.min_frequency)
+    if checkpoint.is_scratch(paths.init):
+        tokenizer = train_tokenizer(iter_texts(paths.docs), cfg.vocab_size, cfg.min_frequency)
+    else:
+        tokenizer = adopt_tokenizer(paths.init)
     paths.out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(paths.out)
     sample = next(iter_texts(paths.docs, batch_size=64))

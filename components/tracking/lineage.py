@@ -54,7 +54,7 @@ def _file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def _dir_md5(path: Path, exclude: frozenset[str] = frozenset()) -> str:
+def dir_md5(path: Path, exclude: frozenset[str] = frozenset()) -> str:
     # Same construction as DVC 3's `.dir` hash: md5 of the sorted JSON listing of file md5s.
     entries = [
         {"md5": _file_md5(p), "relpath": p.relative_to(path).as_posix()}
@@ -92,16 +92,21 @@ def data_hash(path: str | Path, root: Path) -> str:
     if not p.exists():
         raise FileNotFoundError(f"cannot hash training data {p}: it does not exist")
     log.info("%s is not a DVC stage output; hashing it directly", key)
-    return _dir_md5(p) if p.is_dir() else _file_md5(p)
+    return dir_md5(p) if p.is_dir() else _file_md5(p)
 
 
 def model_hash(model_dir: str | Path) -> str:
     """Content hash of a model directory, its registry record excluded (as .dvcignore does)."""
-    return _dir_md5(Path(model_dir), exclude=frozenset({REGISTRY_RECORD}))
+    return dir_md5(Path(model_dir), exclude=frozenset({REGISTRY_RECORD}))
 
 
 def parent_model(model_dir: str | Path) -> str:
-    """`name/version` of the registered model in `model_dir`.
+    """`name/version` of the registered model in `model_dir` (see `parent_lineage`)."""
+    return parent_lineage(model_dir)[0]
+
+
+def parent_lineage(model_dir: str | Path) -> tuple[str, dict[str, str]]:
+    """(`name/version`, lineage tags) of the registered model in `model_dir`.
 
     From its registry record when the record describes these weights; else (DVC restored the
     directory from its cache without the record, which it does not track) from the registry,
@@ -117,7 +122,7 @@ def parent_model(model_dir: str | Path) -> str:
     if record.exists():
         info = json.loads(record.read_text())
         if info.get("tags", {}).get(TAG_MODEL_HASH, digest) == digest:
-            return f"{info['name']}/{info['version']}"
+            return f"{info['name']}/{info['version']}", dict(info.get("tags", {}))
     found = versions_with_hash(digest)
     if not found:
         raise FileNotFoundError(
@@ -125,7 +130,7 @@ def parent_model(model_dir: str | Path) -> str:
             "the stage that produced it with `dvc repro --force STAGE`"
         )
     mv = found[0]
-    return f"{mv.name}/{mv.version}"
+    return f"{mv.name}/{mv.version}", dict(mv.tags)
 
 
 def versions_with_hash(digest: str, name: str | None = None) -> list:

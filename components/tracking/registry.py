@@ -13,6 +13,7 @@ from mlflow.entities.model_registry import ModelVersion
 import components
 from components.config import params_hash
 from components.constants import (
+    INIT_TAGS,
     REGISTRY_RECORD,
     REUSE_KEYS,
     TAG_DATA_HASH,
@@ -52,12 +53,15 @@ def register_model_dir(
     *,
     data_path: str | Path,
     parent_dir: str | Path | None = None,
+    init: dict[str, str] | None = None,
 ) -> ModelVersion:
     """Log `model_dir` as a pyfunc model in the active run and register it under `name`.
 
     Lineage tags: git commit, DVC hash of the training data, hash of the params the stage
     declared (`tracker.params`), parent model (`name/version` read from the parent's registry
     record) and the producing stage, plus the content hash of the weights (`model_hash`).
+    The checkpoint it was trained from (`init_origin`, `init_hash`) comes from `init` (the
+    stage that starts from `model.init`: its INIT_TAGS) or else is the parent's.
     A version with the same weights and lineage (REUSE_KEYS) is reused, not duplicated: a
     rerun then changes neither the registry nor any alias.
     A `registered_model.json` record is written into `model_dir` for downstream stages
@@ -67,14 +71,16 @@ def register_model_dir(
     root = project_root()  # dvc.lock and the git checkout, whatever the working directory
     record = model_dir / REGISTRY_RECORD
     record.unlink(missing_ok=True)  # a stale record must not be logged inside the model
+    parent, parent_tags = lineage.parent_lineage(parent_dir) if parent_dir else ("", {})
     tags = {
         TAG_GIT_COMMIT: lineage.git_commit(root),
         TAG_DATA_HASH: lineage.data_hash(data_path, root),
         TAG_PARAMS_HASH: params_hash(tracker.params),
-        TAG_PARENT_MODEL: lineage.parent_model(parent_dir) if parent_dir else "",
+        TAG_PARENT_MODEL: parent,
         TAG_STAGE: tracker.stage,
         TAG_MODEL_HASH: lineage.model_hash(model_dir),
     }
+    tags |= {key: (init or parent_tags).get(key, "") for key in INIT_TAGS}
     mv = _same_version(name, tags)
     if mv is not None:
         log.info(

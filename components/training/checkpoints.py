@@ -32,8 +32,9 @@ class SetupParams(Protocol):
     def pretrain(self) -> PretrainParams: ...
 
 
-def fingerprint(params: SetupParams, data_dir: Path) -> str:
-    """What makes two runs the same training setup (and their checkpoints interchangeable)."""
+def fingerprint(params: SetupParams, data_dir: Path, init_hash: str = "") -> str:
+    """What makes two runs the same training setup (and their checkpoints interchangeable);
+    `init_hash`: the content hash of the checkpoint the weights start from ("" from scratch)."""
     ident = {
         "model": params.model.model_dump(mode="json"),
         "pretrain": params.pretrain.model_dump(
@@ -41,7 +42,7 @@ def fingerprint(params: SetupParams, data_dir: Path) -> str:
         ),
         "seed": params.seed,
         "data": json.loads((data_dir / "index.json").read_text()),
-    }
+    } | ({"init": init_hash} if init_hash else {})
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 

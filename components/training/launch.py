@@ -99,8 +99,10 @@ def worker_args(
     out: Path,
     history: Path,
     mlflow_run_id: str = "",
+    init: Path | None = None,
 ) -> list[str]:
-    """Arguments of components/training/pretrain_worker.py (see its --help)."""
+    """Arguments of components/training/pretrain_worker.py (see its --help); `init`: the
+    checkpoint stage's directory (models/init), absent or scratch: built from `model:`."""
     return [
         "--params",
         str(params_file),
@@ -118,6 +120,7 @@ def worker_args(
         str(history),
         "--mlflow-run-id",
         mlflow_run_id,
+        *(["--init", str(init)] if init else []),
     ]
 
 

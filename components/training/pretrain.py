@@ -20,9 +20,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoTokenizer
 
 from components.atomic import replace_dir
-from components.constants import MODEL_BASE
+from components.constants import CHECKPOINT_RECORD, MODEL_BASE
+from components.modeling import checkpoint
+from components.modeling.io import count_parameters
 from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 class Paths:
     data: Path  # packed directory
     tokenizer: Path
+    init: Path  # checkpoint stage output (models/init): scratch, or the weights to continue
     params_file: Path  # the params.yaml the ranks read
     checkpoints: Path  # persistent across runs: resume point
     out: Path  # consolidated HF model directory
@@ -83,7 +87,32 @@ def plot_losses(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def register_checkpoint(paths: Paths, tracker: Tracker, init: checkpoint.Checkpoint) -> StageResult:
+    """`pretrain.max_steps: 0`: the checkpoint itself, untrained, is the base version."""
+    tmp_out = paths.out.with_name(paths.out.name + ".tmp")
+    shutil.rmtree(tmp_out, ignore_errors=True)
+    shutil.copytree(paths.init, tmp_out, ignore=shutil.ignore_patterns(CHECKPOINT_RECORD))
+    tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer)  # the tokenizer stage's copy
+    vocab = AutoConfig.from_pretrained(tmp_out).vocab_size
+    if len(tokenizer) > vocab:
+        raise ValueError(
+            f"the tokenizer ({len(tokenizer)} tokens) has tokens the checkpoint's {vocab} "
+            "embeddings lack (ChatML's, added because it has no chat template): set "
+            "pretrain.max_steps >= 1 so pretraining learns them"
+        )
+    tokenizer.save_pretrained(tmp_out)
+    replace_dir(tmp_out, paths.out)
+    register_model_dir(tracker, paths.out, MODEL_BASE, data_path=paths.data, init=init.tags())
+    return StageResult(metrics={"steps": 0, "parameters": count_parameters(paths.out)})
+
+
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
+    init = checkpoint.read(paths.init)
+    params = params.model_copy(
+        update={"model": checkpoint.model_params(params.model, paths.init)}
+    )  # the shape the planner sizes: from the checkpoint when there is one
+    if params.pretrain.max_steps == 0:
+        return register_checkpoint(paths, tracker, init)
     cfg, cluster = params.pretrain, params.cluster
     on_gpu = torch.cuda.is_available()
     device = "cuda" if on_gpu else "cpu"
@@ -113,6 +142,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         params_file=paths.params_file,
         data=paths.data,
         tokenizer=paths.tokenizer,
+        init=paths.init,
         ds_config=ds_config_path,
         checkpoints=paths.checkpoints,
         out=tmp_out,
@@ -146,7 +176,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     tracker.log_artifact(paths.plot, "plots")
     tracker.log_artifact(paths.checkpoints / SETTINGS_FILE, "deepspeed")
     replace_dir(tmp_out, paths.out)
-    register_model_dir(tracker, paths.out, MODEL_BASE, data_path=paths.data)
+    register_model_dir(tracker, paths.out, MODEL_BASE, data_path=paths.data, init=init.tags())
 
     first, last = rows[0], rows[-1]
     vals = [r for r in rows if "val_loss" in r]
@@ -168,12 +198,3 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             "training_flops": plan.training_flops,
         }
     )
-
-
-def count_parameters(model_dir: Path) -> int:
-    from math import prod
-
-    from safetensors import safe_open
-
-    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
-        return sum(prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 - safe_open is not a dict

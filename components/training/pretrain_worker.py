@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.integrations import HfDeepSpeedConfig
 
 from components.config import (
@@ -36,6 +36,7 @@ from components.config import (
     TokenizerParams,
     load_params,
 )
+from components.modeling import checkpoint
 from components.modeling.llama import llama_config
 from components.training.accelerator import (
     all_gather,
@@ -79,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--params", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True, help="packed directory")
     p.add_argument("--tokenizer", type=Path, required=True)
+    p.add_argument("--init", type=Path, help="checkpoint stage output (models/init)")
     p.add_argument("--ds-config", type=Path, required=True)
     p.add_argument("--checkpoints", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="consolidated HF model directory")
@@ -216,8 +218,11 @@ def zero_stage_of(ds_config: dict) -> int:
     return ds_config["zero_optimization"]["stage"]
 
 
-def build_model(params: Reads, tokenizer, ds_config: dict) -> torch.nn.Module:
-    """The model; under ZeRO-3 each rank allocates only its shard."""
+def build_model(
+    params: Reads, tokenizer, ds_config: dict, init: Path | None = None
+) -> torch.nn.Module:
+    """The model, from `model:` or the checkpoint in `init`; under ZeRO-3 each rank allocates
+    (and, from a checkpoint, loads) only its shard."""
     torch.manual_seed(params.seed)  # identical init on every rank before partitioning
     # While `hf_ds` lives, transformers builds the model under deepspeed.zero.Init and
     # initialises weights with the shards gathered. It must not outlive this function: later
@@ -225,10 +230,21 @@ def build_model(params: Reads, tokenizer, ds_config: dict) -> torch.nn.Module:
     cfg = params.pretrain
     zero3 = zero_stage_of(ds_config) == 3
     hf_ds = HfDeepSpeedConfig(ds_config) if zero3 else None
-    config = llama_config(params.model, tokenizer)
+    scratch = init is None or checkpoint.is_scratch(init)
+    config = llama_config(params.model, tokenizer) if scratch else AutoConfig.from_pretrained(init)
     if cfg.liger_kernel:
         apply_liger_kernel(config.model_type)  # patches the classes: before the model exists
-    model = AutoModelForCausalLM.from_config(config, attn_implementation=cfg.attn_implementation)
+    if scratch:
+        model = AutoModelForCausalLM.from_config(
+            config, attn_implementation=cfg.attn_implementation
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            init, dtype=torch.float32, attn_implementation=cfg.attn_implementation
+        )
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            # The tokenizer stage added ChatML's tokens to a checkpoint without a chat template.
+            model.resize_token_embeddings(len(tokenizer))
     del hf_ds
     if cfg.liger_kernel and zero3:
         # Liger's fused linear cross-entropy reads lm_head.weight inside the model's forward
@@ -338,7 +354,7 @@ def train(params: Reads, args: argparse.Namespace, metrics: StepMetrics | None) 
     zero_stage = zero_stage_of(ds_config)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
 
-    model = build_model(params, tokenizer, ds_config)
+    model = build_model(params, tokenizer, ds_config, args.init)
     client_opt, optimizer_name, ds_config = client_optimizer(ds_config, model, cfg, device)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, optimizer=client_opt, model_parameters=model.parameters(), config=ds_config
@@ -360,7 +376,9 @@ def train(params: Reads, args: argparse.Namespace, metrics: StepMetrics | None) 
     }
     log.info("run settings: %s", settings)
 
-    prepare_checkpoints(args.checkpoints, fingerprint(params, args.data), rank, world, args.history)
+    init_hash = checkpoint.read(args.init).hash if args.init else ""
+    setup = fingerprint(params, args.data, init_hash)
+    prepare_checkpoints(args.checkpoints, setup, rank, world, args.history)
     if rank == 0:
         (args.checkpoints / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
     report = partition_report(engine.module, rank, world, device)
@@ -445,6 +463,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     params = Reads.narrow(load_params(args.params))
+    if args.init:  # the shape, for the FLOPs count and checkpoint fingerprint
+        model = checkpoint.model_params(params.model, args.init)
+        params = params.model_copy(update={"model": model})
     accelerator = deepspeed.get_accelerator()
     # Bind this rank to its GPU before any collective: NCCL's object collectives use the
     # current device (on the CPU accelerator this is a no-op).

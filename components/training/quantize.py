@@ -40,7 +40,7 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from components.atomic import atomic_dir
-from components.config import QuantizeParams, QuantizeVariant, StageParams
+from components.config import QUANT_GROUP_SIZES, QuantizeParams, QuantizeVariant, StageParams
 from components.constants import ENV_QUANTIZE_PYTHON, MODEL_POLICY_INT4, MODEL_POLICY_INT8
 from components.modeling.io import load_for_inference
 from components.stage import StageResult
@@ -119,11 +119,30 @@ def shape_violations(
     return broken
 
 
+def resolve_group_sizes(
+    shapes: dict[str, tuple[int, int]], variants: dict[str, QuantizeVariant]
+) -> dict[str, QuantizeVariant]:
+    """Variants with `group_size: auto` replaced by the largest size that divides every
+    quantized layer's in_features; with none, the smallest, which `check_shapes` refuses
+    naming the layers."""
+    resolved = {}
+    for name, variant in variants.items():
+        if variant.group_size == "auto":
+            fits = [g for g in QUANT_GROUP_SIZES if all(i % g == 0 for _, i in shapes.values())]
+            size = max(fits) if fits else min(QUANT_GROUP_SIZES)
+            variant = variant.model_copy(update={"group_size": size})
+            log.info("quantize.variants.%s: group_size auto -> %d", name, size)
+        resolved[name] = variant
+    return resolved
+
+
 def check_shapes(
     config: PretrainedConfig, variants: dict[str, QuantizeVariant], source: str | Path
-) -> None:
-    """Refuse before quantizing if any variant's kernel cannot take a layer of the model."""
+) -> dict[str, QuantizeVariant]:
+    """Refuse before quantizing if any variant's kernel cannot take a layer of the model;
+    the variants with their group sizes resolved (`auto`)."""
     shapes = linear_shapes(config)
+    variants = resolve_group_sizes(shapes, variants)
     problems = []
     for name, variant in variants.items():
         for rule, layers in shape_violations(shapes, variant).items():
@@ -139,6 +158,7 @@ def check_shapes(
             "are multiples of the group size, or a smaller quantize.variants.<name>.group_size "
             "that divides them"
         )
+    return variants
 
 
 # --- the worker in the llm-compressor environment --------------------------------------------
@@ -243,7 +263,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.quantize
     variants = {"int8": cfg.variants.int8, "int4": cfg.variants.int4}
     # Before anything slow, from config.json alone.
-    check_shapes(AutoConfig.from_pretrained(paths.policy), variants, paths.policy)
+    variants = check_shapes(AutoConfig.from_pretrained(paths.policy), variants, paths.policy)
     outs = {"int8": paths.int8, "int4": paths.int4}
     with contextlib.ExitStack() as stack:
         tmp = {name: stack.enter_context(atomic_dir(out)) for name, out in outs.items()}
@@ -261,6 +281,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         )
         seconds = run_worker(spec, work)
         metrics: dict[str, float | int] = {"quantize_seconds": round(seconds, 1)}
+        metrics |= {f"{n}.group_size": v.group_size for n, v in variants.items() if v.group_size}
         rows = np.asarray(np.load(paths.packed / "val.npy", mmap_mode="r")[: cfg.compare_rows])
         policy, _ = load_for_inference(paths.policy)
         reference = next_token_scores(policy, rows)

@@ -22,7 +22,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-from components.chat import IM_END
+from components.chat import stop_token_ids
 from components.config import AlignParams, PostTrainParams
 from components.modeling.generate import generate_greedy
 from components.training import adapters
@@ -85,10 +85,7 @@ def build_rl_trainer(
 ) -> GRPOTrainer | RLOOTrainer:
     _, trainer_cls = TRAINERS[cfg.method]
     # Completions end at the end of the assistant turn, as in serving.
-    policy.generation_config.eos_token_id = [
-        tokenizer.eos_token_id,
-        tokenizer.convert_tokens_to_ids(IM_END),
-    ]
+    policy.generation_config.eos_token_id = stop_token_ids(tokenizer)
     return trainer_cls(
         model=policy,  # without LoRA the reference (beta > 0) is a second load of the SFT model
         reward_funcs=reward_funcs,

@@ -30,6 +30,7 @@ from transformers import (
     TrainerCallback,
 )
 from trl import SFTConfig, SFTTrainer
+from trl.chat_template_utils import has_generation_markers
 
 from components.config import PostTrainParams, SftParams, StageParams
 from components.constants import MODEL_SFT, MODEL_SFT_ADAPTER
@@ -86,16 +87,32 @@ def load_examples(path: Path, max_examples: int | None, seed: int) -> Dataset:
     return Dataset.from_list([{"messages": row["messages"]} for row in rows])
 
 
+def as_prompt_completion(dataset: Dataset) -> Dataset:
+    """`messages` split into TRL's conversational prompt (every turn but the last) and
+    completion (the last assistant turn): TRL then masks the loss to the completion whatever
+    the chat template, so a model's own template needs no `{% generation %}` markers."""
+    return dataset.map(
+        lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+        remove_columns=["messages"],
+    )
+
+
 def sft_config(
-    cfg: SftParams, scratch: Path, seed: int, posttrain: PostTrainParams = AUTO_DEVICE
+    cfg: SftParams,
+    scratch: Path,
+    seed: int,
+    posttrain: PostTrainParams = AUTO_DEVICE,
+    assistant_only: bool = True,
 ) -> SFTConfig:
+    """`assistant_only`: loss on every assistant turn, by the template's generation markers;
+    otherwise (a prompt-completion dataset) on the completion."""
     return SFTConfig(
         **trainer_kwargs(scratch, seed, posttrain),
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size,
         max_length=cfg.max_length,
-        assistant_only_loss=True,  # labels = -100 outside the template's generation markers
+        assistant_only_loss=assistant_only,  # labels = -100 outside the generation markers
         packing=False,  # one conversation per row: the mask stays aligned with its tokens
     )
 
@@ -113,7 +130,9 @@ def build_trainer(
     """The trainer with its dataset already tokenized (`trainer.train_dataset` has `labels`)."""
     return SFTTrainer(
         model=model,
-        args=sft_config(cfg, scratch, seed, posttrain),
+        args=sft_config(
+            cfg, scratch, seed, posttrain, assistant_only="messages" in dataset.column_names
+        ),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=adapters.lora_config(cfg.lora),  # TRL wraps the model in a PeftModel when set
@@ -129,6 +148,8 @@ def train(
     cfg = params.sft
     dataset = load_examples(paths.data, cfg.max_examples, params.seed)
     tokenizer = AutoTokenizer.from_pretrained(paths.base)
+    if not has_generation_markers(tokenizer.chat_template):  # a checkpoint's own template
+        dataset = as_prompt_completion(dataset)
     check_weights(paths.base)  # a truncated file is named, with how to restore it
     model = adapters.load_trainable(paths.base, cfg.lora, params.posttrain)
 

@@ -70,6 +70,11 @@ class PlanInputs(Protocol):
 
 
 def model_shape(cfg: ModelParams, vocab_size: int) -> ModelShape:
+    if cfg.hidden_size is None:
+        raise ValueError(
+            f"the model shape comes from the checkpoint (model.init {cfg.init!r}): run the "
+            "checkpoint stage (`dvc repro checkpoint`) and size from its models/init"
+        )
     moe = cfg.architecture == "mixtral"
     return ModelShape(
         vocab_size=vocab_size,
@@ -78,7 +83,7 @@ def model_shape(cfg: ModelParams, vocab_size: int) -> ModelShape:
         num_layers=cfg.num_hidden_layers,
         num_heads=cfg.num_attention_heads,
         num_kv_heads=cfg.num_key_value_heads,
-        tie_embeddings=cfg.tie_word_embeddings,
+        tie_embeddings=cfg.tie_word_embeddings is not False,
         num_experts=cfg.num_experts if moe else 1,
         experts_per_token=cfg.experts_per_token if moe else 1,
     )

@@ -15,6 +15,8 @@ def test_dvc_dag_declares_every_stage_of_the_package_in_a_valid_order():
         ("curate", "validate_curated"),
         ("validate_curated", "mix"),
         ("mix", "tokenizer"),
+        ("checkpoint", "tokenizer"),
+        ("checkpoint", "pretrain"),
         ("tokenizer", "pack"),
         ("pack", "validate_packed"),
         ("validate_packed", "pretrain"),
@@ -50,6 +52,7 @@ def test_upstream_closure_includes_dependencies_only():
         "curate",
         "validate_curated",
         "mix",
+        "checkpoint",
         "tokenizer",
         "pack",
     }

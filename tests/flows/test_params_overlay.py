@@ -29,7 +29,7 @@ def test_unknown_key_rejected_and_file_untouched(params_file):
 
 def test_invalid_value_rejected_and_file_untouched(params_file):
     before = params_file.read_text()
-    with pytest.raises(ParamsError, match="greater than or equal to 1"):
+    with pytest.raises(ParamsError, match="greater than or equal to 0"):
         set_params({"pretrain.max_steps": "-3"}, params_file)
     assert params_file.read_text() == before
 

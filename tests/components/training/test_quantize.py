@@ -97,8 +97,21 @@ def test_every_profile_takes_the_default_variants(profile, tokenizer, tmp_path):
     )
 
 
+def test_auto_group_size_divides_a_checkpoints_dims_or_the_layers_are_named(tokenizer):
+    # SmolLM2-135M's shape, on the meta device: 576-wide inputs take 64, not 128.
+    smollm2 = dict(hidden_size=576, intermediate_size=1536, num_attention_heads=9)
+    auto = {"int4": QuantizeVariant(scheme="W4A16", group_size="auto")}
+    resolved = quantize.check_shapes(
+        config_of(tokenizer, **smollm2, num_hidden_layers=1), auto, "p"
+    )
+    assert resolved["int4"].group_size == 64
+    # 344 inputs: no vLLM group size divides them, so auto is refused with the layer named.
+    with pytest.raises(quantize.ShapeRefused, match=r"down_proj \(64 x 344\)"):
+        quantize.check_shapes(config_of(tokenizer, intermediate_size=344), auto, "p")
+
+
 def test_schema_ties_group_size_and_bits_to_the_scheme():
-    with pytest.raises(ValidationError, match="W4A16 needs group_size in"):
+    with pytest.raises(ValidationError, match="W4A16 needs group_size auto or in"):
         QuantizeVariant(scheme="W4A16")
     with pytest.raises(ValidationError, match="drop group_size"):
         QuantizeVariant(scheme="W8A8", group_size=128)

@@ -184,3 +184,30 @@ def test_failed_save_leaves_the_previous_model_dir_intact(tmp_path):
         raise RuntimeError("disk full")
     assert (out / "model.safetensors").read_text() == "previous model"
     assert [p.name for p in tmp_path.iterdir()] == ["sft"]  # the temp dir is gone
+
+
+# A checkpoint's own ChatML-like template (SmolLM2's shape: a default system turn), without
+# the `{% generation %}` markers TRL's assistant-only loss needs.
+OWN_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def test_a_template_without_generation_markers_learns_the_last_answer(base_dir, data, tmp_path):
+    params = tiny_params(sft={"max_examples": 8})
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer.chat_template = OWN_TEMPLATE
+    dataset = sft.as_prompt_completion(sft.load_examples(data, 8, params.seed))
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    trainer = sft.build_trainer(model, tokenizer, dataset, params.sft, tmp_path, params.seed)
+    assert not trainer.args.assistant_only_loss
+    for ex in trainer.train_dataset:
+        batch = trainer.data_collator([ex])
+        ids, labels = batch["input_ids"][0], batch["labels"][0]
+        text = tokenizer.decode(ids)
+        assert text.startswith("<|im_start|>system\nYou are helpful.")  # the model's template
+        answer = text.rsplit("<|im_start|>assistant\n", 1)[1]
+        assert tokenizer.decode(ids[labels != -100]) == answer  # answer, <|im_end|>, newline

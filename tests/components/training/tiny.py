@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
 from components.config import ModelParams, Params, parse_params
 from components.constants import REGISTRY_RECORD
@@ -72,6 +74,17 @@ def save_base_model(out: Path, seed: int = 0) -> Path:
     tokenizer.save_pretrained(out)
     (out / REGISTRY_RECORD).write_text(json.dumps({"name": "llmops-base", "version": "1"}))
     return out
+
+
+def plain_tokenizer(chat_template: str | None) -> PreTrainedTokenizerFast:
+    """A BPE tokenizer with only `</s>`: no ChatML tokens, no padding token."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["</s>"], show_progress=False)
+    tok.train_from_iterator([corpus()], trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>")
+    fast.chat_template = chat_template
+    return fast
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
