@@ -9,14 +9,20 @@ favour either model, so the count of challenger gains among them is Binomial(b +
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from scipy.stats import binomtest
 
 from components.config import min_paired_items
+from components.constants import EVAL_CHALLENGER
 
+# Metrics with per-item results, and the field of reports/predictions.jsonl that holds them
+# (one row per model and eval item; the same items for every model evaluated).
+PER_ITEM = {"eval_accuracy": "correct"}
 Direction = Literal["better", "worse", "none"]  # the challenger's, at the confidence asked
 TEST_NAME = "mcnemar_exact"
 
@@ -78,6 +84,15 @@ def mcnemar(
         float(p_worse),
         confidence,
     )
+
+
+def per_item(predictions: Path, model: str = EVAL_CHALLENGER) -> dict[str, dict[str, bool]]:
+    """{metric: {item id: result}} of one model, from the evaluate stage's predictions."""
+    rows = [json.loads(line) for line in predictions.read_text().splitlines() if line.strip()]
+    mine = [r for r in rows if r["model"] == model]
+    if not mine:
+        raise ValueError(f"{predictions} holds no rows of model {model!r}: re-run evaluate")
+    return {m: {str(r["id"]): bool(r[field]) for r in mine} for m, field in PER_ITEM.items()}
 
 
 def interval_direction(low: float, high: float, null: float = 0.5) -> Direction:

@@ -43,7 +43,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from components.config import GateRule, PromoteParams, StageParams
-from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, EVAL_CHALLENGER, MODEL_POLICY
+from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY
 from components.evaluation.significance import (
     Direction,
     PairedTest,
@@ -51,6 +51,7 @@ from components.evaluation.significance import (
     disagreement,
     interval_direction,
     mcnemar,
+    per_item,
 )
 from components.registry import audit
 from components.stage import StageResult
@@ -62,9 +63,6 @@ log = logging.getLogger(__name__)
 EVAL_TAG_PREFIX = "eval."
 Status = Literal["pass", "fail", "skip"]
 ITEMS_ARTIFACT = "promotion/items.json"  # {metric: {item id: correct}} of the challenger
-# Metrics with per-item results, and where they come from: the rows of reports/predictions.jsonl
-# of the model the gates judge (the same items for every model evaluated).
-PER_ITEM = {"eval_accuracy": "correct"}
 PairedEvidence = PairedTest | str  # the test, or why there is none
 
 
@@ -367,15 +365,6 @@ def challenger_evaluation(paths: Paths) -> dict[str, Any]:
     for path in (paths.evaluation, paths.judge, paths.safety):
         merged.update(json.loads(path.read_text()))
     return merged
-
-
-def per_item(predictions: Path, model: str = EVAL_CHALLENGER) -> dict[str, dict[str, bool]]:
-    """{metric: {item id: result}} of one model, from the evaluate stage's predictions."""
-    rows = [json.loads(line) for line in predictions.read_text().splitlines() if line.strip()]
-    mine = [r for r in rows if r["model"] == model]
-    if not mine:
-        raise ValueError(f"{predictions} holds no rows of model {model!r}: re-run evaluate")
-    return {m: {str(r["id"]): bool(r[field]) for r in mine} for m, field in PER_ITEM.items()}
 
 
 def champion_items(champ: ModelVersion) -> dict[str, dict[str, bool]] | str:
