@@ -690,7 +690,7 @@ class Params(_Section):
         need = min_paired_items(self.promote.confidence)
         if paired and items < need:
             raise ValueError(
-                f"the eval set gives at most {items} items (min of tasks.eval, "
+                f"the eval set may give as few as {items} items (min of tasks.eval, "
                 f"evaluate.max_examples), but the paired test of gates {paired} cannot show a "
                 f"gain at promote.confidence {self.promote.confidence:g} on fewer than {need}: "
                 "raise both, or lower the confidence"
@@ -754,7 +754,9 @@ def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
+        if not e["loc"]:  # a rule across sections: its message names the keys
+            lines.append(f"  {e['msg']}")
+        elif e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (check spelling; allowed keys are in params.yaml)")
         else:
             lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
