@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -522,13 +523,24 @@ class EvaluateParams(_Section):
     generation_batch_size: int = Field(default=16, ge=1)
 
 
+class JudgeCalibrationParams(_Section):
+    """What a judge must show before its verdicts count (components/evaluation/calibration.py):
+    below any threshold, on the calibration pairs or on the comparison itself, the judge is
+    unavailable and its gate's `if_missing` decides."""
+
+    pairs: int = Field(default=16, ge=2)  # eval items: correct vs wrong answer, both orders
+    min_accuracy: float = Field(default=0.75, ge=0, le=1)  # correct answer picked in both orders
+    min_consistency: float = Field(default=0.75, ge=0, le=1)  # same verdict in both orders
+    max_invalid_rate: float = Field(default=0.1, ge=0, le=1)  # replies that are no verdict
+
+
 class JudgeParams(_Section):
     """Pairwise judge of the challenger against the champion (components/evaluation/pairwise).
 
     `endpoint` None: the trained reward model scores each answer (offline, deterministic).
     Otherwise an OpenAI-compatible chat endpoint (vLLM, OpenAI, ...) is asked which answer is
-    better; if it cannot be reached, the judge metrics are missing and the gate's
-    `if_missing` decides.
+    better; if it cannot be reached, answers no verdict or fails its calibration, the judge
+    metrics are missing and the gate's `if_missing` decides.
     """
 
     endpoint: str | None = None  # base URL, e.g. http://127.0.0.1:8000/v1
@@ -541,6 +553,12 @@ class JudgeParams(_Section):
     reward_max_length: int = Field(default=256, ge=8)  # tokens the reward model reads
     confidence: float = Field(default=0.95, gt=0, lt=1)  # of the win-rate interval
     bootstrap_resamples: int = Field(default=2000, ge=100)
+    calibration: JudgeCalibrationParams = JudgeCalibrationParams()
+    # Whether the endpoint's model was trained on this pipeline's preference pairs (e.g. it
+    # serves the reward model or a policy): such a judge shares training signal with the
+    # challenger and its verdict is flagged, never enough on its own. The reward-model judge
+    # always is.
+    endpoint_shares_training: bool = False
 
     @model_validator(mode="after")
     def _endpoint_needs_model(self) -> JudgeParams:
@@ -590,19 +608,57 @@ class GateRule(_Section):
     # A metric the evaluation did not produce (judge endpoint down, stage switched off) never
     # passes: `fail` blocks promotion, `skip` leaves this gate out of the decision (reported).
     if_missing: Literal["fail", "skip"] = "fail"
+    # `against: champion` only. point: the challenger's value vs the champion's. mcnemar: a
+    # paired exact test on the per-item results of both (promote.confidence); a tie or an
+    # insignificant gain fails.
+    test: Literal["point", "mcnemar"] = "point"
+    # `against: absolute` only: the key compared with the threshold instead of the metric,
+    # e.g. its interval's bound (`judge_win_rate_ci_high`: the challenger is not shown to lose).
+    bound: str | None = Field(default=None, min_length=1)
+    # A key (1/0) saying whether this gate's evidence is independent of the challenger's
+    # training (`judge_independent`). At 0 a pass is not evidence: the gate is reported
+    # skipped, while a fail still fails.
+    independence: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _absolute_needs_threshold(self) -> GateRule:
         if self.against == "absolute" and self.threshold is None:
             raise ValueError("a gate with `against: absolute` needs a `threshold`")
+        if self.test != "point" and self.against != "champion":
+            raise ValueError(f"`test: {self.test}` compares with the champion: `against: champion`")
+        if self.bound is not None and self.against != "absolute":
+            raise ValueError("`bound` replaces the value of an `against: absolute` gate")
         return self
+
+
+def min_paired_items(confidence: float) -> int:
+    """The fewest paired items on which a one-sided exact McNemar test can reject "no
+    difference" at `confidence`: every item discordant and in the same direction gives
+    p = 0.5**n, so n must exceed log2(1 / (1 - confidence))."""
+    return math.floor(math.log2(1.0 / (1.0 - confidence))) + 1
 
 
 class PromoteParams(_Section):
     # Default margin of `against: champion` gates: the challenger must beat the champion by
     # more than this (0: strictly better; a tie keeps the champion).
     min_delta: float = 0.0
+    # Of the paired tests (`test: mcnemar`) and of reading an interval's direction.
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
     gates: dict[str, GateRule] = Field(min_length=1)
+    # When task accuracy (a `test: mcnemar` gate) and the judge (`disagreement_judge`'s interval)
+    # point opposite ways, each beyond its interval: keep_champion, or let one of them decide
+    # (the other's gate is then reported skipped). `judge` needs an independent judge.
+    on_disagreement: Literal["keep_champion", "accuracy", "judge"] = "keep_champion"
+    disagreement_judge: str = "judge_win_rate"  # gate whose metric has <metric>_ci_low/_ci_high
+
+    @model_validator(mode="after")
+    def _disagreement_judge_is_a_gate(self) -> PromoteParams:
+        if self.on_disagreement != "keep_champion" and self.disagreement_judge not in self.gates:
+            raise ValueError(
+                f"promote.disagreement_judge {self.disagreement_judge!r} is not a gate; "
+                f"gates: {sorted(self.gates)}"
+            )
+        return self
 
     def rules(self) -> dict[str, tuple[str, GateRule]]:
         """{gate name: (metric key, rule)}, the metric defaulting to the gate's name."""
@@ -686,6 +742,20 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
+    def _eval_set_fits_the_paired_test(self) -> Params:
+        paired = [n for n, r in self.promote.gates.items() if r.test != "point"]
+        items = min(self.tasks.eval, self.evaluate.max_examples)
+        need = min_paired_items(self.promote.confidence)
+        if paired and items < need:
+            raise ValueError(
+                f"the eval set may give as few as {items} items (min of tasks.eval, "
+                f"evaluate.max_examples), but the paired test of gates {paired} cannot show a "
+                f"gain at promote.confidence {self.promote.confidence:g} on fewer than {need}: "
+                "raise both, or lower the confidence"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _offload_params_needs_zero3(self) -> Params:
         if self.pretrain.offload == "optimizer_and_params" and self.pretrain.zero_stage not in (
             3,
@@ -742,7 +812,9 @@ def _describe(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
+        if not e["loc"]:  # a rule across sections: its message names the keys
+            lines.append(f"  {e['msg']}")
+        elif e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (check spelling; allowed keys are in params.yaml)")
         else:
             lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")

@@ -20,6 +20,10 @@ MODEL_POLICY_INT4: Final = "llmops-policy-int4"
 MODEL_SFT_ADAPTER: Final = "llmops-sft-adapter"
 MODEL_POLICY_ADAPTER: Final = "llmops-policy-adapter"
 
+# The evaluate stage's name of the model the promote gates judge (its rows in
+# reports/predictions.jsonl, its numbers under the plain metric keys).
+EVAL_CHALLENGER: Final = "policy"
+
 # Aliases: the final model is the challenger; the served model holds champion.
 ALIAS_CHALLENGER: Final = "challenger"
 ALIAS_CHAMPION: Final = "champion"

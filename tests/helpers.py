@@ -5,19 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from components.config import Params, StageParams, load_params
+from components.config import Params, StageParams, load_params, parse_params
 from components.stage import stage_reads
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def project_params(**sections: dict[str, Any]) -> Params:
-    """params.yaml with some section values replaced, e.g. project_params(curate={...})."""
-    params = load_params(ROOT / "params.yaml")
-    updates = {
-        name: getattr(params, name).model_copy(update=values) for name, values in sections.items()
-    }
-    return params.model_copy(update=updates)
+    """params.yaml with some section values replaced, e.g. project_params(curate={...}),
+    validated by the schema like the file itself (a bad override fails here, not in a stage)."""
+    raw = load_params(ROOT / "params.yaml").model_dump()
+    for name, values in sections.items():
+        raw[name] = {**raw[name], **values}
+    return parse_params(raw, source=f"params.yaml with test overrides {sorted(sections)}")
 
 
 # Curation blocks that judge natural-language quality switched off, so that toy documents reach

@@ -138,11 +138,24 @@ def test_stage_metrics_are_sane(project):
     assert pre["train_loss_last"] < pre["train_loss_first"]
     assert pre["world_size"] == 2 and pre["zero_stage"] == 3
     ev = metrics(root, "evaluate")
-    assert 0.0 <= ev["eval_accuracy"] <= 1.0 and ev["perplexity"] > 1.0
-    assert ev["eval_accuracy_stderr"] >= 0.0  # lm-eval's per-task stderr, pooled
+    # The gated numbers are what the per-item file gives: the share right and its stderr.
+    correct = [
+        float(row["correct"])
+        for row in map(json.loads, (root / "reports" / "predictions.jsonl").open())
+        if row["model"] == "policy"
+    ]
+    n, mean = len(correct), sum(correct) / len(correct)
+    assert ev["eval_accuracy"] == pytest.approx(mean, abs=1e-4) and ev["n_examples"] == n
+    stderr = (sum((c - mean) ** 2 for c in correct) / (n - 1) / n) ** 0.5
+    assert ev["eval_accuracy_stderr"] == pytest.approx(stderr, abs=1e-4)
     assert {f"policy.accuracy.{t}" for t in ("add", "sub", "speaker")} <= set(ev)
+    judge = metrics(root, "judge")
+    # The reward-model judge calibrated on the smoke profile's 4 pairs and was flagged.
+    assert judge["judge.calibration.n_pairs"] == 4 and judge["judge.independent"] == 0
+    assert judge["judge.available"] == int(judge["judge.calibration.accuracy"] >= 0.75)
     promotion = metrics(root, "promote")
     assert promotion["gate.perplexity"] == "pass"  # the first run: no champion to compare
+    assert promotion["gate.eval_accuracy"] == "skip" and promotion["confidence"] == 0.95
     quant = metrics(root, "quantize")
     assert 0 < quant["int4.size_ratio"] < quant["int8.size_ratio"] < 1.0
     assert abs(quant["int8.perplexity_change"]) < 0.05
@@ -164,6 +177,11 @@ def test_registry_holds_every_model_with_lineage(project, monkeypatch):
     champion = client.get_model_version_by_alias(MODEL_POLICY, ALIAS_CHAMPION)
     challenger = client.get_model_version_by_alias(MODEL_POLICY, ALIAS_CHALLENGER)
     assert str(champion.version) == str(challenger.version) == "1"
+    # The champion's per-item results, for the next challenger's paired test.
+    import mlflow
+
+    items = mlflow.artifacts.load_dict(champion.tags["promotion.items"])["eval_accuracy"]
+    assert len(items) == metrics(project["root"], "evaluate")["n_examples"]
 
 
 def test_every_stage_has_a_nested_mlflow_run(project, monkeypatch):

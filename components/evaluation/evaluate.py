@@ -29,6 +29,7 @@ from matplotlib.figure import Figure  # no pyplot: no global backend or display 
 from transformers import PreTrainedModel
 
 from components.config import EvaluateParams, StageParams
+from components.constants import EVAL_CHALLENGER
 from components.evaluation import harness
 from components.evaluation.eval_set import read_eval_set
 from components.modeling.io import load_for_inference
@@ -38,7 +39,7 @@ from components.tracking.stage_run import Tracker
 log = logging.getLogger(__name__)
 
 MODELS = ("base", "sft", "policy", "policy_int8", "policy_int4")  # Paths fields, in table order
-PROMOTED = "policy"  # its metrics are also written under the top-level keys
+PROMOTED = EVAL_CHALLENGER  # its metrics are also written under the top-level keys
 
 
 class Reads(StageParams):

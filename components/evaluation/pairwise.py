@@ -7,18 +7,30 @@
    params.yaml) because the gate is about beating the champion. The reason is recorded in
    `judge.baseline_reason`.
 2. Both models answer every prompt of `data/judge/prompts.jsonl` (greedy, chat template).
-3. A judge compares each pair twice, challenger shown first (A) and then second (B). A pair
-   whose two verdicts disagree (position bias) counts as a tie.
-4. Win rate = (wins + ties/2) / pairs, with a bootstrap interval (scipy.stats.bootstrap).
+3. The judge first calibrates (components/evaluation/calibration.py): eval items with a known
+   correct answer against a wrong one. Below `judge.calibration`'s thresholds it is
+   unavailable and nothing else is asked of it.
+4. It compares each pair twice, challenger shown first (A) and then second (B)
+   (components/evaluation/verdicts.py): a reply that is no verdict is invalid, two orders that
+   disagree are inconsistent; the comparison must meet the same invalid-rate and consistency
+   thresholds, or the judge is unavailable.
+5. Win rate = (wins + ties/2 + inconsistent/2) / valid pairs (an inconsistent pair shows no
+   preference that survives the order swap), with a bootstrap interval (scipy.stats.bootstrap).
+
+An unavailable judge writes no gated key: the promote gate's `if_missing` decides, never a pass.
+A judge that shares training signal with the challenger (the reward model, trained on the same
+preference pairs the policy was optimised on; an endpoint declared so) is flagged:
+`judge_independent` 0, which the gate's `independence` reads.
 
 Judges:
 - `RewardModelJudge` (default, offline): the trained reward model (`llmops-reward`) scores each
   answer in its own conversation and the higher reward wins. Position cannot matter by
   construction (the other answer is never in view), so both orders always agree; they are still
-  both computed, through the same interface, and the consistency metric (1.0) says so.
+  both computed, through the same interface, and the consistency metric (1.0) says so. Never
+  independent of the challenger.
 - `EndpointJudge`: any OpenAI-compatible chat endpoint (vLLM, OpenAI, ...) through the `openai`
-  client, asked to answer `A`, `B` or `tie`. If it cannot be reached, no verdict is invented:
-  the judge metrics are missing and the promote gate's `if_missing` decides.
+  client, asked to answer `A`, `B` or `tie`. If it cannot be reached (refused, timed out, an
+  HTTP error), no verdict is invented: the judge is unavailable with the reason.
 
 Why not mlflow.genai scorers (MLflow 3.17): a scorer grades one row (inputs, outputs,
 expectations), and its LLM judges (`make_judge`) reach endpoints through litellm (not installed)
@@ -37,7 +49,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -46,7 +58,18 @@ from scipy.stats import bootstrap
 
 from components.config import JudgeParams, StageParams
 from components.constants import ALIAS_CHAMPION, MODEL_POLICY
+from components.evaluation.calibration import calibrate, calibration_pairs, rate_problems
 from components.evaluation.eval_set import read_eval_set
+from components.evaluation.verdicts import (
+    OUTCOMES,
+    Agreement,
+    Outcome,
+    PairOutcome,
+    Verdict,
+    both_orders,
+    outcome_of,
+    parse_verdict,
+)
 from components.modeling.generate import Conversation, generate_greedy, user_turns
 from components.modeling.io import load_for_inference
 from components.registry.promote import current_champion
@@ -57,10 +80,10 @@ from components.tracking.stage_run import Tracker
 log = logging.getLogger(__name__)
 
 PROMPT_KEYS = ("id", "task", "prompt")
-Verdict = Literal["A", "B", "tie"]  # which shown position answered better
-Outcome = Literal["win", "tie", "loss"]  # for the challenger
-OUTCOMES: tuple[Outcome, ...] = ("win", "tie", "loss")
-POINTS: dict[Outcome, float] = {"win": 1.0, "tie": 0.5, "loss": 0.0}
+# Written as `judge_<key>` (what promote's gates read) only for a comparison with the champion.
+GATED = ("win_rate", "win_rate_ci_low", "win_rate_ci_high", "consistency")
+# Points of the challenger per valid pair; invalid pairs are left out of the win rate.
+POINTS: dict[PairOutcome, float] = {"win": 1.0, "tie": 0.5, "inconsistent": 0.5, "loss": 0.0}
 
 
 class Reads(StageParams):
@@ -74,6 +97,7 @@ class Paths:
     sft: Path  # baseline when there is no other champion
     reward: Path  # the reward model (default judge)
     prompts: Path  # JSONL: id, task, prompt
+    eval_set: Path  # JSONL: id, task, prompt, answer (the judge's calibration pairs)
     verdicts: Path  # JSONL: one line per prompt (answers, both verdicts, outcome)
     plot: Path  # PNG: the judge matrix
     metrics: Path
@@ -83,18 +107,12 @@ class JudgeUnavailable(RuntimeError):
     """The judge could not be asked: its verdicts are missing, never assumed."""
 
 
-class PairJudge(Protocol):
-    name: str
-
-    def judge(self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> list[Verdict]:
-        """Which of answer A or B to each prompt is better (or a tie)."""
-        ...
-
-
 class RewardModelJudge:
     """The reward model as a judge: each answer scored alone, the higher reward wins."""
 
     name = "reward_model"
+    # Trained on the preference pairs the policy was optimised on (and usable as its RL reward).
+    shares_training = True
 
     def __init__(self, reward_dir: Path, max_length: int, batch_size: int):
         from components.training.reward import score  # torch/TRL only for this judge
@@ -128,13 +146,6 @@ JUDGE_INSTRUCTIONS = (
 )
 
 
-def parse_verdict(text: str | None) -> Verdict:
-    """The verdict in a judge's reply; anything else is a tie (no preference shown)."""
-    words = (text or "").split(maxsplit=1)
-    first = words[0].strip(".,:;!*'\"`()").casefold() if words else ""
-    return "A" if first == "a" else "B" if first == "b" else "tie"
-
-
 class EndpointJudge:
     """An OpenAI-compatible chat endpoint as a judge (the `openai` client, greedy)."""
 
@@ -144,6 +155,7 @@ class EndpointJudge:
         assert cfg.endpoint is not None  # validated by JudgeParams
         self.endpoint, self.model = cfg.endpoint, cfg.model
         self.name = f"endpoint:{cfg.model}"
+        self.shares_training = cfg.endpoint_shares_training
         # One retry at most: a down judge should cost seconds, not the client's default backoff.
         self.client = OpenAI(
             base_url=cfg.endpoint,
@@ -166,7 +178,7 @@ class EndpointJudge:
                 max_tokens=4,
                 temperature=0.0,
             )
-        except (openai.APIConnectionError, openai.APIStatusError) as err:
+        except openai.APIError as err:  # refused, timed out, HTTP error, malformed reply
             raise JudgeUnavailable(
                 f"judge endpoint {self.endpoint} (model {self.model!r}) did not answer: "
                 f"{type(err).__name__}: {err}. The judge metrics are reported missing; check "
@@ -179,7 +191,7 @@ class EndpointJudge:
         return [self.ask(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
 
 
-def make_judge(cfg: JudgeParams, reward_dir: Path) -> PairJudge:
+def make_judge(cfg: JudgeParams, reward_dir: Path) -> EndpointJudge | RewardModelJudge:
     if cfg.endpoint:
         return EndpointJudge(cfg)
     return RewardModelJudge(reward_dir, cfg.reward_max_length, cfg.batch_size)
@@ -188,19 +200,14 @@ def make_judge(cfg: JudgeParams, reward_dir: Path) -> PairJudge:
 # ---------------------------------------------------------------- verdicts -> numbers
 
 
-def per_order(v: Verdict, challenger_is: Literal["A", "B"]) -> Outcome:
-    """The challenger's outcome in one order, given the position it was shown in."""
-    if v == "tie":
-        return "tie"
-    return "win" if v == challenger_is else "loss"
-
-
 def win_rate_interval(
-    outcomes: Sequence[Outcome], confidence: float, resamples: int, seed: int
+    outcomes: Sequence[PairOutcome], confidence: float, resamples: int, seed: int
 ) -> tuple[float, float, float]:
-    """(win rate, low, high): mean points (win 1, tie 0.5, loss 0) and a percentile bootstrap
+    """(win rate, low, high): mean points of the valid pairs (POINTS) and a percentile bootstrap
     interval over prompts (percentile, not BCa: BCa is undefined when all outcomes agree)."""
-    points = np.array([POINTS[o] for o in outcomes], dtype=float)
+    points = np.array([POINTS[o] for o in outcomes if o != "invalid"], dtype=float)
+    if len(points) == 0:
+        raise ValueError("no valid verdict: a win rate needs at least one")
     rate = float(points.mean())
     if len(points) < 2 or np.all(points == points[0]):
         return rate, rate, rate  # no spread to resample
@@ -216,9 +223,10 @@ def win_rate_interval(
 
 
 def judge_matrix(first: Sequence[Outcome], second: Sequence[Outcome]) -> np.ndarray:
-    """(3, 3) counts: rows the challenger's outcome shown first, columns shown second
-    (win, tie, loss). The diagonal is position-consistent; off it, the pair counts as a tie."""
-    m = np.zeros((3, 3), dtype=int)
+    """(4, 4) counts: rows the challenger's outcome shown first, columns shown second
+    (win, tie, loss, invalid). Off the diagonal a valid pair is inconsistent."""
+    n = len(OUTCOMES)
+    m = np.zeros((n, n), dtype=int)
     for a, b in zip(first, second, strict=True):
         m[OUTCOMES.index(a), OUTCOMES.index(b)] += 1
     return m
@@ -234,8 +242,8 @@ def render_matrix(matrix: np.ndarray | None, title: str, path: Path) -> None:
         ax.imshow(matrix, cmap="Blues")
         for (i, j), n in np.ndenumerate(matrix):
             ax.text(j, i, str(n), ha="center", va="center", fontsize=12)
-        ax.set_xticks(range(3), OUTCOMES)
-        ax.set_yticks(range(3), OUTCOMES)
+        ax.set_xticks(range(len(OUTCOMES)), OUTCOMES)
+        ax.set_yticks(range(len(OUTCOMES)), OUTCOMES)
         ax.set_xlabel("challenger's outcome, shown second (B)")
         ax.set_ylabel("shown first (A)")
     ax.set_title(title, fontsize=9)
@@ -247,26 +255,25 @@ def render_matrix(matrix: np.ndarray | None, title: str, path: Path) -> None:
 def summarize(
     first: Sequence[Outcome], second: Sequence[Outcome], cfg: JudgeParams, seed: int
 ) -> dict[str, Any]:
+    """Counts and rates of a comparison; the win rate only when some pair is valid."""
     outcomes = [outcome_of(a, b) for a, b in zip(first, second, strict=True)]
     counts = Counter(outcomes)
-    rate, low, high = win_rate_interval(outcomes, cfg.confidence, cfg.bootstrap_resamples, seed)
-    return {
-        "win_rate": round(rate, 4),
-        "win_rate_ci_low": round(low, 4),
-        "win_rate_ci_high": round(high, 4),
-        "consistency": round(
-            float(np.mean([a == b for a, b in zip(first, second, strict=True)])), 4
-        ),
+    agreement = Agreement.of(first, second)
+    out: dict[str, Any] = {
+        "consistency": agreement.consistency,
+        "invalid_rate": agreement.invalid_rate,
         "wins": counts["win"],
         "ties": counts["tie"],
         "losses": counts["loss"],
+        "inconsistent": counts["inconsistent"],
+        "invalid": counts["invalid"],
         "n_pairs": len(outcomes),
     }
-
-
-def outcome_of(first: Outcome, second: Outcome) -> Outcome:
-    """Per-order outcomes combined: agreement stands, disagreement is a tie."""
-    return first if first == second else "tie"
+    if counts["invalid"] < len(outcomes):
+        rate, low, high = win_rate_interval(outcomes, cfg.confidence, cfg.bootstrap_resamples, seed)
+        out.update(win_rate=round(rate, 4), win_rate_ci_low=round(low, 4))
+        out["win_rate_ci_high"] = round(high, 4)
+    return out
 
 
 # ---------------------------------------------------------------- the stage
@@ -319,52 +326,87 @@ def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def judge_identity(judge: EndpointJudge | RewardModelJudge) -> dict[str, Any]:
+    shares = judge.shares_training
+    why = (
+        "trained on the preference pairs the policy was optimised on"
+        if isinstance(judge, RewardModelJudge)
+        else "declared so (judge.endpoint_shares_training)"
+        if shares
+        else "shares no declared training signal with the challenger"
+    )
+    return {"judge.independent": int(not shares), "judge.independence": why}
+
+
+def _unavailable(
+    metrics: dict[str, Any], why: str, rows: list[dict[str, Any]], paths: Paths, tracker: Tracker
+) -> StageResult:
+    log.warning("judge unavailable: %s", why)
+    metrics.update({"judge.available": 0, "judge.error": why[:500]})
+    _write_jsonl(paths.verdicts, rows)
+    if not paths.plot.exists():
+        render_matrix(None, f"challenger vs {metrics['judge.baseline']}", paths.plot)
+    for artifact in (paths.verdicts, paths.plot):
+        tracker.log_artifact(artifact, "judge")
+    return StageResult(metrics=metrics)
+
+
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.judge
     items = read_eval_set(paths.prompts, cfg.max_prompts, keys=PROMPT_KEYS)
     prompts = [str(ex["prompt"]) for ex in items]
+    # Before any model is loaded: a calibration set the eval split cannot give fails here.
+    pairs = calibration_pairs(read_eval_set(paths.eval_set), cfg.calibration.pairs, params.seed)
     baseline = choose_baseline(MlflowClient(), paths.policy)
     log.info("judge baseline: %s (%s)", baseline.label, baseline.reason)
-    ours = answers_of(paths.policy, prompts, cfg)
-    theirs = baseline_answers(baseline, paths.sft, prompts, cfg)
+    paths.plot.unlink(missing_ok=True)  # a stale matrix must not stand for this run
 
     metrics: dict[str, Any] = {
         "judge.baseline": baseline.label,
         "judge.baseline_version": baseline.version,
         "judge.baseline_reason": baseline.reason,
         "judge.judge": f"endpoint:{cfg.model}" if cfg.endpoint else RewardModelJudge.name,
+        **{f"judge.threshold.{k}": v for k, v in cfg.calibration.model_dump().items()},
     }
-    rows = [
-        {"id": ex["id"], "task": ex["task"], "prompt": p, "challenger": a, "baseline": b}
-        for ex, p, a, b in zip(items, prompts, ours, theirs, strict=True)
+    rows: list[dict[str, Any]] = [
+        {"id": ex["id"], "task": ex["task"], "prompt": str(ex["prompt"])} for ex in items
     ]
     try:
         judge = make_judge(cfg, paths.reward)
-        first = [per_order(v, "A") for v in judge.judge(prompts, ours, theirs)]
-        second = [per_order(v, "B") for v in judge.judge(prompts, theirs, ours)]
+        metrics.update(judge_identity(judge))
+        calibration = calibrate(judge, pairs)
+        metrics.update({f"judge.calibration.{k}": v for k, v in calibration.metrics().items()})
+        if problems := calibration.problems(cfg.calibration):
+            return _unavailable(metrics, "; ".join(problems), rows, paths, tracker)
+        ours = answers_of(paths.policy, prompts, cfg)
+        theirs = baseline_answers(baseline, paths.sft, prompts, cfg)
+        for row, a, b in zip(rows, ours, theirs, strict=True):
+            row.update(challenger=a, baseline=b)
+        first, second = both_orders(judge, prompts, ours, theirs)
     except JudgeUnavailable as err:
-        log.warning("%s", err)
-        metrics.update({"judge.available": 0, "judge.error": str(err)[:500]})
-        _write_jsonl(paths.verdicts, rows)
-        render_matrix(None, f"challenger vs {baseline.label}", paths.plot)
-        tracker.log_artifact(paths.verdicts, "judge")
-        return StageResult(metrics=metrics)
+        return _unavailable(metrics, str(err), rows, paths, tracker)
 
     summary = summarize(first, second, cfg, params.seed)
-    metrics["judge.available"] = 1
     metrics.update({f"judge.{k}": v for k, v in summary.items()})
-    if baseline.label == "champion":  # the gated keys: only a comparison with the champion
-        metrics.update({f"judge_{k}": summary[k] for k in ("win_rate", "consistency")})
-        metrics["judge_win_rate_ci_low"] = summary["win_rate_ci_low"]
     for row, a, b in zip(rows, first, second, strict=True):
         row.update(shown_first=a, shown_second=b, outcome=outcome_of(a, b))
-    _write_jsonl(paths.verdicts, rows)
-    title = (
-        f"challenger vs {baseline.label} ({metrics['judge.judge']}): win rate "
-        f"{summary['win_rate']:.2f} [{summary['win_rate_ci_low']:.2f}, "
+    rate = (
+        f"win rate {summary['win_rate']:.2f} [{summary['win_rate_ci_low']:.2f}, "
         f"{summary['win_rate_ci_high']:.2f}]"
+        if "win_rate" in summary
+        else "no valid verdict"
     )
+    title = f"challenger vs {baseline.label} ({metrics['judge.judge']}): {rate}"
     render_matrix(judge_matrix(first, second), title, paths.plot)
+    problems = rate_problems(Agreement.of(first, second), cfg.calibration, "comparison")
+    if problems:
+        return _unavailable(metrics, "; ".join(problems), rows, paths, tracker)
+
+    metrics["judge.available"] = 1
+    if baseline.label == "champion":  # the gated keys: only a comparison with the champion
+        metrics.update({f"judge_{k}": summary[k] for k in GATED})
+        metrics["judge_independent"] = metrics["judge.independent"]
+    _write_jsonl(paths.verdicts, rows)
     for artifact in (paths.verdicts, paths.plot):
         tracker.log_artifact(artifact, "judge")
     log.info("judge: %s", title)

@@ -21,9 +21,18 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from components.config import ReportParams, StageParams
+from components.constants import EVAL_CHALLENGER
 from components.data.documents import DOCS_FILE, read_docs
 from components.evaluation.contamination import Overlap, contamination
 from components.evaluation.eval_set import read_eval_set
+from components.evaluation.significance import (
+    PER_ITEM,
+    TooFewItems,
+    disagreement,
+    interval_direction,
+    mcnemar,
+    per_item,
+)
 from components.project import project_root
 from components.stage import StageResult
 from components.tracking import lineage
@@ -39,6 +48,7 @@ class Reads(StageParams):
 @dataclass(frozen=True)
 class Paths:
     table: Path  # reports/evaluation.json (evaluate: one row per model)
+    predictions: Path  # reports/predictions.jsonl (evaluate: per model and item, correct or not)
     eval_plot: Path  # plots/evaluation.png
     judge: Path  # metrics/judge.json
     judge_plot: Path  # plots/judge_matrix.png
@@ -121,32 +131,103 @@ def accuracy_section(rows: Sequence[Mapping[str, Any]], overlap: Mapping[str, Ov
     )
 
 
+def calibration_rows(judge: Mapping[str, Any]) -> list[list[str]]:
+    """The judge's calibration scores beside the thresholds they had to meet."""
+    names = (
+        ("accuracy", "min_accuracy", ">="),
+        ("consistency", "min_consistency", ">="),
+        ("invalid_rate", "max_invalid_rate", "<="),
+    )
+    return [
+        [
+            f"calibration {name.replace('_', ' ')}",
+            f"{_num(judge.get(f'judge.calibration.{name}'))} (needs {op} "
+            f"{_num(judge.get(f'judge.threshold.{limit}'))}, "
+            f"{_num(judge.get('judge.calibration.n_pairs'))} pairs)",
+        ]
+        for name, limit, op in names
+    ]
+
+
 def judge_section(judge: Mapping[str, Any], overlap: Overlap | None) -> str:
     head = (
         f"## Pairwise judge\n\nChallenger vs **{judge.get('judge.baseline', 'n/a')}** "
         f"({judge.get('judge.baseline_reason', '')}); judge: `{judge.get('judge.judge')}`; "
         f"prompts: {_overlap_cell(overlap)} contaminated."
     )
+    if judge.get("judge.independent") == 0:
+        head += (
+            f"\n\n**Not independent**: the judge {judge.get('judge.independence')}; its verdict "
+            "cannot pass the judge gate on its own."
+        )
+    calibration = table(["", "value"], calibration_rows(judge))
     if not judge.get("judge.available"):
-        return f"{head}\n\n**Judge unavailable**: {judge.get('judge.error', 'no verdicts')}. " + (
-            "The judge metrics are missing; the gate's `if_missing` decided."
+        return "\n\n".join(
+            [
+                f"{head}\n\n**Judge unavailable**: {judge.get('judge.error', 'no verdicts')}. "
+                "The judge metrics are missing; the gate's `if_missing` decided.",
+                calibration,
+            ]
         )
     rows = [
         ["win / tie / loss", f"{judge['judge.wins']} / {judge['judge.ties']} / "
          f"{judge['judge.losses']} of {judge['judge.n_pairs']}"],
-        ["win rate (ties = ½)", f"{judge['judge.win_rate']:.3f} "
+        ["inconsistent / invalid", f"{judge['judge.inconsistent']} / {judge['judge.invalid']}"],
+        ["win rate (ties, inconsistent = ½)", f"{judge['judge.win_rate']:.3f} "
          f"[{judge['judge.win_rate_ci_low']:.3f}, {judge['judge.win_rate_ci_high']:.3f}]"],
         ["position consistency", f"{judge['judge.consistency']:.3f}"],
         ["gated `judge_win_rate`", _num(judge.get("judge_win_rate"))],
+        *calibration_rows(judge),
     ]  # fmt: skip
     return "\n\n".join(
         [
             head,
             table(["", "value"], rows),
-            "Each pair is judged twice (challenger shown first, then second); verdicts that "
-            "disagree count as a tie.",
+            "Each pair is judged twice (challenger shown first, then second): verdicts that "
+            "disagree are inconsistent, replies that name no verdict invalid (left out).",
             "![judge matrix](judge_matrix.png)",
         ]
+    )
+
+
+def disagreement_banner(
+    judge: Mapping[str, Any], promotion: Mapping[str, Any], predictions: Path
+) -> str:
+    """A warning when accuracy and the judge point opposite ways beyond their intervals: from
+    promote's signals (vs the champion), else recomputed against the judge's SFT baseline."""
+    if promotion.get("signals.disagree"):
+        accuracy, verdict, versus = (
+            promotion["signals.accuracy"],
+            promotion["signals.judge"],
+            "champion",
+        )
+    elif judge.get("judge.baseline") == "sft" and "judge.win_rate_ci_low" in judge:
+        items = {model: per_item(predictions, model) for model in (EVAL_CHALLENGER, "sft")}
+        metric = next(iter(PER_ITEM))
+        try:
+            test = mcnemar(
+                items[EVAL_CHALLENGER][metric], items["sft"][metric], promotion["confidence"]
+            )
+        except TooFewItems:
+            return ""
+        accuracy, versus = test.direction, "the SFT model"
+        verdict = interval_direction(
+            judge["judge.win_rate_ci_low"], judge["judge.win_rate_ci_high"]
+        )
+    else:
+        return ""
+    if not disagreement(accuracy, verdict):
+        return ""
+    rule = f"`promote.on_disagreement: {promotion.get('signals.rule', 'n/a')}`"
+    return (
+        f"> **Signals disagree.** Against {versus}, held-out accuracy says the challenger is "
+        f"**{accuracy}** (paired test) while the judge (`{judge.get('judge.judge')}`) says "
+        f"**{verdict}** (its interval excludes ½). "
+        + (
+            f"The decision followed {rule}."
+            if versus == "champion"
+            else f"No champion was compared; against one, {rule} decides."
+        )
     )
 
 
@@ -248,6 +329,7 @@ def contamination_section(overlap: Mapping[str, Overlap]) -> str:
 
 def render(
     commit: str,
+    banner: str,
     rows: Sequence[Mapping[str, Any]],
     judge: Mapping[str, Any],
     safety: Mapping[str, Any],
@@ -258,7 +340,8 @@ def render(
     return (
         "\n\n".join(
             [
-                f"# Evaluation report\n\nGit commit `{commit}`.",
+                f"# Evaluation report\n\nGit commit `{commit}`."
+                + (f"\n\n{banner}" if banner else ""),
                 decision_section(promotion),
                 accuracy_section(rows, overlap),
                 judge_section(judge, overlap.get(JUDGE)),
@@ -308,7 +391,9 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         (paths.judge_plot, "judge_matrix.png"),
     ):
         shutil.copy2(src, out / name)
-    md = render(lineage.git_commit(project_root()), rows, judge, safety, promotion, overlap, align)
+    banner = disagreement_banner(judge, promotion, paths.predictions)
+    commit = lineage.git_commit(project_root())
+    md = render(commit, banner, rows, judge, safety, promotion, overlap, align)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(to_html(md))
     (out / "contamination.json").write_text(

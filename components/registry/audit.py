@@ -22,6 +22,9 @@ TAG_PREFIX = "promotion."
 TAG_PREVIOUS_CHAMPION = TAG_PREFIX + "previous_champion"
 # On a version that was rolled back: the pipeline does not make it champion again by itself.
 TAG_ROLLED_BACK = TAG_PREFIX + "rolled_back"
+# On every version the promote stage saw: runs:/ URI of its per-item results (the champion's
+# side of the next challenger's paired test).
+TAG_ITEMS = TAG_PREFIX + "items"
 # MLflow keeps tag values up to 5000 characters (8000 on newer servers); stay below both.
 MAX_TAG_CHARS = 4000
 

@@ -9,6 +9,14 @@ something better comes:
 
 - an `against: champion` gate needs the challenger to beat the champion by MORE than its margin
   (default `promote.min_delta`), so a tie keeps the champion unless the margin is negative;
+  with `test: mcnemar` it must also be significantly better on the same items (a paired exact
+  test at `promote.confidence` on per-item correctness: the challenger's from
+  reports/predictions.jsonl, the champion's from the items artifact its own promotion logged);
+- an absolute gate with `bound` compares that key (an interval's bound) instead of the value;
+- a gate with `independence` whose evidence shares training signal with the challenger (the
+  reward-model judge) can fail but never pass: its pass is reported skipped;
+- when accuracy's paired test and the judge's interval point opposite ways,
+  `promote.on_disagreement` decides, whatever the gates say one by one;
 - while a champion exists, at least one `against: champion` gate must pass;
 - a metric that is missing (challenger or champion) never passes: its gate fails or, with
   `if_missing: skip`, is left out of the decision and reported as skipped;
@@ -36,6 +44,15 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from components.config import GateRule, PromoteParams, StageParams
 from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY
+from components.evaluation.significance import (
+    Direction,
+    PairedTest,
+    TooFewItems,
+    disagreement,
+    interval_direction,
+    mcnemar,
+    per_item,
+)
 from components.registry import audit
 from components.stage import StageResult
 from components.tracking import lineage
@@ -45,6 +62,8 @@ log = logging.getLogger(__name__)
 
 EVAL_TAG_PREFIX = "eval."
 Status = Literal["pass", "fail", "skip"]
+ITEMS_ARTIFACT = "promotion/items.json"  # {metric: {item id: correct}} of the challenger
+PairedEvidence = PairedTest | str  # the test, or why there is none
 
 
 class Reads(StageParams):
@@ -55,6 +74,7 @@ class Reads(StageParams):
 class Paths:
     policy: Path  # the aligned policy directory (its registry record names the version)
     evaluation: Path  # metrics/evaluate.json
+    predictions: Path  # reports/predictions.jsonl (per-item correctness, every model)
     judge: Path  # metrics/judge.json (pairwise judge vs the champion)
     safety: Path  # metrics/safety.json (toxicity and regurgitation rates)
     metrics: Path
@@ -70,6 +90,20 @@ class GateResult:
     bound: float | None  # what it was compared with (threshold, or champion ± margin)
     champion: float | None
     reason: str
+    paired: dict[str, Any] | None = None  # the paired test's record (test: mcnemar)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Which way accuracy (paired test) and the judge (interval vs 1/2) point."""
+
+    accuracy: Direction = "none"
+    judge: Direction = "none"
+    judge_independent: bool = False
+
+    @property
+    def disagree(self) -> bool:
+        return disagreement(self.accuracy, self.judge)
 
 
 @dataclass(frozen=True)
@@ -77,12 +111,30 @@ class Decision:
     promote: bool
     reason: str
     gates: tuple[GateResult, ...] = ()
+    signals: Signals = Signals()
 
 
 def _missing(name: str, metric: str, rule: GateRule, what: str, **kw: Any) -> GateResult:
     status: Status = "skip" if rule.if_missing == "skip" else "fail"
     return GateResult(
         name, metric, rule.against, status, reason=f"{what} (if_missing={status})", **kw
+    )
+
+
+def independent_only(
+    result: GateResult, rule: GateRule, challenger: dict[str, float]
+) -> GateResult:
+    """A pass on evidence that shares training signal with the challenger (`independence`
+    not 1) is not evidence on its own: reported skipped. A fail stands."""
+    if result.status != "pass" or rule.independence is None:
+        return result
+    if challenger.get(rule.independence) == 1:
+        return result
+    return dataclasses.replace(
+        result,
+        status="skip",
+        reason=f"{result.reason}, but not independent of the challenger's training "
+        f"({rule.independence}={challenger.get(rule.independence)}): not evidence on its own",
     )
 
 
@@ -93,19 +145,22 @@ def check_gate(
     min_delta: float,
     challenger: dict[str, float],
     champion: dict[str, float] | None,
+    paired: PairedEvidence | None = None,
 ) -> GateResult:
-    """One gate on the challenger's value, against its threshold or the champion's value."""
-    value = challenger.get(metric)
+    """One gate on the challenger's value, against its threshold or the champion's value
+    (and, with `test: mcnemar`, the paired test on the same items)."""
+    key = rule.bound or metric
+    value = challenger.get(key)
     if value is None:
         return _missing(
-            name, metric, rule, f"challenger has no {metric}", value=None, bound=None, champion=None
+            name, metric, rule, f"challenger has no {key}", value=None, bound=None, champion=None
         )
     higher = rule.better == "higher"
     if rule.against == "absolute":
         bound, old = float(rule.threshold), None  # validated: absolute gates have one
         ok = value >= bound if higher else value <= bound
         op = (">=" if higher else "<=") if ok else ("<" if higher else ">")
-        reason = f"{metric}={value:.4g} {op} {bound:.4g}"
+        reason = f"{key}={value:.4g} {op} {bound:.4g}"
     else:
         if champion is None:
             return GateResult(
@@ -127,34 +182,133 @@ def check_gate(
         ok = value > bound if higher else value < bound  # strict: a tie keeps the champion
         op = (">" if higher else "<") if ok else ("<=" if higher else ">=")
         reason = f"{metric}={value:.4g} {op} champion {old:.4g} {'+' if higher else '-'} {margin:g}"
+        if rule.test == "mcnemar":
+            return _paired_gate(name, metric, rule, value, bound, old, ok, reason, paired)
     return GateResult(
         name, metric, rule.against, "pass" if ok else "fail", value, bound, old, reason
     )
 
 
+def _paired_gate(
+    name: str,
+    metric: str,
+    rule: GateRule,
+    value: float,
+    bound: float,
+    old: float,
+    beyond_margin: bool,
+    reason: str,
+    paired: PairedEvidence | None,
+) -> GateResult:
+    """The margin on the recorded values and a significant paired gain on the same items."""
+    if not isinstance(paired, PairedTest):
+        why = paired or f"no per-item results of {metric}"
+        return _missing(
+            name, metric, rule, f"{why}: no paired test", value=value, bound=bound, champion=old
+        )
+    wanted = "better" if rule.better == "higher" else "worse"
+    significant = paired.direction == wanted
+    ok = beyond_margin and significant
+    verdict = "significant" if significant else "not significant"
+    return GateResult(
+        name,
+        metric,
+        rule.against,
+        "pass" if ok else "fail",
+        value,
+        bound,
+        old,
+        f"{reason}; {paired.describe()}: {verdict}",
+        paired.record(),
+    )
+
+
+def signals(
+    cfg: PromoteParams, challenger: dict[str, float], results: tuple[GateResult, ...]
+) -> Signals:
+    """Accuracy's direction from the first paired test, the judge's from its interval."""
+    tests = [r.paired for r in results if r.paired is not None]
+    accuracy: Direction = tests[0]["direction"] if tests else "none"
+    judge: Direction = "none"
+    rule = cfg.gates.get(cfg.disagreement_judge)
+    if rule is not None:
+        metric = rule.metric or cfg.disagreement_judge
+        low, high = challenger.get(f"{metric}_ci_low"), challenger.get(f"{metric}_ci_high")
+        if low is not None and high is not None:
+            judge = interval_direction(low, high)
+    independent = rule is not None and (
+        rule.independence is None or challenger.get(rule.independence) == 1
+    )
+    return Signals(accuracy, judge, independent)
+
+
+def _overrule(results: tuple[GateResult, ...], gates: set[str], why: str) -> tuple[GateResult, ...]:
+    return tuple(
+        dataclasses.replace(r, status="skip", reason=f"{r.reason}; overruled: {why}")
+        if r.gate in gates and r.status != "skip"
+        else r
+        for r in results
+    )
+
+
 def decide(
-    cfg: PromoteParams, challenger: dict[str, float], champion: dict[str, float] | None
+    cfg: PromoteParams,
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    paired: dict[str, PairedEvidence] | None = None,
 ) -> Decision:
     """Pure gate: promote iff no gate fails and, while a champion exists, the challenger is
-    shown to be better than it on at least one `against: champion` gate."""
+    shown to be better than it on at least one `against: champion` gate. When accuracy and the
+    judge disagree, `on_disagreement` decides instead of the gates one by one."""
     results = tuple(
-        check_gate(name, metric, rule, cfg.min_delta, challenger, champion)
+        independent_only(
+            check_gate(
+                name, metric, rule, cfg.min_delta, challenger, champion, (paired or {}).get(metric)
+            ),
+            rule,
+            challenger,
+        )
         for name, (metric, rule) in cfg.rules().items()
     )
+    sig = signals(cfg, challenger, results)
+    if sig.disagree:
+        why = (
+            f"accuracy says {sig.accuracy}, the judge says {sig.judge}, each beyond its "
+            f"interval; promote.on_disagreement={cfg.on_disagreement}"
+        )
+        paired_gates = {r.gate for r in results if r.paired is not None}
+        if cfg.on_disagreement == "accuracy":
+            results = _overrule(results, {cfg.disagreement_judge}, why)
+        elif cfg.on_disagreement == "judge" and sig.judge_independent:
+            results = _overrule(results, paired_gates, why)
+            if sig.judge == "better":  # the judge, against the champion, shows it better
+                return _decided(results, sig, champion, f"{why}: the judge shows it better")
+        else:
+            dependent = "" if sig.judge_independent else " (the judge is not independent)"
+            return Decision(False, f"signals disagree{dependent}: {why}", results, sig)
+    return _decided(results, sig, champion, "")
+
+
+def _decided(
+    results: tuple[GateResult, ...], sig: Signals, champion: dict[str, float] | None, shown: str
+) -> Decision:
     summary = "; ".join(f"{r.gate} {r.status}: {r.reason}" for r in results)
     failed = [r.gate for r in results if r.status == "fail"]
     if failed:
-        return Decision(False, f"gates failed ({', '.join(failed)}): {summary}", results)
+        return Decision(False, f"gates failed ({', '.join(failed)}): {summary}", results, sig)
     if champion is None:
-        return Decision(True, f"no current champion; {summary}", results)
+        return Decision(True, f"no current champion; {summary}", results, sig)
+    if shown:
+        return Decision(True, f"{shown}; {summary}", results, sig)
     if not any(r.status == "pass" and r.against == "champion" for r in results):
         return Decision(
             False,
             "no `against: champion` gate passed, so the challenger is not shown to be better "
             f"than the champion; {summary}",
             results,
+            sig,
         )
-    return Decision(True, f"all gates passed; {summary}", results)
+    return Decision(True, f"all gates passed; {summary}", results, sig)
 
 
 def recorded_metrics(version: ModelVersion) -> dict[str, float]:
@@ -213,11 +367,48 @@ def challenger_evaluation(paths: Paths) -> dict[str, Any]:
     return merged
 
 
+def champion_items(champ: ModelVersion) -> dict[str, dict[str, bool]] | str:
+    """The per-item results logged when the champion was promoted, or why there are none."""
+    uri = champ.tags.get(audit.TAG_ITEMS)
+    if not uri:
+        return (
+            f"champion version {champ.version} has no {audit.TAG_ITEMS} tag (set by the promote "
+            "stage that made it champion)"
+        )
+    try:
+        return mlflow.artifacts.load_dict(uri)
+    except (MlflowException, OSError) as err:
+        return f"cannot read the champion's per-item results {uri}: {err}"
+
+
+def paired_tests(
+    cfg: PromoteParams,
+    mine: dict[str, dict[str, bool]],
+    theirs: dict[str, dict[str, bool]] | str,
+) -> dict[str, PairedEvidence]:
+    """A paired test per metric of a `test: mcnemar` gate, or the reason there is none."""
+    out: dict[str, PairedEvidence] = {}
+    for metric, rule in cfg.rules().values():
+        if rule.test != "mcnemar":
+            continue
+        if isinstance(theirs, str):
+            out[metric] = theirs
+        elif metric not in mine or metric not in theirs:
+            out[metric] = f"no per-item results of {metric} for both models"
+        else:
+            try:
+                out[metric] = mcnemar(mine[metric], theirs[metric], cfg.confidence)
+            except TooFewItems as err:
+                out[metric] = str(err)
+    return out
+
+
 def _decide_for(
     cfg: PromoteParams,
     candidate: ModelVersion,
     challenger: dict[str, float],
     champ: ModelVersion | None,
+    paired: dict[str, PairedEvidence],
 ) -> tuple[Decision, str]:
     """The decision and its verdict word (promoted | kept | already_champion)."""
     version = str(candidate.version)
@@ -230,7 +421,7 @@ def _decide_for(
             f"version {version} was rolled back ({audit.TAG_ROLLED_BACK} tag); it is not made "
             f"{ALIAS_CHAMPION} again automatically. Delete that tag to let the gates decide",
         ), "kept"
-    decision = decide(cfg, challenger, recorded_metrics(champ) if champ else None)
+    decision = decide(cfg, challenger, recorded_metrics(champ) if champ else None, paired)
     return decision, "promoted" if decision.promote else "kept"
 
 
@@ -241,7 +432,9 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     name, version = lineage.parent_model(paths.policy).rsplit("/", 1)
     if name != MODEL_POLICY:
         raise ValueError(f"{paths.policy} holds {name}, expected {MODEL_POLICY}")
-    challenger = challenger_metrics(cfg, challenger_evaluation(paths))
+    evaluation = challenger_evaluation(paths)
+    challenger = challenger_metrics(cfg, evaluation)
+    items = per_item(paths.predictions)
 
     client = MlflowClient()
     # Read the champion before writing anything: an unreadable registry leaves aliases as
@@ -251,8 +444,10 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     for key, value in challenger.items():
         client.set_model_version_tag(MODEL_POLICY, version, EVAL_TAG_PREFIX + key, str(value))
     client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHALLENGER, version)
+    tracker.log_dict(items, ITEMS_ARTIFACT)
+    paired = paired_tests(cfg, items, champion_items(champ)) if champ else {}
 
-    decision, verdict = _decide_for(cfg, candidate, challenger, champ)
+    decision, verdict = _decide_for(cfg, candidate, challenger, champ, paired)
     before = str(champ.version) if champ else ""
     if verdict == "promoted":
         client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, version)
@@ -270,6 +465,15 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         "gates": [dataclasses.asdict(g) for g in decision.gates],
         "thresholds": {n: r.model_dump() for n, r in cfg.gates.items()},
         "min_delta": cfg.min_delta,
+        "confidence": cfg.confidence,
+        "signals": {
+            **dataclasses.asdict(decision.signals),
+            "disagree": decision.signals.disagree,
+            "rule": cfg.on_disagreement,
+        },
+        # The judge's availability, calibration scores and thresholds, and independence.
+        "judge": {k: v for k, v in evaluation.items() if k.startswith("judge.")},
+        "items": f"runs:/{tracker.run_id}/{ITEMS_ARTIFACT}",
         **audit.stamp(tracker.run_id),
     }
     tracker.log_dict(entry, "promotion/decision.json")
@@ -281,6 +485,11 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         "challenger_version": int(version),
         "champion_version": int(after) if after else -1,
         "reason": decision.reason,
+        "confidence": cfg.confidence,
+        "signals.accuracy": decision.signals.accuracy,
+        "signals.judge": decision.signals.judge,
+        "signals.disagree": int(decision.signals.disagree),
+        "signals.rule": cfg.on_disagreement,
         **{f"challenger.{k}": v for k, v in challenger.items()},
         **{f"gate.{g.gate}": g.status for g in decision.gates},
     }

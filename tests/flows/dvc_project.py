@@ -9,8 +9,8 @@ import yaml
 
 from flows.dvc_stage import dvc_executable
 
-# `python stage.py CODE`: the first attempt exits CODE (after reporting it, as `llmops stage`
-# does); later attempts succeed. Attempts are counted in a file DVC does not track.
+# `python stage.py CODE FAILING`: the first FAILING attempts exit CODE (after reporting it, as
+# `llmops stage` does); later attempts succeed. Attempts are counted in a file DVC does not track.
 STAGE_SCRIPT = """\
 import sys
 from pathlib import Path
@@ -21,7 +21,7 @@ from flows.stage_report import StageReport
 counter = Path("attempts")
 attempt = int(counter.read_text()) + 1 if counter.exists() else 1
 counter.write_text(str(attempt))
-code = int(sys.argv[1]) if attempt == 1 else 0
+code = int(sys.argv[1]) if attempt <= int(sys.argv[2]) else 0
 stage_report.write(StageReport("make", code, "PlantedError: first attempt" if code else ""))
 if code:
     sys.exit(code)
@@ -29,12 +29,13 @@ Path("out.txt").write_text(Path("in.txt").read_text().upper())
 """
 
 
-def make_project(root: Path, first_exit_code: int = 0) -> Path:
+def make_project(root: Path, first_exit_code: int = 0, failing_attempts: int = 1) -> Path:
     root.mkdir(parents=True)
     (root / "stage.py").write_text(STAGE_SCRIPT)
     (root / "in.txt").write_text("a\n")
     (root / "params.yaml").write_text("seed: 1\n")
-    stage = {"cmd": f"python stage.py {first_exit_code}", "deps": ["stage.py", "in.txt"]}
+    cmd = f"python stage.py {first_exit_code} {failing_attempts}"
+    stage = {"cmd": cmd, "deps": ["stage.py", "in.txt"]}
     (root / "dvc.yaml").write_text(
         yaml.safe_dump({"stages": {"make": {**stage, "outs": ["out.txt"]}}})
     )

@@ -1,7 +1,7 @@
 """The Prefect task retries a stage that exited EXIT_TRANSIENT, and nothing else.
 
-Real Prefect (its test harness), real `dvc repro`, a one-stage project whose first attempt
-exits with the given code.
+Real Prefect (its test harness), real `dvc repro`, a one-stage project whose first attempts
+exit with the given code.
 """
 
 import pytest
@@ -32,11 +32,6 @@ def one_stage(root: str) -> tuple[str, int | None]:
     return state.type.value, err.exit_code if isinstance(err, StageFailed) else None
 
 
-def test_the_retry_policy_is_declared_on_the_task():
-    assert dvc_stage.retries == 2
-    assert dvc_stage.retry_condition_fn is retry_if_transient
-
-
 def failed_with(code: int | None):
     report = StageReport("make", code) if code is not None else None
     return Failed(data=StageFailed("make", 255, report, []))
@@ -56,10 +51,17 @@ def test_retry_condition_reads_only_the_exit_code(state, retry):
     assert retry_if_transient(None, None, state) is retry
 
 
-def test_transient_exit_is_retried(prefect_api, tmp_path):
-    root = make_project(tmp_path / "p", first_exit_code=EXIT_TRANSIENT)
+def test_transient_exits_are_retried_until_the_stage_succeeds(prefect_api, tmp_path):
+    root = make_project(tmp_path / "p", first_exit_code=EXIT_TRANSIENT, failing_attempts=2)
     assert one_stage(str(root)) == ("COMPLETED", None)
-    assert attempts(root) == 2
+    assert attempts(root) == 3  # two injected transient failures, then the success
+    assert (root / "out.txt").read_text() == "A\n"
+
+
+def test_a_stage_that_stays_transient_fails_after_the_declared_retries(prefect_api, tmp_path):
+    root = make_project(tmp_path / "p", first_exit_code=EXIT_TRANSIENT, failing_attempts=9)
+    assert one_stage(str(root)) == ("FAILED", EXIT_TRANSIENT)
+    assert attempts(root) == 1 + dvc_stage.retries  # the policy on the task, not a loop
 
 
 def test_other_failures_are_not_retried(prefect_api, tmp_path):

@@ -147,7 +147,11 @@ def test_run_compares_five_models_and_logs_artifacts(model_dir, loaded, tmp_path
         predictions=tmp_path / "reports" / "predictions.jsonl",
         metrics=tmp_path / "m.json",
     )
-    params = project_params(evaluate={"max_examples": 3, "ppl_batches": 2, "max_new_tokens": 4})
+    # 3 examples: a paired test at 0.8 can still show a gain on so few (0.95 needs 5).
+    params = project_params(
+        evaluate={"max_examples": 3, "ppl_batches": 2, "max_new_tokens": 4},
+        promote={"confidence": 0.8},
+    )
     with stage_run("evaluate", stage_view("evaluate", params)) as tracker:
         result = evaluate.run(tracker.params, paths, tracker)
         run_id = tracker.run_id

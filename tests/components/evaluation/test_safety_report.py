@@ -89,6 +89,7 @@ def test_report_run_writes_markdown_html_plots_and_contamination(tmp_path, tasks
     )
     paths = report.Paths(
         table=_write(tmp_path / "evaluation.json", rows),
+        predictions=_predictions(tmp_path / "predictions.jsonl", policy="0" * 20, sft="0" * 20),
         eval_plot=pngs,
         judge=_write(tmp_path / "judge.json", {"judge.available": 0, "judge.error": "down",
                                                "judge.baseline": "sft"}),
@@ -125,6 +126,61 @@ def test_report_run_writes_markdown_html_plots_and_contamination(tmp_path, tasks
     # Curation removed eval-set overlap upstream; this corpus has none of the task items.
     assert metrics["contamination.eval.rate"] == 0.0
     assert {"contamination.adversarial.rate", "contamination.judge_prompts.rate"} <= set(metrics)
+
+
+def _predictions(path, **models: str):
+    """reports/predictions.jsonl: per model, '1'/'0' per item for right/wrong."""
+    rows = [
+        {"model": m, "id": f"q{i}", "task": "add", "correct": c == "1"}
+        for m, pattern in models.items()
+        for i, c in enumerate(pattern)
+    ]
+    return _write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+JUDGE_VS_SFT = {
+    "judge.baseline": "sft",
+    "judge.judge": "reward_model",
+    "judge.available": 1,
+    "judge.independent": 0,
+    "judge.independence": "trained on the preference pairs the policy was optimised on",
+    "judge.win_rate_ci_low": 0.73,
+    "judge.win_rate_ci_high": 0.91,
+}
+
+
+def test_the_report_opens_with_signals_that_disagree(tmp_path):
+    # The demo's case: the judge prefers the policy, held-out accuracy says it got worse.
+    worse = _predictions(tmp_path / "p.jsonl", policy="1" * 2 + "0" * 18, sft="1" * 12 + "0" * 8)
+    promotion = {"confidence": 0.95, "signals.rule": "keep_champion"}
+    banner = report.disagreement_banner(JUDGE_VS_SFT, promotion, worse)
+    assert banner.startswith("> **Signals disagree.** Against the SFT model")
+    assert "**worse** (paired test)" in banner and "says **better**" in banner
+    assert "promote.on_disagreement: keep_champion" in banner
+    md = report.render("abc", banner, [], {}, {}, promotion, {}, {})
+    assert md.index("Signals disagree") < md.index("## Promotion")
+    # Ten more right answers for the policy: the signals agree, nothing to flag.
+    same = _predictions(tmp_path / "q.jsonl", policy="1" * 12 + "0" * 8, sft="1" * 12 + "0" * 8)
+    assert report.disagreement_banner(JUDGE_VS_SFT, promotion, same) == ""
+    # Against the champion, promote's own signals are shown.
+    vs_champion = {**promotion, "signals.disagree": 1, "signals.accuracy": "better",
+                   "signals.judge": "worse"}  # fmt: skip
+    assert "The decision followed" in report.disagreement_banner({}, vs_champion, same)
+
+
+def test_the_judge_section_flags_a_dependent_judge_and_shows_its_calibration():
+    judge = {
+        **JUDGE_VS_SFT,
+        "judge.available": 0,
+        "judge.error": "calibration accuracy 0.250 < 0.75",
+        "judge.calibration.accuracy": 0.25,
+        "judge.calibration.n_pairs": 16,
+        "judge.threshold.min_accuracy": 0.75,
+    }
+    md = report.judge_section(judge, None)
+    assert "**Not independent**: the judge trained on the preference pairs" in md
+    assert "**Judge unavailable**: calibration accuracy 0.250 < 0.75" in md
+    assert "| calibration accuracy | 0.250 (needs >= 0.750, 16 pairs) |" in md
 
 
 def test_methods_table_lists_every_method_that_ran_with_per_task_accuracy():

@@ -112,17 +112,37 @@ def _register_version(tmp_path, n: int) -> str:
     return version
 
 
-def _promote(tmp_path, n: int, accuracy: float) -> dict:
-    params = project_params(promote={"gates": CFG.gates})
+ITEMS = 20
+
+
+def _predictions(path, correct: list[bool]) -> None:
+    """reports/predictions.jsonl as evaluate writes it: the policy's rows and another model's."""
+    rows = [
+        {"model": model, "id": f"q{i}", "task": "add", "correct": ok if model == "policy" else 0}
+        for model in ("sft", "policy")
+        for i, ok in enumerate(correct)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _promote(
+    tmp_path, n: int, accuracy: float, correct: list[bool] | None = None, gates=None
+) -> dict:
+    """The promote stage on a challenger whose per-item results are `correct` (default: the
+    first accuracy * ITEMS items right), with CFG's point-estimate gates unless `gates`."""
+    correct = correct or [i < round(accuracy * ITEMS) for i in range(ITEMS)]
+    params = project_params(promote={"gates": gates or CFG.gates})
     evaluation = tmp_path / f"eval{n}.json"
     evaluation.write_text(
         json.dumps({"eval_accuracy": accuracy, "perplexity": 20.0, "base.eval_accuracy": 0.0})
     )
+    _predictions(tmp_path / f"predictions{n}.jsonl", correct)
     (tmp_path / "judge.json").write_text("{}")  # no judge numbers: gates not configured here
     (tmp_path / "safety.json").write_text(json.dumps({"toxicity_rate": 0.0}))
     paths = promote.Paths(
         policy=tmp_path / f"policy{n}",
         evaluation=evaluation,
+        predictions=tmp_path / f"predictions{n}.jsonl",
         judge=tmp_path / "judge.json",
         safety=tmp_path / "safety.json",
         metrics=tmp_path / "m.json",
@@ -298,3 +318,154 @@ def test_rollback_without_a_champion_or_registry_says_so(registry, monkeypatch):
     with pytest.raises(promote.RegistryUnavailable, match="TEMPORARILY_UNAVAILABLE"):
         rollback.rollback()
     assert _aliases() == before
+
+
+PAIRED = {
+    "eval_accuracy": GateRule(better="higher", against="champion", test="mcnemar"),
+    "perplexity": PPL,
+}
+
+
+def _champion_items_then(registry, challenger: list[bool]) -> dict:
+    """v1 (right on the first half of the items) is champion; v2 answers `challenger`."""
+    from components.tracking.mlflow_env import configure
+
+    configure()
+    _register_version(registry, 1)
+    _promote(registry, 1, 0.5, gates=PAIRED)
+    _register_version(registry, 2)
+    accuracy = sum(challenger) / ITEMS
+    return _promote(registry, 2, accuracy, correct=challenger, gates=PAIRED)
+
+
+def test_one_lucky_item_does_not_promote_under_the_paired_test(registry):
+    lucky = [i < ITEMS // 2 + 1 for i in range(ITEMS)]  # 0.55 vs 0.50: one item more
+    m = _champion_items_then(registry, lucky)
+    assert m["promoted"] == 0 and "not significant" in m["reason"]
+    assert _aliases()[ALIAS_CHAMPION] == 1
+    gate = next(g for g in json.loads(_version_tags("2")["promotion.gates"]) if g["paired"])
+    assert gate["paired"]["test"] == "mcnemar_exact"
+    assert (gate["paired"]["gains"], gate["paired"]["losses"], gate["paired"]["n"]) == (1, 0, 20)
+    assert gate["paired"]["p_better"] == pytest.approx(0.5)
+    assert gate["bound"] == 0.5  # the champion's 0.5 + min_delta 0: the margin
+
+
+def test_the_same_model_retrained_keeps_the_champion(registry):
+    same = [i < ITEMS // 2 for i in range(ITEMS)]
+    m = _champion_items_then(registry, same)
+    assert m["promoted"] == 0 and "+0 -0" in m["reason"]
+
+
+def test_a_genuinely_better_challenger_is_promoted_with_its_p_value_in_the_audit(registry):
+    better = [True] * ITEMS  # right on all ten items the champion got wrong
+    m = _champion_items_then(registry, better)
+    assert m["promoted"] == 1 and _aliases()[ALIAS_CHAMPION] == 2
+    decision = mlflow.artifacts.load_dict(
+        f"{MlflowClient().get_run(_version_tags('2')['promotion.run_id']).info.artifact_uri}"
+        "/promotion/decision.json"
+    )
+    paired = next(g["paired"] for g in decision["gates"] if g["paired"])
+    assert paired["p_better"] == pytest.approx(0.5**10) and paired["direction"] == "better"
+    assert decision["confidence"] == 0.95
+
+
+def test_a_champion_without_per_item_results_is_never_beaten_by_the_paired_gate(registry):
+    from components.tracking.mlflow_env import configure
+
+    configure()
+    _register_version(registry, 1)
+    MlflowClient().set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, "1")  # by hand
+    MlflowClient().set_model_version_tag(MODEL_POLICY, "1", "eval.eval_accuracy", "0.1")
+    _register_version(registry, 2)
+    m = _promote(registry, 2, 1.0, gates=PAIRED)
+    assert m["promoted"] == 0 and "has no promotion.items tag" in m["reason"]
+
+
+JUDGE = GateRule(
+    better="higher",
+    against="absolute",
+    threshold=0.5,
+    if_missing="skip",
+    bound="judge_win_rate_ci_high",
+    independence="judge_independent",
+)
+
+
+def _paired(gains: int, losses: int, n: int = 40):
+    from components.evaluation.significance import mcnemar
+
+    ids = [str(i) for i in range(n)]
+    mine = {i: k < gains for k, i in enumerate(ids)}
+    theirs = {i: gains <= k < gains + losses for k, i in enumerate(ids)}
+    return {"eval_accuracy": mcnemar(mine, theirs, 0.95)}
+
+
+def _judged(low: float, high: float, independent: int) -> dict:
+    return {
+        "eval_accuracy": 0.6,
+        "perplexity": 10,
+        "judge_win_rate": (low + high) / 2,
+        "judge_win_rate_ci_low": low,
+        "judge_win_rate_ci_high": high,
+        "judge_independent": independent,
+    }
+
+
+def _cfg(**kw) -> PromoteParams:
+    return PromoteParams(gates={**PAIRED, "judge_win_rate": JUDGE}, **kw)
+
+
+def test_an_absolute_gate_with_a_bound_compares_the_bound():
+    d = promote.decide(_cfg(), _judged(0.2, 0.45, 1), None)
+    judge = next(g for g in d.gates if g.gate == "judge_win_rate")
+    assert judge.status == "fail" and "judge_win_rate_ci_high=0.45 < 0.5" in judge.reason
+    d = promote.decide(_cfg(), _judged(0.3, 0.6, 1), None)
+    assert next(g for g in d.gates if g.gate == "judge_win_rate").status == "pass"
+
+
+def test_a_judge_sharing_training_signal_can_fail_the_gate_but_never_pass_it():
+    champion = {"eval_accuracy": 0.5}
+    dep = promote.decide(_cfg(), _judged(0.4, 0.9, 0), champion, _paired(12, 0))
+    judge = next(g for g in dep.gates if g.gate == "judge_win_rate")
+    assert judge.status == "skip" and "not independent" in judge.reason
+    indep = promote.decide(_cfg(), _judged(0.4, 0.9, 1), champion, _paired(12, 0))
+    assert next(g for g in indep.gates if g.gate == "judge_win_rate").status == "pass"
+    worse = promote.decide(_cfg(), _judged(0.1, 0.3, 0), champion, _paired(0, 0))
+    assert next(g for g in worse.gates if g.gate == "judge_win_rate").status == "fail"
+
+
+def test_disagreeing_signals_follow_the_written_rule_not_the_gates():
+    champion = {"eval_accuracy": 0.5}
+    # Accuracy significantly better (12 gains, 0 losses), the judge significantly worse.
+    judged, paired = _judged(0.1, 0.3, 1), _paired(12, 0)
+    keep = promote.decide(_cfg(), judged, champion, paired)
+    assert keep.signals.disagree and (keep.signals.accuracy, keep.signals.judge) == (
+        "better",
+        "worse",
+    )
+    assert not keep.promote and "signals disagree" in keep.reason
+    by_accuracy = promote.decide(_cfg(on_disagreement="accuracy"), judged, champion, paired)
+    assert by_accuracy.promote and "overruled" in by_accuracy.reason
+    # Accuracy significantly worse, an independent judge significantly better.
+    judged, paired = _judged(0.7, 0.9, 1), _paired(0, 12)
+    assert not promote.decide(_cfg(on_disagreement="accuracy"), judged, champion, paired).promote
+    assert promote.decide(_cfg(on_disagreement="judge"), judged, champion, paired).promote
+    # ... but a judge that shares training signal with the challenger never decides.
+    dependent = promote.decide(_cfg(on_disagreement="judge"), {**judged, "judge_independent": 0},
+                               champion, paired)  # fmt: skip
+    assert not dependent.promote and "not independent" in dependent.reason
+
+
+def test_signals_that_agree_or_are_not_significant_are_no_disagreement():
+    champion = {"eval_accuracy": 0.5}
+    agree = promote.decide(_cfg(), _judged(0.6, 0.9, 1), champion, _paired(12, 0))
+    assert not agree.signals.disagree and agree.promote
+    unclear = promote.decide(_cfg(), _judged(0.1, 0.3, 1), champion, _paired(2, 1))
+    assert unclear.signals.accuracy == "none" and not unclear.signals.disagree
+
+
+def test_paired_and_bound_options_are_checked_where_they_apply():
+    with pytest.raises(ValidationError, match="against: champion"):
+        GateRule(better="higher", against="absolute", threshold=0.5, test="mcnemar")
+    with pytest.raises(ValidationError, match="`bound` replaces"):
+        GateRule(better="higher", against="champion", bound="x_ci_low")
