@@ -11,7 +11,6 @@ from typing import get_args
 
 from components.config import Profile
 
-
 PROFILES = get_args(Profile)
 
 
