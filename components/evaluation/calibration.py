@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.config import JudgeCalibrationParams
-from components.evaluation.judge import is_correct
+from components.evaluation.answer_check import is_correct
 from components.evaluation.verdicts import Agreement, PairJudge, both_orders, outcome_of
 
 

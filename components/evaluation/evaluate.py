@@ -5,7 +5,7 @@ variants (policy_int8, policy_int4: compressed-tensors, loaded quantized by tran
   validation array (the same tokens for every model, so the numbers compare).
 - Accuracy: lm-evaluation-harness (components/evaluation/harness.py) on the first
   `max_examples` eval prompts: the bundled `llmops` group (one task per family, chat-formatted,
-  greedy, scored with `components.evaluation.judge.is_correct`), with a standard error per
+  greedy, scored with `components.evaluation.answer_check.is_correct`), with a standard error per
   task, plus any lm-eval task named in `evaluate.lm_eval_tasks` (`lm_eval.<task>.<metric>`).
 The policy's numbers are also written under the plain keys (`eval_accuracy`, `perplexity`,
 ...): those are the challenger's metrics that the promote stage's gates read.

@@ -22,7 +22,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from components.evaluation.judge import is_correct, normalize_answer
+from components.evaluation.answer_check import is_correct, normalize_answer
 from components.training.reward import score
 
 RewardFunc = Callable[..., list[float]]

@@ -101,8 +101,8 @@ def test_editing_the_answer_scorer_makes_evaluate_stale(tmp_path):
     _dvc(root, "commit", "--force", "-q", "evaluate")
     assert json.loads(_dvc(root, "status", "--json", "evaluate")) == {}
 
-    judge = root / "components" / "evaluation" / "judge.py"
-    judge.write_text(judge.read_text() + "\n# a changed scoring rule\n")
+    answer_check = root / "components" / "evaluation" / "answer_check.py"
+    answer_check.write_text(answer_check.read_text() + "\n# a changed scoring rule\n")
     status = json.loads(_dvc(root, "status", "--json", "evaluate"))
     changed = [c["changed deps"] for c in status["evaluate"] if "changed deps" in c]
-    assert changed and "components/evaluation/judge.py" in changed[0]
+    assert changed and "components/evaluation/answer_check.py" in changed[0]

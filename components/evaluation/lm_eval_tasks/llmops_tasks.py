@@ -7,8 +7,8 @@ from typing import Any
 
 import datasets
 
+from components.evaluation.answer_check import is_correct
 from components.evaluation.eval_set import read_eval_set
-from components.evaluation.judge import is_correct
 
 
 def load_family(

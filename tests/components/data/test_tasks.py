@@ -10,7 +10,7 @@ import pytest
 
 from components.config import TasksParams
 from components.data import tasks
-from components.evaluation.judge import is_correct
+from components.evaluation.answer_check import is_correct
 
 ROOT = Path(__file__).resolve().parents[3]
 RAW = ROOT / "data" / "raw"

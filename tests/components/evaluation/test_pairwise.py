@@ -11,13 +11,13 @@ from transformers import AutoModelForSequenceClassification
 from components.constants import ALIAS_CHAMPION, MODEL_POLICY, REGISTRY_RECORD
 from components.data.tasks import normalize_prompt, user_prompt
 from components.evaluation import pairwise
+from components.evaluation.answer_check import is_correct
 from components.evaluation.calibration import (
     CalibrationSetError,
     calibrate,
     calibration_pairs,
 )
 from components.evaluation.eval_set import EvalSetError, read_eval_set
-from components.evaluation.judge import is_correct
 from components.evaluation.verdicts import parse_verdict, per_order
 from components.modeling.llama import build_model
 from components.registry import promote

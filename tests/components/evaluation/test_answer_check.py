@@ -1,10 +1,10 @@
-"""The answer judge: strict where it matters (answer first, case kept), forgiving of chatter."""
+"""The answer check: strict where it matters (answer first, case kept), forgiving of chatter."""
 
 from __future__ import annotations
 
 import pytest
 
-from components.evaluation.judge import is_correct, normalize_answer
+from components.evaluation.answer_check import is_correct, normalize_answer
 
 
 @pytest.mark.parametrize(
