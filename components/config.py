@@ -413,7 +413,7 @@ RlMethod = Literal["grpo", "rloo"]
 class RlParams(_Section):
     """On-policy RL (`align.method: grpo | rloo`); `align.beta` weighs the KL to the SFT model."""
 
-    # Reward name -> weight: `correct`, `exact` (components/training/rewards.py) or
+    # Reward name -> weight: `correct`, `exact` (components/training/rl_rewards.py) or
     # `reward_model` (the reward stage's model). Weight 0 leaves a reward out.
     rewards: dict[str, float] = Field(min_length=1)
     num_generations: int = Field(ge=2)  # completions per prompt (the group); divides batch_size

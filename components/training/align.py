@@ -5,7 +5,7 @@
   stable `loss_type` variants `ipo`, `hinge` (SLiC), `robust` (rDPO), `apo_zero`, and `kto`
   (KTOTrainer on the pairs unpaired into desirable / undesirable completions);
 - on-policy RL on the pairs' prompts: `grpo`, `rloo` (components/training/rl.py), rewarded by
-  the verifiable task checks and optionally the reward model (components/training/rewards.py).
+  the verifiable task checks and optionally the reward model (components/training/rl_rewards.py).
 
 Setup -> train -> evaluate -> save, top to bottom:
 1. read preference pairs (TRL conversational format), subsample `align.max_examples` by seed;
@@ -63,7 +63,7 @@ from components.stage import StageResult
 from components.tracking import lineage
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
-from components.training import adapters, rewards, rl
+from components.training import adapters, rl, rl_rewards
 from components.training.posttrain_worker import train_step
 from components.training.trainer_common import (
     ADAPTER_SUBDIR,
@@ -321,16 +321,16 @@ def load_reward_model(reward_dir: Path) -> tuple[PreTrainedModel, PreTrainedToke
     return model.eval().requires_grad_(False), AutoTokenizer.from_pretrained(reward_dir)
 
 
-def rl_rewards(
+def reward_functions(
     cfg: AlignParams, reward_dir: Path
-) -> tuple[list[rewards.RewardFunc], list[float], bool]:
+) -> tuple[list[rl_rewards.RewardFunc], list[float], bool]:
     """(reward functions, weights, whether the reward model is one of them)."""
-    uses_rm = cfg.rl.rewards.get(rewards.REWARD_MODEL, 0) != 0
+    uses_rm = cfg.rl.rewards.get(rl_rewards.REWARD_MODEL, 0) != 0
     rm = None
     if uses_rm:
         model, rm_tokenizer = load_reward_model(reward_dir)
-        rm = rewards.reward_model_reward(model, rm_tokenizer, cfg.max_length, EVAL_BATCH_SIZE)
-    funcs, weights = rewards.weighted_rewards(dict(cfg.rl.rewards), rm)
+        rm = rl_rewards.reward_model_reward(model, rm_tokenizer, cfg.max_length, EVAL_BATCH_SIZE)
+    funcs, weights = rl_rewards.weighted_rewards(dict(cfg.rl.rewards), rm)
     return funcs, weights, uses_rm
 
 
@@ -364,7 +364,7 @@ def train(
     is_rl = cfg.method in RL_METHODS
     with scratch_dir("align") as scratch:
         if is_rl:
-            funcs, weights, _ = rl_rewards(cfg, paths.reward)
+            funcs, weights, _ = reward_functions(cfg, paths.reward)
             trainer = rl.build_rl_trainer(
                 policy,
                 tokenizer,
@@ -484,7 +484,7 @@ def train_rl(
     """GRPO / RLOO from the SFT model into `out`; (metrics with held-out accuracy and reward
     before and after, whether the reward model rewarded)."""
     cfg = params.align
-    funcs, weights, uses_rm = rl_rewards(cfg, paths.reward)
+    funcs, weights, uses_rm = reward_functions(cfg, paths.reward)
     rows = held_out.rl_rows()
 
     def measure(model: PreTrainedModel) -> dict[str, float]:

@@ -1,5 +1,5 @@
 """On-policy RL for the align stage (`align.method: grpo | rloo`): TRL's GRPOTrainer/RLOOTrainer
-from the SFT model, with the weighted rewards of `components.training.rewards`.
+from the SFT model, with the weighted rewards of `components.training.rl_rewards`.
 
 Each step samples `rl.num_generations` completions per prompt (temperature `rl.temperature`,
 at most `rl.max_completion_length` tokens), scores them, and pushes the policy toward the
@@ -27,7 +27,7 @@ from components.config import AlignParams, PostTrainParams
 from components.modeling.generate import generate_greedy
 from components.training import adapters
 from components.training.accelerator import resolve_device
-from components.training.rewards import RewardFunc, correct
+from components.training.rl_rewards import RewardFunc, correct
 from components.training.trainer_common import AUTO_DEVICE, trainer_kwargs
 
 TRAINERS = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}

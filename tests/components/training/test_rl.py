@@ -6,7 +6,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from components.constants import MODEL_POLICY, MODEL_REWARD, MODEL_SFT, REGISTRY_RECORD
 from components.tracking.stage_run import stage_run
-from components.training import align, rewards
+from components.training import align, rl_rewards
 from tests.components.training.tiny import pref_rows, save_base_model, tiny_params, write_jsonl
 from tests.helpers import stage_view
 
@@ -57,17 +57,17 @@ def _paths(models, tmp_path):
 def test_verifiable_rewards_follow_the_judge():
     done = [[{"role": "assistant", "content": "42"}], [{"role": "assistant", "content": "42 ok"}]]
     wrong = [[{"role": "assistant", "content": "421"}], [{"role": "assistant", "content": ""}]]
-    assert rewards.correct(done, answer=["42", "42"]) == [1.0, 1.0]
-    assert rewards.exact(done, answer=["42", "42"]) == [1.0, 0.0]  # stop after the answer
-    assert rewards.correct(wrong, answer=["42", "42"]) == [0.0, 0.0]
+    assert rl_rewards.correct(done, answer=["42", "42"]) == [1.0, 1.0]
+    assert rl_rewards.exact(done, answer=["42", "42"]) == [1.0, 0.0]  # stop after the answer
+    assert rl_rewards.correct(wrong, answer=["42", "42"]) == [0.0, 0.0]
 
 
 def test_reward_weights_are_checked():
     with pytest.raises(ValueError, match="unknown rewards \\['bogus'\\]"):
-        rewards.weighted_rewards({"bogus": 1.0}, None)
+        rl_rewards.weighted_rewards({"bogus": 1.0}, None)
     with pytest.raises(ValueError, match="every reward weight 0"):
-        rewards.weighted_rewards({"correct": 0.0}, None)
-    funcs, weights = rewards.weighted_rewards({"correct": 1.0, "exact": 0.0}, None)
+        rl_rewards.weighted_rewards({"correct": 0.0}, None)
+    funcs, weights = rl_rewards.weighted_rewards({"correct": 1.0, "exact": 0.0}, None)
     assert [f.__name__ for f in funcs] == ["correct"] and weights == [1.0]
 
 
@@ -100,11 +100,13 @@ def test_a_raising_reward_fails_the_stage_by_name(models, tmp_path, monkeypatch)
     def flaky(completions, **_):
         raise KeyError("no answer column")
 
-    monkeypatch.setitem(rewards.VERIFIABLE, "flaky", flaky)
+    monkeypatch.setitem(rl_rewards.VERIFIABLE, "flaky", flaky)
     paths = _paths(models, tmp_path)
     params = tiny_params(align={**RL, "rl": {**RL["rl"], "rewards": {"flaky": 1.0}}})
     with (
-        pytest.raises(rewards.RewardFunctionError, match="reward function 'flaky' raised KeyError"),
+        pytest.raises(
+            rl_rewards.RewardFunctionError, match="reward function 'flaky' raised KeyError"
+        ),
         stage_run("align", stage_view("align", params)) as tracker,
     ):
         align.run(tracker.params, paths, tracker)
