@@ -80,7 +80,9 @@ def run_worker(
         out=work / "model",
         history=work / "ckpt" / "history.jsonl",
     )
-    env = launch.launch_env(params.cluster, on_gpu=device == "cuda") | {"TQDM_DISABLE": "1"}
+    env = launch.rank_env(params.cluster.ranks_per_node, on_gpu=device == "cuda") | {
+        "TQDM_DISABLE": "1"
+    }
     t0 = time.perf_counter()
     with launch.ReservedPort() as port:
         cmd = launch.launch_command(params.cluster, args, master_port=port)

@@ -34,7 +34,7 @@ class ClusterLaunch:
 
     @property
     def env(self) -> dict[str, str]:
-        return tf.launch_env(self.outputs)
+        return tf.efa_env(self.outputs)
 
     def write(self, out: Path) -> dict[str, Path]:
         out.mkdir(parents=True, exist_ok=True)

@@ -205,10 +205,6 @@ def run_ranks(cmd: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.
         remove_allreduce_buffers(master_port_of(cmd))
 
 
-def launch_env(cluster: ClusterParams, on_gpu: bool) -> dict[str, str]:
-    return rank_env(cluster.ranks_per_node, on_gpu)
-
-
 def rank_env(ranks_per_node: int, on_gpu: bool) -> dict[str, str]:
     """The launcher's environment: NCCL defaults on GPUs; on CPU, DeepSpeed's CPU accelerator
     (gloo) and the cores split between the ranks."""

@@ -159,7 +159,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     with launch.ReservedPort() if one_node else contextlib.nullcontext(cluster.master_port) as port:
         cmd = launch.launch_command(cluster, args, master_port=port, hostfile=hostfile)
         log.info("launching %d DeepSpeed ranks: %s", world, " ".join(cmd))
-        proc = launch.run_ranks(cmd, launch.launch_env(cluster, on_gpu))
+        proc = launch.run_ranks(cmd, launch.rank_env(cluster.ranks_per_node, on_gpu))
     if proc.returncode != 0:
         raise RuntimeError(
             f"DeepSpeed pretraining exited with code {proc.returncode} (see the rank logs "

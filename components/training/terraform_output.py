@@ -129,7 +129,7 @@ def parse(doc: Mapping[str, Any]) -> ClusterOutputs:
     )
 
 
-def launch_env(outputs: ClusterOutputs) -> dict[str, str]:
+def efa_env(outputs: ClusterOutputs) -> dict[str, str]:
     """Extra `.deepspeed_env` lines for this cluster (on top of launch.NCCL_ENV)."""
     return dict(EFA_ENV) if outputs.efa_interfaces > 0 else {}
 

@@ -95,7 +95,7 @@ def test_single_node_uses_local_ranks_and_cpu_env(tmp_path):
     parsed = parse_launcher_args(cmd[3:])
     assert parsed.num_gpus == 2 and parsed.master_port == 1234  # --num_accelerators alias
     assert parsed.num_nodes == -1  # no hostfile: local ranks only
-    env = launch.launch_env(cluster, on_gpu=False)
+    env = launch.rank_env(cluster.ranks_per_node, on_gpu=False)
     assert env["DS_ACCELERATOR"] == "cpu" and "NCCL_IB_DISABLE" not in env
 
 

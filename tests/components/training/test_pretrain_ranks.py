@@ -109,7 +109,7 @@ class Run:
         self.reservation = launch.ReservedPort()  # held until finished()
         self.port = self.reservation.port
         cmd = launch.launch_command(self.cluster, self.args, master_port=self.port)
-        env = launch.launch_env(self.cluster, on_gpu=False) | {"TQDM_DISABLE": "1"}
+        env = launch.rank_env(self.cluster.ranks_per_node, on_gpu=False) | {"TQDM_DISABLE": "1"}
         self.log = (self.work / "log.txt").open("a")
         # Own process group: kill -9 takes the launcher and every rank down together.
         return subprocess.Popen(

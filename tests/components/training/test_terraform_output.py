@@ -31,12 +31,12 @@ def test_sample_output_gives_the_cluster(doc):
     assert out.dvc_remote_url == "s3://llmops-dvc-123456789012/dvc"
     assert out.mlflow_tracking_uri == "http://10.42.0.37:5000"
     assert out.prefect_api_url == "http://10.42.0.37:4200/api"
-    assert tf.launch_env(out) == tf.EFA_ENV
+    assert tf.efa_env(out) == tf.EFA_ENV
 
 
 def test_no_efa_means_no_libfabric_settings(doc):
     doc["efa_interfaces_per_node"]["value"] = 0
-    assert tf.launch_env(tf.parse(doc)) == {}
+    assert tf.efa_env(tf.parse(doc)) == {}
 
 
 def test_missing_keys_are_named(doc):

@@ -72,7 +72,7 @@ def states(tmp_path_factory):
             str(work),
             str(out),
         ]
-        env = launch.launch_env(cluster, on_gpu=False) | {"PYTHONPATH": str(ROOT)}
+        env = launch.rank_env(cluster.ranks_per_node, on_gpu=False) | {"PYTHONPATH": str(ROOT)}
         proc = launch.run_ranks(cmd, env, capture_output=True, text=True, timeout=400)
     return proc, work, json.loads(out.read_text())
 
