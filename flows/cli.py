@@ -145,14 +145,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     sys.exit(serve_forever(params, args.model_uri))
 
 
-def cmd_promote(args: argparse.Namespace) -> None:
+def cmd_rollback(args: argparse.Namespace) -> None:
     from components.registry.rollback import rollback
 
-    if not args.rollback:
-        sys.exit(
-            "llmops promote: the promote stage decides promotions (`dvc repro promote` or "
-            "`llmops run --stages promote`); this command only rolls back: --rollback"
-        )
     done = rollback(reason=args.reason, to=args.to)
     print(
         f"champion: version {done.from_version} -> {done.to_version} "
@@ -328,17 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.set_defaults(func=cmd_serve)
 
-    pr = sub.add_parser(
-        "promote",
-        help="roll `champion` back to the previous champion, with an audit record",
+    rb = sub.add_parser(
+        "rollback",
+        help="give `champion` back to the previous champion, with an audit record",
         description="Move the champion alias of llmops-policy back to the version that held it "
         "before (or to --to VERSION). The rolled-back version is not promoted again by the "
-        "pipeline. Example: llmops promote --rollback --reason 'regression in prod'",
+        "pipeline. Promotions are the promote stage's (`llmops run --stages promote`). "
+        "Example: llmops rollback --reason 'regression in prod'",
     )
-    pr.add_argument("--rollback", action="store_true", help="give champion back")
-    pr.add_argument("--to", metavar="VERSION", help="the version to give champion to")
-    pr.add_argument("--reason", default="", help="why (stored in the audit record)")
-    pr.set_defaults(func=cmd_promote)
+    rb.add_argument("--to", metavar="VERSION", help="the version to give champion to")
+    rb.add_argument("--reason", default="", help="why (stored in the audit record)")
+    rb.set_defaults(func=cmd_rollback)
 
     pl = sub.add_parser(
         "plan",

@@ -20,7 +20,7 @@ something better comes:
 - while a champion exists, at least one `against: champion` gate must pass;
 - a metric that is missing (challenger or champion) never passes: its gate fails or, with
   `if_missing: skip`, is left out of the decision and reported as skipped;
-- a version that was rolled back (`llmops promote --rollback`) is not made champion again;
+- a version that was rolled back (`llmops rollback`) is not made champion again;
 - an unreadable registry stops the stage before anything is written (RegistryUnavailable).
 
 Every decision is an audit record: this stage's MLflow run (tags + promotion/decision.json) and

@@ -1,4 +1,4 @@
-"""`llmops promote --rollback`: give `champion` back to the version that held it before.
+"""`llmops rollback`: give `champion` back to the version that held it before.
 
 Each version the promote stage made champion carries the version it replaced
 (`promotion.previous_champion`), so rollbacks walk back that chain. The rolled-back version is
@@ -40,7 +40,7 @@ def _target(client: MlflowClient, name: str, current: str, to: str | None, tags:
         raise RollbackError(
             f"{name} version {current} holds {ALIAS_CHAMPION} but has no recorded previous "
             f"champion (it was the first one, or the alias was set by hand); name the version "
-            f"to go back to: llmops promote --rollback --to VERSION"
+            f"to go back to: llmops rollback --to VERSION"
         )
     if target == current:
         raise RollbackError(f"version {target} already holds {ALIAS_CHAMPION} of {name}")

@@ -161,3 +161,13 @@ def test_importing_the_cli_leaves_the_environment_alone():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
+
+
+def test_rollback_is_its_own_command_and_promote_is_not_one():
+    """Promotions are the promote stage's; the CLI only rolls back."""
+    from flows.cli import build_parser, cmd_rollback
+
+    args = build_parser().parse_args(["rollback", "--to", "3", "--reason", "regression"])
+    assert (args.func, args.to, args.reason) == (cmd_rollback, "3", "regression")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["promote", "--rollback"])

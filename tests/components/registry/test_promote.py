@@ -298,7 +298,7 @@ def test_rollback_restores_the_previous_champion_with_its_own_audit_record(regis
     assert _aliases()[ALIAS_CHAMPION] == 1
 
     # v1 was the first champion: nothing recorded before it.
-    with pytest.raises(rollback.RollbackError, match="--rollback --to VERSION"):
+    with pytest.raises(rollback.RollbackError, match="llmops rollback --to VERSION"):
         rollback.rollback()
     with pytest.raises(rollback.RollbackError, match="no version 9"):
         rollback.rollback(to="9")
