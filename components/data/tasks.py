@@ -382,11 +382,6 @@ def make_file(name: str, pools: Pools, n: int, seed: int) -> list[dict[str, Any]
     return [{"id": f"{name}-{i:05d}", **row} for i, row in enumerate(rows)]
 
 
-def user_prompt(row: dict[str, Any]) -> str:
-    """The row's first user message."""
-    return user_prompts(row)[0]
-
-
 def user_prompts(row: dict[str, Any]) -> list[str]:
     """Every user message of the row, in order."""
     if "messages" in row:

@@ -43,9 +43,6 @@ class ToxicityFilter:
             at += n
         return fractions
 
-    def toxic_fraction(self, text: str) -> float:
-        return self.toxic_fractions([text])[0]
-
     def decide(self, fraction: float) -> Decision:
         if self.max_fraction is None or fraction <= self.max_fraction:
             return True

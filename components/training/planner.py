@@ -285,23 +285,6 @@ def describe(opt: MemoryOption) -> str:
     return f"ZeRO-{opt.zero_stage}{off}{ck}"
 
 
-def deepspeed_estimate_gb(
-    n_params: float, largest_layer: int, cluster: Cluster, offload: Offload
-) -> float:
-    """DeepSpeed's own ZeRO-3 model-state estimate per GPU, for cross-checking ours."""
-    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
-
-    _, gpu, _ = estimate_zero3_model_states_mem_needs(
-        int(n_params),
-        largest_layer,
-        num_gpus_per_node=cluster.gpus_per_node,
-        num_nodes=cluster.nodes,
-        cpu_offload=offload != "none",
-        cpu_offload_params=offload == "optimizer_and_params",
-    )
-    return gpu / GB
-
-
 def format_plan(plan: Plan) -> str:
     """The plan as a short human-readable report."""
     lines = [

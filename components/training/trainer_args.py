@@ -68,8 +68,3 @@ def uses_deepspeed(cfg: PostTrainParams) -> bool:
 def launched_world_size() -> int:
     """Ranks started by a launcher (torchrun, deepspeed, accelerate set WORLD_SIZE); 1 alone."""
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def cpu_trainer_kwargs(scratch: Path, seed: int) -> dict[str, Any]:
-    """The CPU/fp32 arguments whatever the machine (tests that pin numbers use it)."""
-    return trainer_kwargs(scratch, seed, PostTrainParams(device="cpu", precision="fp32"))

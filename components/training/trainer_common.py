@@ -37,7 +37,6 @@ from components.tracking.stage_run import Tracker
 from components.training.trainer_args import (  # noqa: F401 - the stages import them from here
     AUTO_DEVICE,
     LOGGING_STEPS,
-    cpu_trainer_kwargs,
     trainer_kwargs,
 )
 

@@ -90,7 +90,7 @@ def test_sizes_schema_and_families(files: dict[str, list[dict]]) -> None:
 
 def test_splits_are_disjoint(files: dict[str, list[dict]]) -> None:
     prompts = {
-        name: {tasks.normalize_prompt(tasks.user_prompt(r)) for r in rows}
+        name: {tasks.normalize_prompt(tasks.user_prompts(r)[0]) for r in rows}
         for name, rows in files.items()
     }
     for train in ("sft_train", "prefs_train", "prefs_test"):

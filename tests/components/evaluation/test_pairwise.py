@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 from transformers import AutoModelForSequenceClassification
 
 from components.constants import ALIAS_CHAMPION, MODEL_POLICY, REGISTRY_RECORD
-from components.data.tasks import normalize_prompt, user_prompt
+from components.data.tasks import normalize_prompt, user_prompts
 from components.evaluation import pairwise
 from components.evaluation.answer_check import is_correct
 from components.evaluation.calibration import (
@@ -34,7 +34,7 @@ def test_bundled_judge_prompts_are_valid_and_not_reward_model_tuning_prompts(tas
     items = read_eval_set(PROMPTS, keys=pairwise.PROMPT_KEYS)
     assert len(items) >= 40 and len({ex["task"] for ex in items}) == 6
     tuning = {
-        normalize_prompt(user_prompt(json.loads(line)))
+        normalize_prompt(user_prompts(json.loads(line))[0])
         for line in (tasks_dir / "prefs_train.jsonl").read_text().splitlines()
     }
     assert not {normalize_prompt(ex["prompt"]) for ex in items} & tuning
