@@ -49,18 +49,19 @@ class GopherQualityFilter:
         words = _WORD.findall(doc.text)
         n = len(words)
         if self.min_words is not None and n < self.min_words:
-            return False, TOO_FEW_WORDS, self.name
+            return False, TOO_FEW_WORDS, f"{n} words < {self.min_words}"
         if self.max_words is not None and n > self.max_words:
-            return False, TOO_MANY_WORDS, self.name
+            return False, TOO_MANY_WORDS, f"{n} words > {self.max_words}"
         if self.min_alpha_ratio is not None:
             chars = [c for c in doc.text if not c.isspace()]
             alpha = sum(1 for c in chars if unicodedata.category(c).startswith("L"))
-            if chars and alpha / len(chars) < self.min_alpha_ratio:
-                return False, LOW_ALPHA_RATIO, self.name
+            if chars and (ratio := alpha / len(chars)) < self.min_alpha_ratio:
+                return False, LOW_ALPHA_RATIO, f"alpha ratio {ratio:.2f} < {self.min_alpha_ratio}"
         if self.max_symbol_ratio is not None and n:
             symbols = doc.text.count("#") + doc.text.count("...") + doc.text.count("…")
-            if symbols / n > self.max_symbol_ratio:
-                return False, HIGH_SYMBOL_RATIO, self.name
+            if (ratio := symbols / n) > self.max_symbol_ratio:
+                detail = f"symbols per word {ratio:.2f} > {self.max_symbol_ratio}"
+                return False, HIGH_SYMBOL_RATIO, detail
         return True
 
 
@@ -118,6 +119,6 @@ class ExactDedupFilter:
     def filter(self, doc: Doc) -> Decision:
         h = normalized_hash(doc.text)
         if h in self._seen:
-            return False, EXACT_DUPLICATE, self.name
+            return False, EXACT_DUPLICATE, f"normalised text {h[:12]} seen earlier"
         self._seen.add(h)
         return True

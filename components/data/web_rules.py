@@ -120,17 +120,19 @@ class C4QualityFilter:
     def filter(self, doc: Doc) -> Decision:
         text = doc.text
         if not text.strip():
-            return False, C4_NO_LINES_LEFT, self.name
-        if self.lorem and "lorem ipsum" in text.lower():
-            return False, C4_LOREM_IPSUM, self.name
-        if self.curly and "{" in text:
-            return False, C4_CURLY_BRACKET, self.name
-        if self.max_word_length is not None and any(
-            len(w) > self.max_word_length for w in text.split()
-        ):
-            return False, C4_LONG_WORD, self.name
-        if self.min_sentences is not None and len(_SENTENCE_END.findall(text)) < self.min_sentences:
-            return False, C4_FEW_SENTENCES, self.name
+            return False, C4_NO_LINES_LEFT, "no line survived the line cleaner"
+        if self.lorem and (at := text.lower().find("lorem ipsum")) >= 0:
+            return False, C4_LOREM_IPSUM, f"'lorem ipsum' at {at}"
+        if self.curly and (at := text.find("{")) >= 0:
+            return False, C4_CURLY_BRACKET, f"'{{' at {at}"
+        if self.max_word_length is not None:
+            longest = max(map(len, text.split()), default=0)
+            if longest > self.max_word_length:
+                return False, C4_LONG_WORD, f"a word of {longest} > {self.max_word_length} chars"
+        if self.min_sentences is not None:
+            sentences = len(_SENTENCE_END.findall(text))
+            if sentences < self.min_sentences:
+                return False, C4_FEW_SENTENCES, f"{sentences} sentences < {self.min_sentences}"
         return True
 
 
@@ -154,27 +156,32 @@ class FineWebQualityFilter:
         lines = [ln.strip() for ln in doc.text.split("\n") if ln.strip()]
         if not lines:
             return True  # empty documents are the Gopher filter's business
-        if self.line_punct_min is not None and (
-            sum(ln.endswith(_LINE_END_PUNCT) for ln in lines) / len(lines) < self.line_punct_min
-        ):
-            return False, FW_LINE_PUNCT, self.name
-        if self.short_line_max is not None and (
-            sum(len(ln) < self.short_line_chars for ln in lines) / len(lines) > self.short_line_max
-        ):
-            return False, FW_SHORT_LINES, self.name
+        if self.line_punct_min is not None:
+            punct = sum(ln.endswith(_LINE_END_PUNCT) for ln in lines) / len(lines)
+            if punct < self.line_punct_min:
+                detail = f"lines ending in punctuation {punct:.2f} < {self.line_punct_min}"
+                return False, FW_LINE_PUNCT, detail
+        if self.short_line_max is not None:
+            short = sum(len(ln) < self.short_line_chars for ln in lines) / len(lines)
+            if short > self.short_line_max:
+                detail = (
+                    f"lines under {self.short_line_chars} chars {short:.2f} > {self.short_line_max}"
+                )
+                return False, FW_SHORT_LINES, detail
         if self.char_duplicates_max is not None:
             seen, dup_chars = set(), 0
             for ln in lines:
                 if ln in seen:
                     dup_chars += len(ln)
                 seen.add(ln)
-            if dup_chars / max(1, len(doc.text.replace("\n", ""))) > self.char_duplicates_max:
-                return False, FW_CHAR_DUPLICATES, self.name
+            dup = dup_chars / max(1, len(doc.text.replace("\n", "")))
+            if dup > self.char_duplicates_max:
+                detail = f"chars in repeated lines {dup:.3f} > {self.char_duplicates_max}"
+                return False, FW_CHAR_DUPLICATES, detail
         words = len(doc.text.split())
-        if (
-            self.newline_ratio_max is not None
-            and words
-            and (doc.text.count("\n") / words > self.newline_ratio_max)
-        ):
-            return False, FW_NEWLINES, self.name
+        if self.newline_ratio_max is not None and words:
+            newlines = doc.text.count("\n") / words
+            if newlines > self.newline_ratio_max:
+                detail = f"newlines per word {newlines:.2f} > {self.newline_ratio_max}"
+                return False, FW_NEWLINES, detail
         return True

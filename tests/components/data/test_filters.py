@@ -25,11 +25,13 @@ def test_quality_keeps_prose():
 
 def test_quality_reasons():
     f = GopherQualityFilter(min_words=10, max_words=50, min_alpha_ratio=0.8, max_symbol_ratio=0.1)
-    # The reason says what the rule found; the detail names the block.
-    assert f.filter(doc("too short")) == (False, TOO_FEW_WORDS, "gopher_quality")
-    assert f.filter(doc(PROSE * 2)) == (False, TOO_MANY_WORDS, "gopher_quality")
-    assert f.filter(doc("1234 5678 " * 10)) == (False, LOW_ALPHA_RATIO, "gopher_quality")
-    assert f.filter(doc("# heading " * 10)) == (False, HIGH_SYMBOL_RATIO, "gopher_quality")
+    # The reason says which rule tripped; the detail, the measured value against the threshold.
+    assert f.filter(doc("too short")) == (False, TOO_FEW_WORDS, "2 words < 10")
+    assert f.filter(doc("1234 5678 " * 10)) == (False, LOW_ALPHA_RATIO, "alpha ratio 0.00 < 0.8")
+    ok, reason, detail = f.filter(doc(PROSE * 2))
+    assert (ok, reason) == (False, TOO_MANY_WORDS) and detail.endswith(" words > 50")
+    heading = f.filter(doc("# heading " * 10))
+    assert heading == (False, HIGH_SYMBOL_RATIO, "symbols per word 0.50 > 0.1")
 
 
 def test_none_disables_a_check():
@@ -69,5 +71,6 @@ def test_repetition_by_characters_lets_short_repeated_headings_through():
 def test_exact_dedup_ignores_case_and_whitespace():
     f = ExactDedupFilter()
     assert f.filter(doc("Hello   World", "1")) is True
-    assert f.filter(doc("hello world\n", "2")) == (False, EXACT_DUPLICATE, "exact_dedup")
+    ok, reason, detail = f.filter(doc("hello world\n", "2"))
+    assert (ok, reason) == (False, EXACT_DUPLICATE) and "seen earlier" in detail
     assert f.filter(doc("hello there", "3")) is True

@@ -33,16 +33,16 @@ def test_good_prose_passes_both():
 
 
 @pytest.mark.parametrize(
-    "text, reason",
+    "text, reason, detail",
     [
-        (PROSE + "\nLorem ipsum dolor sit amet.", C4_LOREM_IPSUM),
-        (PROSE + "\nfunction f() { return 1; }", C4_CURLY_BRACKET),
-        (PROSE + " " + "x" * 1001, C4_LONG_WORD),
-        ("One sentence. Two sentences. Three.", C4_FEW_SENTENCES),
+        ("Lorem ipsum dolor sit amet. " + PROSE, C4_LOREM_IPSUM, "'lorem ipsum' at 0"),
+        ("f() { return 1; } " + PROSE, C4_CURLY_BRACKET, "'{' at 4"),
+        (PROSE + " " + "x" * 1001, C4_LONG_WORD, "a word of 1001 > 1000 chars"),
+        ("One sentence. Two sentences. Three.", C4_FEW_SENTENCES, "3 sentences < 5"),
     ],
 )
-def test_c4_rules(text, reason):
-    assert C4QualityFilter().filter(doc(text)) == (False, reason, "c4_quality")
+def test_c4_rules_say_what_tripped_them(text, reason, detail):
+    assert C4QualityFilter().filter(doc(text)) == (False, reason, detail)
 
 
 def test_c4_rules_switch_off():
@@ -74,7 +74,16 @@ def test_c4_rules_switch_off():
     ],
 )
 def test_fineweb_rules(text, reason):
-    assert FineWebQualityFilter().filter(doc(text)) == (False, reason, "fineweb_quality")
+    ok, why, detail = FineWebQualityFilter().filter(doc(text))
+    assert (ok, why) == (False, reason)
+    measured, threshold = detail.rsplit(" ", 3)[-3::2]  # "<what> <value> <|> <threshold>"
+    assert float(measured) != float(threshold), detail
+
+
+def test_fineweb_detail_names_the_measured_value_and_the_threshold():
+    menu = "\n".join(f"a long line number {i} of a menu without punctuation" for i in range(4))
+    ok, _, detail = FineWebQualityFilter(line_punct_min=0.5).filter(doc(menu + "\nThe end."))
+    assert (ok, detail) == (False, "lines ending in punctuation 0.20 < 0.5")
 
 
 def test_fineweb_rules_switch_off():
@@ -117,4 +126,5 @@ def test_c4_line_rules_switch_off_one_by_one():
 
 def test_page_left_without_lines_is_dropped_as_such():
     cleaned = C4LineCleaner().apply(Doc("a", "Menu\nLogin\nSearch", "s"))
-    assert C4QualityFilter().filter(cleaned) == (False, C4_NO_LINES_LEFT, "c4_quality")
+    ok, reason, _ = C4QualityFilter().filter(cleaned)
+    assert (ok, reason) == (False, C4_NO_LINES_LEFT)
