@@ -182,8 +182,7 @@ def cmd_launch(args: argparse.Namespace) -> None:
 
     from components.project import dvc_paths
     from components.training import launch
-    from components.training.ds_config import deepspeed_config
-    from components.training.sizing import zero_stage_for
+    from components.training.pretrain import assemble_launch
     from flows.params_overlay import preview_params
 
     overrides = _kv(args.set)
@@ -207,27 +206,22 @@ def cmd_launch(args: argparse.Namespace) -> None:
     # The ranks read these params (the profile and overrides applied), not the live file.
     params_file = out / "params.yaml"
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
-    # `zero_stage: auto` resolves as the pretrain stage resolves it: the planner's cheapest stage
-    # that fits this cluster (the trained tokenizer's vocabulary when it exists).
-    stage = zero_stage_for(params, Path(paths["tokenizer"]), args.device)
-    print(stage.reason)
-    ds_config = deepspeed_config(
-        params.pretrain, params.cluster.world_size, args.device, zero_stage=stage.zero_stage
-    )
-    worker = launch.worker_args(
-        params_file=params_file,
+    ranks = assemble_launch(
+        params,
         data=Path(paths["packed"]),
         tokenizer=Path(paths["tokenizer"]),
         init=Path(paths["init"]),
-        ds_config=out / "ds_config.json",
+        params_file=params_file,
         checkpoints=Path(paths["ckpt"]),
-        out=Path(paths["base"] + ".tmp"),
-        history=Path(paths["ckpt"]) / "history.jsonl",
+        out=Path(paths["base"]),
+        ds_config_path=out / "ds_config.json",
+        device=args.device,
     )
+    print(ranks.stage.reason)
     files = launch.render(
-        params.cluster,
-        json.dumps(ds_config, indent=2),
-        worker,
+        ranks.params.cluster,
+        json.dumps(ranks.ds_config, indent=2),
+        ranks.worker_args,
         out,
         extra_env=cluster_run.env if cluster_run else None,
     )

@@ -18,6 +18,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
@@ -30,12 +31,13 @@ from components.stage import StageResult
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import Tracker
 from components.training import launch, step_metrics
+from components.training.accelerator import Device
 from components.training.ds_config import deepspeed_config
 from components.training.pretrain_worker import (  # the ranks read exactly these Reads
     SETTINGS_FILE,
     Reads,
 )
-from components.training.sizing import plan_for, zero_stage_for
+from components.training.sizing import StageChoice, plan_for, zero_stage_for
 
 log = logging.getLogger(__name__)
 
@@ -106,24 +108,81 @@ def register_checkpoint(paths: Paths, tracker: Tracker, init: checkpoint.Checkpo
     return StageResult(metrics={"steps": 0, "parameters": count_parameters(paths.out)})
 
 
+@dataclass(frozen=True)
+class RankLaunch:
+    """What the ranks run with: assembled once, for the stage and for `llmops launch render`."""
+
+    params: Reads  # `model:` shaped from the checkpoint when there is one (what is sized)
+    stage: StageChoice  # the ZeRO stage, `auto` resolved
+    ds_config: dict[str, Any]
+    worker_args: list[str]
+    tmp_out: Path  # where the ranks write the model; renamed to `out` once they succeed
+    history: Path  # the ranks' per-step JSONL
+
+
+def assemble_launch(
+    params: Reads,
+    *,
+    data: Path,
+    tokenizer: Path,
+    init: Path,
+    params_file: Path,
+    checkpoints: Path,
+    out: Path,
+    ds_config_path: Path,
+    device: Device,
+    mlflow_run_id: str = "",
+) -> RankLaunch:
+    """The ZeRO stage (`auto`: the planner's cheapest that fits this cluster, at the trained
+    tokenizer's vocabulary when it exists), its ds_config and the worker's arguments."""
+    # A launch rendered before the checkpoint stage ran has no record yet: `model:` as written.
+    if (init / CHECKPOINT_RECORD).exists():
+        params = params.model_copy(update={"model": checkpoint.model_params(params.model, init)})
+    stage = zero_stage_for(params, tokenizer, device)
+    ds_config = deepspeed_config(
+        params.pretrain, params.cluster.world_size, device, zero_stage=stage.zero_stage
+    )
+    tmp_out = out.with_name(out.name + ".tmp")
+    history = checkpoints / "history.jsonl"
+    args = launch.worker_args(
+        params_file=params_file,
+        data=data,
+        tokenizer=tokenizer,
+        init=init,
+        ds_config=ds_config_path,
+        checkpoints=checkpoints,
+        out=tmp_out,
+        history=history,
+        mlflow_run_id=mlflow_run_id,
+    )
+    return RankLaunch(params, stage, ds_config, args, tmp_out, history)
+
+
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     init = checkpoint.read(paths.init)
-    params = params.model_copy(
-        update={"model": checkpoint.model_params(params.model, paths.init)}
-    )  # the shape the planner sizes: from the checkpoint when there is one
     if params.pretrain.max_steps == 0:
         return register_checkpoint(paths, tracker, init)
-    cfg, cluster = params.pretrain, params.cluster
     on_gpu = torch.cuda.is_available()
-    device = "cuda" if on_gpu else "cpu"
+    ranks = assemble_launch(
+        params,
+        data=paths.data,
+        tokenizer=paths.tokenizer,
+        init=paths.init,
+        params_file=paths.params_file,
+        checkpoints=paths.checkpoints,
+        out=paths.out,
+        ds_config_path=paths.checkpoints / "ds_config.json",
+        device="cuda" if on_gpu else "cpu",
+        mlflow_run_id=tracker.run_id,
+    )
+    params, stage, tmp_out, history = ranks.params, ranks.stage, ranks.tmp_out, ranks.history
+    cluster = params.cluster
     world = cluster.world_size
-    stage = zero_stage_for(params, paths.tokenizer, device)
     log.info("ZeRO stage: %s", stage.reason)
     tracker.set_tags({"zero_stage": str(stage.zero_stage), "zero_stage_reason": stage.reason})
-    ds_config = deepspeed_config(cfg, world, device, zero_stage=stage.zero_stage)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     ds_config_path = paths.checkpoints / "ds_config.json"
-    ds_config_path.write_text(json.dumps(ds_config, indent=2))
+    ds_config_path.write_text(json.dumps(ranks.ds_config, indent=2))
     tracker.log_artifact(ds_config_path, "deepspeed")
     plan = plan_for(params, paths.tokenizer, precision="mixed" if on_gpu else "fp32")
     plan_path = paths.checkpoints / "plan.json"
@@ -132,23 +191,10 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     for reason in plan.reasons:
         log.info("planner: %s", reason)
 
-    tmp_out = paths.out.with_name(paths.out.name + ".tmp")
     shutil.rmtree(tmp_out, ignore_errors=True)
-    history = paths.checkpoints / "history.jsonl"
     step_metrics.backfill(history)  # what an earlier attempt's ranks could not send
     if history.exists() and not (paths.checkpoints / "latest").exists():
         history.unlink()  # a run that never checkpointed restarts from step 0
-    args = launch.worker_args(
-        params_file=paths.params_file,
-        data=paths.data,
-        tokenizer=paths.tokenizer,
-        init=paths.init,
-        ds_config=ds_config_path,
-        checkpoints=paths.checkpoints,
-        out=tmp_out,
-        history=history,
-        mlflow_run_id=tracker.run_id,
-    )
     hostfile = None
     if cluster.nodes > 1:
         hostfile = paths.checkpoints / launch.HOSTFILE
@@ -157,7 +203,7 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     # cluster: the agreed port.
     one_node = cluster.nodes == 1
     with launch.ReservedPort() if one_node else contextlib.nullcontext(cluster.master_port) as port:
-        cmd = launch.launch_command(cluster, args, master_port=port, hostfile=hostfile)
+        cmd = launch.launch_command(cluster, ranks.worker_args, master_port=port, hostfile=hostfile)
         log.info("launching %d DeepSpeed ranks: %s", world, " ".join(cmd))
         proc = launch.run_ranks(cmd, launch.rank_env(cluster.ranks_per_node, on_gpu))
     if proc.returncode != 0:
