@@ -300,7 +300,7 @@ def heldout_generation(
     tasks: list[str],
     cfg: AlignParams,
 ) -> dict[str, float]:
-    """Greedy accuracy (the evaluation judge) overall and per task on the held-out prompts, and
+    """Greedy accuracy (the answer check) overall and per task on the held-out prompts, and
     the token KL to the reference; the same prompts RL's before/after measurement uses."""
     pairs = pairs[: cfg.rl.eval_max_prompts]
     rows = with_tasks(rl.rl_prompts(pairs), tasks)
