@@ -238,7 +238,9 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from components.project import dvc_paths
 
     paths = dvc_paths(args.root)
-    Console().print(summary(args.root / paths["reports"], args.root / paths["metrics"]))
+    # Piped (make, CI logs) rich assumes 80 columns and wraps a table of five models.
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    console.print(summary(args.root / paths["reports"], args.root / paths["metrics"]))
 
 
 def cmd_dag(args: argparse.Namespace) -> None:
