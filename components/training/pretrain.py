@@ -81,7 +81,9 @@ def plot_losses(rows: list[dict], path: Path) -> None:
     ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title("pretraining loss")
+    ax.set_title(
+        "pretraining loss" if rows else "pretraining loss: no steps (the checkpoint as is)"
+    )
     ax.legend()
     ax.grid(alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +106,11 @@ def register_checkpoint(paths: Paths, tracker: Tracker, init: checkpoint.Checkpo
         )
     tokenizer.save_pretrained(tmp_out)
     replace_dir(tmp_out, paths.out)
+    # Every output dvc.yaml declares must exist, or DVC fails the stage: no resume point (no
+    # launch), no steps in the loss history and its plot.
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    write_history_csv([], paths.history)
+    plot_losses([], paths.plot)
     register_model_dir(tracker, paths.out, MODEL_BASE, data_path=paths.data, init=init.tags())
     return StageResult(metrics={"steps": 0, "parameters": count_parameters(paths.out)})
 
