@@ -559,11 +559,26 @@ class JudgeParams(_Section):
     # challenger and its verdict is flagged, never enough on its own. The reward-model judge
     # always is.
     endpoint_shares_training: bool = False
+    # `init`: the stage serves the model.init checkpoint with vLLM for its own run (settings from
+    # `deploy:`, this port and context) and asks it through the endpoint path: an instruct model
+    # that shares no training signal with the challenger. null: `endpoint`, else the reward model.
+    serve: Literal["init"] | None = None
+    serve_port: int = Field(default=8766, ge=1024, le=65535)
+    serve_max_model_len: int = Field(default=2048, ge=256)  # the prompt and both answers
+    # Ask a vLLM endpoint for exactly one of A / B / tie (structured outputs, a choice
+    # constraint), so that a small model's reply is always a verdict; what it is worth is still
+    # for the calibration to show. Always on for `serve`.
+    constrained: bool = False
 
     @model_validator(mode="after")
     def _endpoint_needs_model(self) -> JudgeParams:
         if self.endpoint and not self.model:
             raise ValueError("judge.endpoint needs judge.model (the served model's name)")
+        if self.endpoint and self.serve:
+            raise ValueError(
+                "judge.endpoint and judge.serve both set: the judge is either an endpoint you "
+                "run or the one the stage serves; set one of them to null"
+            )
         return self
 
 
@@ -738,6 +753,15 @@ class Params(_Section):
             raise ValueError(
                 "pretrain.max_steps is 0 (register the checkpoint as the base) but model.init is "
                 "scratch: there is no checkpoint; set model.init or pretrain.max_steps >= 1"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _served_judge_needs_checkpoint(self) -> Params:
+        if self.judge.serve == "init" and self.model.from_scratch:
+            raise ValueError(
+                "judge.serve is 'init' but model.init is scratch: there is no instruct "
+                "checkpoint to serve as the judge; set model.init or judge.serve: null"
             )
         return self
 

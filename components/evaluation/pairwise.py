@@ -30,7 +30,10 @@ Judges:
   independent of the challenger.
 - `EndpointJudge`: any OpenAI-compatible chat endpoint (vLLM, OpenAI, ...) through the `openai`
   client, asked to answer `A`, `B` or `tie`. If it cannot be reached (refused, timed out, an
-  HTTP error), no verdict is invented: the judge is unavailable with the reason.
+  HTTP error), no verdict is invented: the judge is unavailable with the reason. With
+  `judge.serve: init` the stage serves the model.init checkpoint itself for this run
+  (components/evaluation/served_judge.py) and asks it the same way, its reply constrained to a
+  verdict.
 
 Why not mlflow.genai scorers (MLflow 3.17): a scorer grades one row (inputs, outputs,
 expectations), and its LLM judges (`make_judge`) reach endpoints through litellm (not installed)
@@ -56,12 +59,14 @@ from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from scipy.stats import bootstrap
 
-from components.config import JudgeParams, StageParams
+from components.config import DeployParams, JudgeParams, StageParams
 from components.constants import ALIAS_CHAMPION, MODEL_POLICY
 from components.evaluation.calibration import calibrate, calibration_pairs, rate_problems
 from components.evaluation.eval_set import read_eval_set
+from components.evaluation.served_judge import served_judge
 from components.evaluation.verdicts import (
     OUTCOMES,
+    REPLIES,
     Agreement,
     Outcome,
     PairOutcome,
@@ -73,6 +78,7 @@ from components.evaluation.verdicts import (
 from components.modeling.generate import Conversation, generate_greedy, user_turns
 from components.modeling.io import load_for_inference
 from components.registry.promote import current_champion
+from components.serving.vllm_server import ServerError
 from components.stage import StageResult
 from components.tracking import lineage
 from components.tracking.stage_run import Tracker
@@ -89,6 +95,7 @@ POINTS: dict[PairOutcome, float] = {"win": 1.0, "tie": 0.5, "inconsistent": 0.5,
 class Reads(StageParams):
     seed: int
     judge: JudgeParams
+    deploy: DeployParams  # how a served judge (judge.serve) is served
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ class Paths:
     policy: Path  # the challenger
     sft: Path  # baseline when there is no other champion
     reward: Path  # the reward model (default judge)
+    init: Path  # the model.init checkpoint (the judge with judge.serve: init)
     prompts: Path  # JSONL: id, task, prompt
     eval_set: Path  # JSONL: id, task, prompt, answer (the judge's calibration pairs)
     verdicts: Path  # JSONL: one line per prompt (answers, both verdicts, outcome)
@@ -149,17 +157,20 @@ JUDGE_INSTRUCTIONS = (
 class EndpointJudge:
     """An OpenAI-compatible chat endpoint as a judge (the `openai` client, greedy)."""
 
-    def __init__(self, cfg: JudgeParams):
+    def __init__(self, cfg: JudgeParams, api_key: str | None = None):
         from openai import OpenAI
 
         assert cfg.endpoint is not None  # validated by JudgeParams
         self.endpoint, self.model = cfg.endpoint, cfg.model
         self.name = f"endpoint:{cfg.model}"
         self.shares_training = cfg.endpoint_shares_training
+        # vLLM's structured outputs: the reply is one of the verdicts, nothing else.
+        choice = {"structured_outputs": {"choice": list(REPLIES)}}
+        self.extra_body = choice if cfg.constrained else None
         # One retry at most: a down judge should cost seconds, not the client's default backoff.
         self.client = OpenAI(
             base_url=cfg.endpoint,
-            api_key=os.environ.get(cfg.api_key_env) or "EMPTY",
+            api_key=api_key or os.environ.get(cfg.api_key_env) or "EMPTY",
             timeout=cfg.timeout_s,
             max_retries=1,
         )
@@ -177,6 +188,7 @@ class EndpointJudge:
                 ],
                 max_tokens=4,
                 temperature=0.0,
+                extra_body=self.extra_body,
             )
         except openai.APIError as err:  # refused, timed out, HTTP error, malformed reply
             raise JudgeUnavailable(
@@ -191,9 +203,11 @@ class EndpointJudge:
         return [self.ask(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
 
 
-def make_judge(cfg: JudgeParams, reward_dir: Path) -> EndpointJudge | RewardModelJudge:
+def make_judge(
+    cfg: JudgeParams, reward_dir: Path, api_key: str | None = None
+) -> EndpointJudge | RewardModelJudge:
     if cfg.endpoint:
-        return EndpointJudge(cfg)
+        return EndpointJudge(cfg, api_key)
     return RewardModelJudge(reward_dir, cfg.reward_max_length, cfg.batch_size)
 
 
@@ -365,24 +379,36 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         "judge.baseline": baseline.label,
         "judge.baseline_version": baseline.version,
         "judge.baseline_reason": baseline.reason,
-        "judge.judge": f"endpoint:{cfg.model}" if cfg.endpoint else RewardModelJudge.name,
+        "judge.judge": (
+            f"served:{cfg.serve}"
+            if cfg.serve
+            else f"endpoint:{cfg.model}"
+            if cfg.endpoint
+            else RewardModelJudge.name
+        ),
         **{f"judge.threshold.{k}": v for k, v in cfg.calibration.model_dump().items()},
     }
     rows: list[dict[str, Any]] = [
         {"id": ex["id"], "task": ex["task"], "prompt": str(ex["prompt"])} for ex in items
     ]
     try:
-        judge = make_judge(cfg, paths.reward)
-        metrics.update(judge_identity(judge))
-        calibration = calibrate(judge, pairs)
-        metrics.update({f"judge.calibration.{k}": v for k, v in calibration.metrics().items()})
-        if problems := calibration.problems(cfg.calibration):
-            return _unavailable(metrics, "; ".join(problems), rows, paths, tracker)
-        ours = answers_of(paths.policy, prompts, cfg)
-        theirs = baseline_answers(baseline, paths.sft, prompts, cfg)
-        for row, a, b in zip(rows, ours, theirs, strict=True):
-            row.update(challenger=a, baseline=b)
-        first, second = both_orders(judge, prompts, ours, theirs)
+        # judge.serve: the judge's own vLLM server, up for the calibration and the comparison.
+        log_path = paths.verdicts.with_suffix(".server.log")
+        with served_judge(cfg, params.deploy, paths.init, log_path) as endpoint:
+            judge = make_judge(endpoint.cfg, paths.reward, endpoint.api_key)
+            metrics.update(judge_identity(judge))
+            calibration = calibrate(judge, pairs)
+            metrics.update({f"judge.calibration.{k}": v for k, v in calibration.metrics().items()})
+            if problems := calibration.problems(cfg.calibration):
+                raise JudgeUnavailable("; ".join(problems))
+            ours = answers_of(paths.policy, prompts, cfg)
+            theirs = baseline_answers(baseline, paths.sft, prompts, cfg)
+            for row, a, b in zip(rows, ours, theirs, strict=True):
+                row.update(challenger=a, baseline=b)
+            first, second = both_orders(judge, prompts, ours, theirs)
+    except ServerError as err:
+        why = f"the judge server did not start: {err}"
+        return _unavailable(metrics, why, rows, paths, tracker)
     except JudgeUnavailable as err:
         return _unavailable(metrics, str(err), rows, paths, tracker)
 

@@ -18,6 +18,7 @@ Outcome = Literal["win", "tie", "loss", "invalid"]  # for the answer of interest
 PairOutcome = Literal["win", "tie", "loss", "inconsistent", "invalid"]  # both orders combined
 OUTCOMES: tuple[Outcome, ...] = ("win", "tie", "loss", "invalid")
 PAIR_OUTCOMES: tuple[PairOutcome, ...] = ("win", "tie", "loss", "inconsistent", "invalid")
+REPLIES: tuple[Verdict, ...] = ("A", "B", "tie")  # what a judge may answer
 
 _TIE_WORDS = {"tie", "equal", "neither", "same"}
 

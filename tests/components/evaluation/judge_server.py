@@ -17,13 +17,15 @@ Reply = Callable[[str, str, str], str | int | float]  # (prompt, answer A, answe
 _ASKED = re.compile(r"Prompt:\n(.*)\n\nAnswer A:\n(.*)\n\nAnswer B:\n(.*)\n\nBetter answer:", re.S)
 
 
-def _handler(reply: Reply) -> type[BaseHTTPRequestHandler]:
+def _handler(reply: Reply, seen: list[dict] | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # keep pytest output clean
             pass
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if seen is not None:
+                seen.append(body)
             match = _ASKED.search(body["messages"][-1]["content"])
             answer = reply(*match.groups()) if match else "?"
             if isinstance(answer, float):
@@ -59,9 +61,10 @@ def _handler(reply: Reply) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def judge_endpoint(reply: Reply) -> Iterator[str]:
-    """The base URL (…/v1) of a server answering with `reply` while the block runs."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(reply))
+def judge_endpoint(reply: Reply, seen: list[dict] | None = None) -> Iterator[str]:
+    """The base URL (…/v1) of a server answering with `reply` while the block runs; each
+    request's JSON body is appended to `seen`."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(reply, seen))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -8,6 +8,7 @@ import torch
 from mlflow import MlflowClient
 from transformers import AutoModelForSequenceClassification
 
+from components.config import ParamsError
 from components.constants import ALIAS_CHAMPION, MODEL_POLICY, REGISTRY_RECORD
 from components.data.tasks import normalize_prompt, user_prompts
 from components.evaluation import pairwise
@@ -211,6 +212,27 @@ def test_an_endpoint_that_errs_or_stalls_is_unavailable_with_the_reason(reply, r
             judge.judge(["What is 1 + 1?"], ["2"], ["3"])
 
 
+def test_a_constrained_endpoint_is_asked_for_a_verdict_and_nothing_else():
+    seen: list[dict] = []
+    with judge_endpoint(lambda prompt, a, b: "B", seen) as url:
+        cfg = project_params(judge={"endpoint": url, "model": "m", "constrained": True}).judge
+        assert pairwise.EndpointJudge(cfg).judge(["1 + 1?"], ["2"], ["3"]) == ["B"]
+        free = project_params(judge={"endpoint": url, "model": "m"}).judge
+        pairwise.EndpointJudge(free).judge(["1 + 1?"], ["2"], ["3"])
+    assert seen[0]["structured_outputs"] == {"choice": ["A", "B", "tie"]}
+    assert "structured_outputs" not in seen[1]  # not every endpoint is vLLM
+
+
+def test_a_served_judge_needs_a_checkpoint_and_excludes_an_endpoint():
+    with pytest.raises(ParamsError, match="judge.serve is 'init' but model.init is scratch"):
+        project_params(judge={"serve": "init"})
+    with pytest.raises(ParamsError, match="judge.endpoint and judge.serve both set"):
+        project_params(
+            model={"init": "some/dir"},
+            judge={"serve": "init", "endpoint": "http://x/v1", "model": "m"},
+        )
+
+
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     """A tiny policy (also the SFT model) and a reward model on the same tokenizer."""
@@ -233,12 +255,14 @@ def _policy_version(policy, version: str) -> None:
     (policy / REGISTRY_RECORD).write_text(json.dumps({"name": MODEL_POLICY, "version": version}))
 
 
-def _run(tmp_path, policy, reward, eval_set, **judge):
-    params = project_params(judge={"max_prompts": 6, "max_new_tokens": 4, **judge})
+def _run(tmp_path, policy, reward, eval_set, init=None, **judge):
+    model = {"model": {"init": init}} if init else {}
+    params = project_params(judge={"max_prompts": 6, "max_new_tokens": 4, **judge}, **model)
     paths = pairwise.Paths(
         policy=policy,
         sft=policy,
         reward=reward,
+        init=tmp_path / "init",
         prompts=PROMPTS,
         eval_set=eval_set,
         verdicts=tmp_path / "judge.jsonl",
@@ -302,6 +326,22 @@ def test_a_down_endpoint_reports_the_judge_missing_and_the_gate_never_passes(
     assert result.status == "skip"
     strict = rule.model_copy(update={"if_missing": "fail"})
     assert promote.check_gate("j", "judge_win_rate", strict, 0.0, m, None).status == "fail"
+
+
+def test_a_served_judge_without_a_model_to_serve_is_unavailable_with_the_reason(
+    dirs, tmp_path, tasks_dir
+):
+    policy, reward = dirs
+    _policy_version(policy, "1")
+    (tmp_path / "init").mkdir()  # what the checkpoint stage writes for `scratch`: no weights
+    m = _run(tmp_path, policy, reward, tasks_dir / "eval.jsonl", init=str(tmp_path),
+             serve="init")  # fmt: skip
+    assert m["judge.judge"] == "served:init" and m["judge.available"] == 0
+    assert (
+        m["judge.error"].startswith("the judge server did not start")
+        and "holds no model" in m["judge.error"]
+    )
+    assert not any(k.startswith("judge_") for k in m)
 
 
 def _register(client, n: int) -> str:

@@ -179,8 +179,7 @@ def _serving_python() -> Path:
     return python
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
+def tiny_llama(out: Path, max_position_embeddings: int = 256) -> Path:
     """A random 1-layer Llama (head size 32, as the demo model) with the project's tokenizer."""
     from components.modeling.llama import build_model
     from components.tokenizer.train import train_tokenizer
@@ -198,14 +197,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
             num_attention_heads=2,
             num_key_value_heads=1,
             rope_theta=10000,
-            max_position_embeddings=256,
+            max_position_embeddings=max_position_embeddings,
         ),
         tokenizer,
     )
-    out = tmp_path_factory.mktemp("tiny_llama")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
 
 
 @pytest.mark.timeout(600)
