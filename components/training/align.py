@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from mlflow import MlflowClient
+from tqdm import tqdm
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -240,7 +241,7 @@ def implicit_rewards(
     """beta * (log pi - log ref) of each pair's chosen and rejected completion."""
     policy.eval()
     rewards: dict[str, list[float]] = {"chosen": [], "rejected": []}
-    for pair in pairs:
+    for pair in tqdm(pairs, desc="held-out implicit rewards", unit="pair"):
         for key, out in rewards.items():
             p, c = split_completion(tokenizer, pair["prompt"], pair[key])
             out.append(
@@ -280,7 +281,7 @@ def token_kl(
     """Mean over completion tokens of KL(pi(.|prefix) || ref(.|prefix)), exact over the
     vocabulary, along each pair's chosen answer: how far the method moved from the SFT model."""
     total, n = 0.0, 0
-    for pair in pairs:
+    for pair in tqdm(pairs, desc="held-out token KL", unit="pair"):
         p, c = split_completion(tokenizer, pair["prompt"], pair["chosen"])
         ids = torch.tensor([(p + c)[:max_length]])  # (1, T)
         if ids.shape[1] <= len(p):
