@@ -26,7 +26,11 @@ import pyarrow.parquet as pq
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 
 from components.constants import (
     DOCUMENTS_FILE,
@@ -112,7 +116,11 @@ def resolve(client: MlflowClient, uri: str) -> ModelVersion:
             return client.get_model_version_by_alias(name, alias)
         return client.get_model_version(name, version)
     except MlflowException as err:
-        if err.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+        # An alias the model does not have is an invalid parameter to MLflow, not a missing one.
+        missing = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)}
+        if alias:
+            missing.add(ErrorCode.Name(INVALID_PARAMETER_VALUE))
+        if err.error_code not in missing:
             raise
         raise LineageError(
             f"{uri} does not exist in the registry at {mlflow.get_registry_uri()}: check the "

@@ -195,6 +195,9 @@ def test_bad_uris_and_untagged_versions_are_named(tmp_path):
         trace.trace(client, "models:/nope/3", ROOT)
     client.create_registered_model("by-hand")
     client.create_model_version("by-hand", source=str(tmp_path))
+    for uri in ("models:/by-hand@champion", "models:/nope@champion"):
+        with pytest.raises(trace.LineageError, match=f"{uri} does not exist in the registry"):
+            trace.trace(client, uri, ROOT)
     with pytest.raises(trace.LineageError, match="by-hand/1 has no lineage tags"):
         trace.trace(client, "models:/by-hand/1", ROOT)
     with mlflow.start_run(experiment_id="0") as run:  # the store's default experiment
