@@ -12,6 +12,7 @@ The run that registers a version logs:
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,12 @@ def record(params_text: str, data: Path) -> None:
 def _artifact(client: MlflowClient, version: ModelVersion, path: str) -> str | None:
     if not version.run_id:
         return None
-    try:
-        local = client.download_artifacts(version.run_id, path)
-    except (MlflowException, OSError):
-        return None
-    return Path(local).read_text()
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            local = client.download_artifacts(version.run_id, path, dst_path=scratch)
+        except (MlflowException, OSError):
+            return None
+        return Path(local).read_text()
 
 
 def _name(version: ModelVersion) -> str:

@@ -261,32 +261,29 @@ def all_versions(client: MlflowClient) -> Iterator[ModelVersion]:
             return
 
 
-def _documents_path(data_hash: str, root: Path) -> Path | None:
-    """documents.parquet inside the DVC output with this `.dir` hash, from the project's DVC
-    cache; None when that output holds no such file."""
-    from dvc.repo import Repo
+def _documents_path(odb, data_hash: str, root: Path) -> Path | None:
+    """documents.parquet inside the DVC output with this `.dir` hash, in the object database
+    `odb` (the project's DVC cache); None when that output holds no such file."""
     from dvc_data.hashfile.hash_info import HashInfo
     from dvc_data.hashfile.tree import Tree
 
-    with Repo(str(root)) as repo:
-        odb = repo.cache.local
-        try:
-            tree = Tree.load(odb, HashInfo("md5", data_hash))
-        except FileNotFoundError as err:
-            raise LineageError(
-                f"the training data {data_hash} is not in the DVC cache of {root}: "
-                "`dvc fetch` (or `dvc pull`) the commit that produced it, then ask again"
-            ) from err
-        entry = tree.get((DOCUMENTS_FILE,))
-        if entry is None or entry[1] is None:
-            return None
-        path = Path(odb.oid_to_path(entry[1].value))
-        if not path.exists():
-            raise LineageError(
-                f"{DOCUMENTS_FILE} of the training data {data_hash} ({entry[1].value}) is not in "
-                f"the DVC cache of {root}: `dvc fetch` it, then ask again"
-            )
-        return path
+    try:
+        tree = Tree.load(odb, HashInfo("md5", data_hash))
+    except FileNotFoundError as err:
+        raise LineageError(
+            f"the training data {data_hash} is not in the DVC cache of {root}: "
+            "`dvc fetch` (or `dvc pull`) the commit that produced it, then ask again"
+        ) from err
+    entry = tree.get((DOCUMENTS_FILE,))
+    if entry is None or entry[1] is None:
+        return None
+    path = Path(odb.oid_to_path(entry[1].value))
+    if not path.exists():
+        raise LineageError(
+            f"{DOCUMENTS_FILE} of the training data {data_hash} ({entry[1].value}) is not in "
+            f"the DVC cache of {root}: `dvc fetch` it, then ask again"
+        )
+    return path
 
 
 def _contains(documents: Path, source_id: str) -> bool:
@@ -297,13 +294,16 @@ def _contains(documents: Path, source_id: str) -> bool:
 def versions_with_document(client: MlflowClient, source_id: str, root: Path) -> list[DocumentHit]:
     """Every registered version whose training data held the document `source_id`: those
     trained on a corpus that lists it, and every version descended from one of them."""
+    from dvc.repo import Repo
+
     versions = [mv for mv in all_versions(client) if mv.tags.get(TAG_DATA_HASH)]
     corpora: dict[str, bool] = {}
-    for data_hash in sorted({mv.tags[TAG_DATA_HASH] for mv in versions}):
-        if not data_hash.endswith(".dir"):
-            continue  # a single file: task data, not a corpus of documents
-        documents = _documents_path(data_hash, root)
-        corpora[data_hash] = documents is not None and _contains(documents, source_id)
+    with Repo(str(root)) as repo:
+        for data_hash in sorted({mv.tags[TAG_DATA_HASH] for mv in versions}):
+            if not data_hash.endswith(".dir"):
+                continue  # a single file: task data, not a corpus of documents
+            documents = _documents_path(repo.cache.local, data_hash, root)
+            corpora[data_hash] = documents is not None and _contains(documents, source_id)
     hits = {
         f"{mv.name}/{mv.version}": DocumentHit(
             f"{mv.name}/{mv.version}",
