@@ -58,10 +58,25 @@ TAG_MODEL_HASH: Final = "model_hash"
 # commit is left out: the same weights from the same data, params and parent are the same model
 # whichever commit (e.g. a README change) re-ran the stage.
 REUSE_KEYS: Final = (TAG_DATA_HASH, TAG_PARAMS_HASH, TAG_PARENT_MODEL, TAG_STAGE)
+# The DVC experiment a version was trained in ("" for a run in the user's workspace): the run
+# that builds an experiment's workspace sets ENV_EXPERIMENT for the stages it starts.
+ENV_EXPERIMENT: Final = "LLMOPS_EXPERIMENT"
+TAG_EXPERIMENT: Final = "experiment"
+# Artifacts of the run that registered a version (components/tracking/lineage_record.py): the
+# whole params file the stage ran with (params_hash covers only the sections it read, and a hash
+# cannot be read back), and the document count per curated source of its training corpus.
+ARTIFACT_PARAMS: Final = "lineage/params.yaml"
+ARTIFACT_SOURCES: Final = "lineage/sources.json"
+
+# On a policy version the promote stage judged: `eval.<metric>` = its value, as the gates saw it.
+EVAL_TAG_PREFIX: Final = "eval."
 
 # Run tags used to find a stage's MLflow run from the flow.
 RUN_TAG_STAGE: Final = "llmops.stage"
 RUN_TAG_PIPELINE: Final = "llmops.pipeline_run"
+# On the report stage's run: `name/version` of the challenger it reports on (lineage finds the
+# contamination of the eval sets by it).
+RUN_TAG_REPORT_OF: Final = "llmops.report_of"
 # The run-lock token of the run that opened an MLflow run (flows/run_lock.py): the next run finds
 # a killed run's MLflow runs by it and marks them FAILED.
 RUN_TAG_TOKEN: Final = "llmops.run_token"
@@ -97,6 +112,12 @@ ENV_RUN_TOKEN: Final = "LLMOPS_RUN_TOKEN"
 # unreachable or 5xx, SQLite busy): EX_TEMPFAIL from sysexits.h. The Prefect task retries on
 # exactly this code; any other non-zero exit is final.
 EXIT_TRANSIENT: Final = 75
+
+# In the packed corpus (the pack stage's output): which record became which tokens, a document's
+# span in its split's token stream (before the stream is cut into sequences, so
+# token_start // seq_len is its first sequence), with its `source` and `source_id`, by which
+# lineage finds the versions trained on a document (components/tracking/trace.py).
+DOCUMENTS_FILE: Final = "documents.parquet"
 
 # Evaluation sets under the task directory: curation removes training documents that overlap
 # them (decontamination).

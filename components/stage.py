@@ -91,15 +91,17 @@ def build_paths(paths_cls: type, given: Mapping[str, str]) -> Any:
     return paths_cls(**{k: Path(v) for k, v in given.items()})
 
 
-def run_stage(name: str, params: Params, path_args: Mapping[str, str]) -> StageResult:
-    """Run one stage on its declared params inside its MLflow run; write its metrics (DVC +
-    MLflow)."""
+def run_stage(
+    name: str, params: Params, path_args: Mapping[str, str], params_file: Path | None = None
+) -> StageResult:
+    """Run one stage on its declared params (read from `params_file`, by default the project's
+    params.yaml) inside its MLflow run; write its metrics (DVC + MLflow)."""
     from components.tracking.stage_run import stage_run
 
     module = stage_module(name)
     paths = build_paths(module.Paths, path_args)
     reads = module.Reads.narrow(params)
-    with stage_run(name, reads, profile=params.profile) as tracker:
+    with stage_run(name, reads, profile=params.profile, params_file=params_file) as tracker:
         result = module.run(reads, paths, tracker)
         tracker.write_metrics(paths.metrics, result.metrics)
         if result.notes:

@@ -70,7 +70,8 @@ def _run_stage(args: argparse.Namespace) -> None:
     from flows.stage_report import StageReport
 
     try:
-        result = run_stage(args.name, load_params(args.params), _kv(args.paths))
+        params_file = Path(args.params)
+        result = run_stage(args.name, load_params(params_file), _kv(args.paths), params_file)
     except Exception as err:
         code = exit_code(err)
         what = f"{type(err).__name__}: {err}"
@@ -153,6 +154,38 @@ def cmd_rollback(args: argparse.Namespace) -> None:
         f"champion: version {done.from_version} -> {done.to_version} "
         f"(audit record: MLflow run {done.run_id})"
     )
+
+
+def cmd_lineage(args: argparse.Namespace) -> None:
+    import json
+    from dataclasses import asdict
+
+    from mlflow import MlflowClient
+    from rich.console import Console
+
+    from components.tracking import mlflow_env, trace, trace_view
+    from components.tracking.lineage_record import LineageNotRecorded
+
+    if bool(args.uri) == bool(args.doc):
+        sys.exit("llmops lineage: give a model URI (models:/NAME/VERSION or @ALIAS) or --doc ID")
+    mlflow_env.configure()
+    client = MlflowClient()
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    try:
+        if args.doc:
+            hits = trace.versions_with_document(client, args.doc, args.root)
+            if args.json:
+                print(json.dumps([asdict(h) for h in hits], indent=2))
+            else:
+                console.print(trace_view.hits_table(args.doc, hits))
+            return
+        chain = trace.trace(client, args.uri, args.root)
+    except (trace.LineageError, LineageNotRecorded) as err:
+        sys.exit(f"llmops lineage: {err}")
+    if args.json:
+        print(json.dumps([v.to_dict() for v in chain], indent=2))
+    else:
+        console.print(trace_view.chain_tree(chain))
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -409,6 +442,18 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--write", action="store_true", help="rewrite dvc.yaml in place")
     dg.add_argument("--root", default=".", help="project root (default: %(default)s)")
     dg.set_defaults(func=cmd_dag)
+
+    li = sub.add_parser(
+        "lineage",
+        help="what a registered model was built from, or which models were trained on a document",
+        description="Answered from what was recorded when each version was registered (registry "
+        "tags, the registering run's params, DVC's cache); no model weights are read. Examples: "
+        "llmops lineage models:/llmops-policy@champion; llmops lineage --doc ID --json",
+    )
+    li.add_argument("uri", nargs="?", help="models:/NAME/VERSION or models:/NAME@ALIAS")
+    li.add_argument("--doc", metavar="SOURCE_ID", help="every version trained on this document")
+    li.add_argument("--json", action="store_true", help="print JSON instead of a tree/table")
+    li.set_defaults(func=cmd_lineage)
 
     su = sub.add_parser(
         "summary",

@@ -4,7 +4,8 @@ A stage's params are the sections of its `Reads`; its code deps are the project 
 module imports, directly or not, plus those of the stage runner every stage goes through
 (`components/stage.py`). Imports are read from the source (anywhere in a file, lazy ones
 included), so editing any code a stage can run makes the stage stale in `dvc status`.
-Data deps (paths) stay as written in dvc.yaml: paths live there only.
+Data deps (paths) stay as written in dvc.yaml: paths live there only. A stage whose code
+imports another stage's module is an error: editing one stage would make the other stale.
 """
 
 from __future__ import annotations
@@ -83,6 +84,31 @@ def import_closure(root: Path, module: str) -> set[Path]:
     return seen
 
 
+def stage_imports(root: Path) -> list[str]:
+    """Every import of one stage's module by the code another stage runs, named by importer and
+    imported module: through such an import, editing one stage's code makes the other stale
+    (what two stages share belongs on the ground floor, e.g. components/registry/champion.py)."""
+    modules = {
+        path: (stage, module)
+        for stage, module in STAGE_MODULES.items()
+        if (path := _module_path(root, module)) is not None
+    }
+    errors = []
+    for stage, module in sorted(STAGE_MODULES.items()):
+        for path in sorted(import_closure(root, module)):
+            importer = ".".join(path.relative_to(root).with_suffix("").parts)
+            for name in sorted(_imported_names(path, importer)):
+                target = _module_path(root, name)
+                if target in modules and modules[target][0] != stage:
+                    other, imported = modules[target]
+                    errors.append(
+                        f"stage {stage!r} runs {importer}, which imports {imported} (the module "
+                        f"of stage {other!r}): move what they share to a module no stage runs "
+                        "as its own"
+                    )
+    return sorted(set(errors))
+
+
 def declared(root: Path, stage: str) -> Declared:
     files = import_closure(root, STAGE_MODULES[stage]) | import_closure(root, RUNNER)
     return Declared(
@@ -119,6 +145,7 @@ def render(root: Path) -> tuple[str, list[str]]:
         for s, m in STAGE_MODULES.items()
         if s not in stages
     ]
+    errors += stage_imports(root)
     for name, stage in stages.items():
         if name not in STAGE_MODULES:
             continue

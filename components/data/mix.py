@@ -17,12 +17,10 @@ from pathlib import Path
 
 from components.atomic import atomic_dir
 from components.config import MixParams, StageParams
+from components.data.corpus_layout import COPY_SEP, MIXTURE_FILE, group_of
 from components.data.documents import DOCS_FILE, Doc, read_docs, write_docs
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
-
-MIXTURE_FILE = "mixture.json"
-COPY_SEP = "@"
 
 
 class Reads(StageParams):
@@ -43,15 +41,6 @@ class GroupPlan:
     bytes: int
     requested_share: float
     epochs: float
-
-
-def group_of(doc: Doc, by: str) -> str:
-    return doc.source if by == "source" else (doc.lang or "und")
-
-
-def base_id(doc_id: str) -> str:
-    """The id of the curated document a (possibly repeated) mixed document came from."""
-    return doc_id.split(COPY_SEP, 1)[0]
 
 
 def _order(key: str, seed: int) -> str:

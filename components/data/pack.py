@@ -20,15 +20,16 @@ from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from components.config import PackParams, StageParams
+from components.constants import DOCUMENTS_FILE
+from components.data.corpus_layout import (
+    INDEX_FILE,
+    MIXTURE_FILE,
+    base_id,
+    group_of,
+)
 from components.data.documents import DOCS_FILE, Doc, read_docs
-from components.data.mix import MIXTURE_FILE, base_id, group_of
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
-
-INDEX_FILE = "index.json"
-# Which record became which tokens: a document's span in its split's token stream (before the
-# stream is cut into sequences, so token_start // seq_len is its first sequence).
-DOCUMENTS_FILE = "documents.parquet"
 
 
 class Reads(StageParams):

@@ -18,13 +18,13 @@ from components.config import CurateParams, StageParams
 from components.constants import EVAL_SET_FILES
 from components.data.decontam import DecontaminationFilter, load_eval_sets
 from components.data.documents import DOCS_FILE, Doc
-from components.data.pii_check import find_pii
-from components.data.validate import (
+from components.data.expectations import (
     failed_expectations,
     save_result,
     stop_if_failed,
     validate_frame,
 )
+from components.data.pii_check import find_pii
 from components.stage import StageResult
 from components.tracking.stage_run import Tracker
 

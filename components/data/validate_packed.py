@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from components.config import PackParams, StageParams, ValidatePackedParams
-from components.data.pack import INDEX_FILE
-from components.data.validate import (
+from components.data.corpus_layout import INDEX_FILE
+from components.data.expectations import (
     failed_expectations,
     save_result,
     stop_if_failed,

@@ -77,7 +77,7 @@ from components.evaluation.verdicts import (
 )
 from components.modeling.generate import Conversation, generate_greedy, user_turns
 from components.modeling.io import load_for_inference
-from components.registry.promote import current_champion
+from components.registry.champion import current_champion
 from components.serving.vllm_server import ServerError
 from components.stage import StageResult
 from components.tracking import lineage
@@ -123,7 +123,7 @@ class RewardModelJudge:
     shares_training = True
 
     def __init__(self, reward_dir: Path, max_length: int, batch_size: int):
-        from components.training.reward import score  # torch/TRL only for this judge
+        from components.modeling.scoring import score  # torch only for this judge
 
         self._score = score
         self.model, self.tokenizer = load_for_inference(reward_dir)

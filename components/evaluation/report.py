@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from components.config import ReportParams, StageParams
-from components.constants import EVAL_CHALLENGER
+from components.constants import EVAL_CHALLENGER, MODEL_POLICY, RUN_TAG_REPORT_OF
 from components.data.documents import DOCS_FILE, read_docs
 from components.evaluation.contamination import Overlap, contamination
 from components.evaluation.eval_set import read_eval_set
@@ -400,6 +400,8 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
         json.dumps({k: asdict(v) for k, v in sorted(overlap.items())}, indent=2) + "\n"
     )
     tracker.log_artifact(out, "report")
+    if promotion.get("challenger_version"):
+        tracker.set_tags({RUN_TAG_REPORT_OF: f"{MODEL_POLICY}/{promotion['challenger_version']}"})
 
     metrics: dict[str, Any] = {}
     for name, o in sorted(overlap.items()):

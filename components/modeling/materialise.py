@@ -51,7 +51,7 @@ from components.modeling.checkpoint import Checkpoint, CheckpointError
 from components.modeling.io import count_parameters
 from components.project import project_root
 from components.stage import StageResult
-from components.tracking.lineage import dir_md5
+from components.tracking.lineage import dvc_hash
 from components.tracking.stage_run import Tracker
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def materialise(init: str, out: Path, root: Path) -> Checkpoint:
     else:
         kind, origin, model, tokenizer = _load(init, root)
         _save_plain(model, tokenizer, out)
-        ckpt = Checkpoint(init, kind, origin, dir_md5(out))
+        ckpt = Checkpoint(init, kind, origin, dvc_hash(out))
     (out / CHECKPOINT_RECORD).write_text(json.dumps(ckpt.to_dict(), indent=2) + "\n")
     return ckpt
 

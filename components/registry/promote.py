@@ -40,10 +40,9 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from components.config import GateRule, PromoteParams, StageParams
-from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY
+from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, EVAL_TAG_PREFIX, MODEL_POLICY
 from components.evaluation.significance import (
     Direction,
     PairedTest,
@@ -54,13 +53,13 @@ from components.evaluation.significance import (
     per_item,
 )
 from components.registry import audit
+from components.registry.champion import current_champion
 from components.stage import StageResult
 from components.tracking import lineage
 from components.tracking.stage_run import Tracker
 
 log = logging.getLogger(__name__)
 
-EVAL_TAG_PREFIX = "eval."
 Status = Literal["pass", "fail", "skip"]
 ITEMS_ARTIFACT = "promotion/items.json"  # {metric: {item id: correct}} of the challenger
 PairedEvidence = PairedTest | str  # the test, or why there is none
@@ -318,33 +317,6 @@ def recorded_metrics(version: ModelVersion) -> dict[str, float]:
         for k, v in version.tags.items()
         if k.startswith(EVAL_TAG_PREFIX)
     }
-
-
-class RegistryUnavailable(RuntimeError):
-    """The registry could not be read: promotion must not decide on what it cannot see."""
-
-
-def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
-    """The version holding `champion`, or None when the model or the alias does not exist.
-
-    Absence is read from the registry's answer (no such model; an alias list without
-    `champion`), never inferred from an error: any other failure raises RegistryUnavailable,
-    so an outage cannot look like "no champion" and hand the alias to the challenger.
-    """
-    try:
-        model = client.get_registered_model(name)
-        if ALIAS_CHAMPION not in model.aliases:
-            return None
-        return client.get_model_version(name, str(model.aliases[ALIAS_CHAMPION]))
-    except MlflowException as err:
-        if err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            return None
-        raise RegistryUnavailable(
-            f"cannot read the {ALIAS_CHAMPION} alias of {name} from the model registry at "
-            f"{mlflow.get_registry_uri()} ({err.error_code}: {err.message}); promotion stopped "
-            "with every alias unchanged. Check the tracking/registry server (or the SQLite "
-            "store), then re-run the promote stage"
-        ) from err
 
 
 def challenger_metrics(cfg: PromoteParams, evaluation: dict[str, Any]) -> dict[str, float]:

@@ -17,7 +17,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from components.constants import ALIAS_CHAMPION, MODEL_POLICY, RUN_TAG_STAGE
 from components.registry import audit
-from components.registry.promote import current_champion
+from components.registry.champion import current_champion
 from components.tracking import mlflow_env
 
 RUN_NAME = "promote-rollback"

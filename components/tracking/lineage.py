@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
+import tempfile
 from pathlib import Path
 
-import yaml
-
 from components.constants import REGISTRY_RECORD, TAG_MODEL_HASH
+from components.project import project_root
 
 log = logging.getLogger(__name__)
 
@@ -46,58 +45,75 @@ def _git(args: list[str], root: Path, timeout_s: float) -> str:
     ).stdout.strip()
 
 
-def _file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+class _Without:
+    """dvc_data's `Ignore`: walks a directory leaving out files with these names."""
+
+    def __init__(self, names: frozenset[str]):
+        self.names = names
+
+    def walk(self, fs, path, **kwargs):
+        for root, dirs, files in fs.walk(path, **kwargs):
+            yield root, dirs, [f for f in files if f not in self.names]
 
 
-def dir_md5(path: Path, exclude: frozenset[str] = frozenset()) -> str:
-    # Same construction as DVC 3's `.dir` hash: md5 of the sorted JSON listing of file md5s.
-    entries = [
-        {"md5": _file_md5(p), "relpath": p.relative_to(path).as_posix()}
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and p.name not in exclude
-    ]
-    blob = json.dumps(entries, sort_keys=True).encode()
-    return hashlib.md5(blob).hexdigest() + ".dir"
+def dvc_hash(path: Path, exclude: frozenset[str] = frozenset()) -> str:
+    """The hash DVC gives `path` (a file's md5; a directory's `.dir` md5), computed by DVC's
+    own data layer, without adding anything to a cache."""
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    fs = LocalFileSystem()
+    with tempfile.TemporaryDirectory() as scratch:  # dry_run stages in memory; never written
+        _, _, obj = build(
+            HashFileDB(fs, scratch),
+            str(path),
+            fs,
+            "md5",
+            dry_run=True,
+            ignore=_Without(exclude) if exclude else None,
+        )
+    return obj.hash_info.value
 
 
-def _locked_hashes(lock_path: Path) -> dict[str, str]:
-    if not lock_path.exists():
-        return {}
-    lock = yaml.safe_load(lock_path.read_text()) or {}
-    hashes: dict[str, str] = {}
-    for stage in (lock.get("stages") or {}).values():
-        for out in stage.get("outs") or []:
-            if "md5" in out:
-                hashes[out["path"]] = out["md5"]
-    return hashes
+def tracked_hash(path: str | Path, root: Path) -> str | None:
+    """The hash DVC recorded for `path` (an output in dvc.lock or a `.dvc` file of the project
+    at `root`), read through DVC's API; None when DVC does not track it."""
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    target = (root / path).resolve()
+    try:
+        repo = Repo(str(root))
+    except NotDvcRepoError:
+        return None
+    with repo:
+        for out in repo.index.outs:
+            if Path(out.fs_path).resolve() == target:
+                return out.hash_info.value or None
+    return None
 
 
 def data_hash(path: str | Path, root: Path) -> str:
     """DVC hash of the data at `path` (absolute, or relative to the project `root`).
 
-    Data produced by an upstream stage is read from the project's dvc.lock (exactly what DVC
-    recorded); data tracked by git is hashed the way DVC would hash it.
+    Data DVC tracks (a stage output, a `.dvc` file): the hash DVC recorded. Data tracked by
+    git: hashed the way DVC would hash it.
     """
     p = root / path  # an absolute `path` stays as it is
-    # dvc.lock keys outputs by their path relative to the root, as dvc.yaml spells them.
-    key = p.relative_to(root).as_posix() if p.is_relative_to(root) else p.as_posix()
-    locked = _locked_hashes(root / "dvc.lock")
-    if key in locked:
-        return locked[key]
+    recorded = tracked_hash(p, root)
+    if recorded:
+        return recorded
     if not p.exists():
         raise FileNotFoundError(f"cannot hash training data {p}: it does not exist")
-    log.info("%s is not a DVC stage output; hashing it directly", key)
-    return dir_md5(p) if p.is_dir() else _file_md5(p)
+    log.info("%s is not tracked by DVC; hashing it directly", p)
+    return dvc_hash(p)
 
 
 def model_hash(model_dir: str | Path) -> str:
-    """Content hash of a model directory, its registry record excluded (as .dvcignore does)."""
-    return dir_md5(Path(model_dir), exclude=frozenset({REGISTRY_RECORD}))
+    """Content hash of a model directory, its registry record excluded (as .dvcignore does):
+    the `.dir` hash DVC records for it. Computed once, when the version is registered."""
+    return dvc_hash(Path(model_dir), exclude=frozenset({REGISTRY_RECORD}))
 
 
 def parent_model(model_dir: str | Path) -> str:
@@ -106,27 +122,37 @@ def parent_model(model_dir: str | Path) -> str:
 
 
 def parent_lineage(model_dir: str | Path) -> tuple[str, dict[str, str]]:
-    """(`name/version`, lineage tags) of the registered model in `model_dir`.
+    """(`name/version`, lineage tags) of the registered model in `model_dir`, from what was
+    recorded; the weights are never read.
 
-    From its registry record when the record describes these weights; else (DVC restored the
-    directory from its cache without the record, which it does not track) from the registry,
-    by the directory's content hash.
+    From its registry record, unless DVC's recorded hash of the directory says the record
+    describes other weights (DVC checked out a cached version and kept an old, dvcignored
+    record) or there is no record (DVC restored the directory without it): then from the
+    registry, by the hash DVC recorded.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(
             f"{model_dir} is missing: its stage has not run; run it with `dvc repro`"
         )
-    digest = model_hash(model_dir)
+    root = project_root()
+    recorded = tracked_hash(model_dir, root)
     record = model_dir / REGISTRY_RECORD
     if record.exists():
         info = json.loads(record.read_text())
-        if info.get("tags", {}).get(TAG_MODEL_HASH, digest) == digest:
-            return f"{info['name']}/{info['version']}", dict(info.get("tags", {}))
-    found = versions_with_hash(digest)
+        tags = dict(info.get("tags", {}))
+        if recorded is None or tags.get(TAG_MODEL_HASH, recorded) == recorded:
+            return f"{info['name']}/{info['version']}", tags
+    if recorded is None:
+        raise FileNotFoundError(
+            f"{model_dir} has no {REGISTRY_RECORD} and DVC does not track it, so which "
+            "registered version it holds is unknown: re-run the stage that produced it with "
+            "`dvc repro --force STAGE`"
+        )
+    found = versions_with_hash(recorded)
     if not found:
         raise FileNotFoundError(
-            f"{model_dir} (content hash {digest}) is not a registered model version: re-run "
+            f"{model_dir} (DVC hash {recorded}) is not a registered model version: re-run "
             "the stage that produced it with `dvc repro --force STAGE`"
         )
     mv = found[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from mlflow.entities.model_registry import ModelVersion
 import components
 from components.config import params_hash
 from components.constants import (
+    ENV_EXPERIMENT,
     INIT_TAGS,
     REGISTRY_RECORD,
     REUSE_KEYS,
     TAG_DATA_HASH,
+    TAG_EXPERIMENT,
     TAG_GIT_COMMIT,
     TAG_MODEL_HASH,
     TAG_PARAMS_HASH,
@@ -24,7 +27,7 @@ from components.constants import (
     TAG_STAGE,
 )
 from components.project import project_root
-from components.tracking import lineage
+from components.tracking import lineage, lineage_record
 from components.tracking.hf_pyfunc import HF_ARTIFACT
 from components.tracking.stage_run import Tracker
 
@@ -64,6 +67,9 @@ def register_model_dir(
     stage that starts from `model.init`: its INIT_TAGS) or else is the parent's.
     A version with the same weights and lineage (REUSE_KEYS) is reused, not duplicated: a
     rerun then changes neither the registry nor any alias.
+    The run also records the whole params file and the training corpus's sources
+    (components/tracking/lineage_record.py), and the version names the DVC experiment it was
+    trained in (`experiment`, from ENV_EXPERIMENT; "" in the user's workspace).
     A `registered_model.json` record is written into `model_dir` for downstream stages
     (ignored by DVC, see REGISTRY_RECORD).
     """
@@ -81,6 +87,8 @@ def register_model_dir(
         TAG_MODEL_HASH: lineage.model_hash(model_dir),
     }
     tags |= {key: (init or parent_tags).get(key, "") for key in INIT_TAGS}
+    tags[TAG_EXPERIMENT] = os.environ.get(ENV_EXPERIMENT, "")
+    lineage_record.record(tracker.params_text, root / data_path)
     mv = _same_version(name, tags)
     if mv is not None:
         log.info(

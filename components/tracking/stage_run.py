@@ -20,6 +20,7 @@ from components.constants import (
     RUN_TAG_STAGE,
     RUN_TAG_TOKEN,
 )
+from components.project import project_root
 from components.tracking import mlflow_env
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,12 @@ log = logging.getLogger(__name__)
 class Tracker:
     """What a stage may record. Wraps the active MLflow run of the stage."""
 
-    def __init__(self, stage: str, params: StageParams, run_id: str):
+    def __init__(self, stage: str, params: StageParams, run_id: str, params_text: str = ""):
         self.stage = stage
         self.params = params
         self.run_id = run_id
+        # The whole params file as the stage read it, recorded with every model it registers.
+        self.params_text = params_text
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
@@ -61,11 +64,16 @@ class Tracker:
 
 
 @contextmanager
-def stage_run(stage: str, params: StageParams, profile: str = "") -> Iterator[Tracker]:
+def stage_run(
+    stage: str, params: StageParams, profile: str = "", params_file: Path | None = None
+) -> Iterator[Tracker]:
     """Open the stage's MLflow run, nested under the pipeline's run when the flow started one.
 
     `params` is the stage's declared view; exactly those values are logged as run params.
+    `params_file` (default: the project's params.yaml) is read now, when the stage starts, so
+    the text recorded with its models is the one it ran with even if the file changes later.
     """
+    params_text = (params_file or project_root() / "params.yaml").read_text()
     mlflow_env.configure()
     parent = os.environ.get(ENV_PARENT_RUN_ID)
     tags = {RUN_TAG_STAGE: stage, "profile": profile}
@@ -78,4 +86,4 @@ def stage_run(stage: str, params: StageParams, profile: str = "") -> Iterator[Tr
         logged = {"profile": profile, **flatten(params.model_dump(mode="json"))}
         mlflow.log_params({k: str(v)[:500] for k, v in logged.items()})
         log.info("stage %s: MLflow run %s", stage, run.info.run_id)
-        yield Tracker(stage, params, run.info.run_id)
+        yield Tracker(stage, params, run.info.run_id, params_text)

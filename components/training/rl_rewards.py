@@ -23,7 +23,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from components.evaluation.answer_check import is_correct, normalize_answer
-from components.training.reward import score
+from components.modeling.scoring import score
 
 RewardFunc = Callable[..., list[float]]
 Conversation = list[dict[str, str]]

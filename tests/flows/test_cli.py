@@ -30,7 +30,7 @@ def report(tmp_path, monkeypatch):
 
 
 def stage_raising(monkeypatch, err: Exception) -> None:
-    def run_stage(name, params, paths):
+    def run_stage(name, params, paths, params_file=None):
         raise err
 
     monkeypatch.setattr(components.stage, "run_stage", run_stage)

@@ -11,7 +11,7 @@ import pytest
 
 from components.config import StageParams, params_hash
 from components.stage import STAGE_NAMES, stage_reads
-from flows.dag import drift, import_closure
+from flows.dag import drift, import_closure, stage_imports
 from flows.dvc_stage import dvc_executable
 from tests.helpers import ROOT, project_params
 
@@ -66,6 +66,24 @@ def test_import_closure_follows_lazy_relative_and_from_imports(tmp_path):
         "components/sub/rel.py",
         "components/leaf.py",
     }
+
+
+def test_a_stage_importing_another_stages_module_fails_the_check(tmp_path):
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(
+        ROOT / "components", tmp_path / "components", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    assert stage_imports(tmp_path) == []
+    # A helper the judge runs reaches into the promote stage's module.
+    verdicts = tmp_path / "components" / "evaluation" / "verdicts.py"
+    verdicts.write_text(verdicts.read_text() + "\nfrom components.registry.promote import run\n")
+    expected = (
+        "stage 'judge' runs components.evaluation.verdicts, which imports "
+        "components.registry.promote (the module of stage 'promote')"
+    )
+    assert [e for e in stage_imports(tmp_path) if e.startswith(expected)]
+    assert any(e.startswith(expected) for e in drift(tmp_path).errors)
 
 
 def _dvc(root: Path, *args: str) -> str:

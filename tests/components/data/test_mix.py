@@ -5,8 +5,9 @@ import pytest
 
 from components.config import MixParams
 from components.data import mix as mix_stage
+from components.data.corpus_layout import base_id
 from components.data.documents import Doc, write_docs
-from components.data.mix import base_id, mix, plan_mixture, sample_group
+from components.data.mix import mix, plan_mixture, sample_group
 from components.data.pack import is_validation
 from components.tracking.stage_run import stage_run
 from tests.helpers import project_params, stage_view

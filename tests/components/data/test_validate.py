@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from components.data import validate
+from components.data import expectations, validate
 from components.tracking.stage_run import stage_run
 from tests.helpers import project_params, stage_view
 
@@ -19,7 +19,7 @@ def frame(**overrides):
 
 
 def test_suite_passes_good_docs():
-    result = validate.validate_frame(frame(), validate.raw_docs_suite(project_params()))
+    result = expectations.validate_frame(frame(), validate.raw_docs_suite(project_params()))
     assert result["success"]
 
 
@@ -32,9 +32,9 @@ def test_suite_passes_good_docs():
     ],
 )
 def test_suite_names_the_failed_expectation(bad, expected):
-    result = validate.validate_frame(frame(**bad), validate.raw_docs_suite(project_params()))
+    result = expectations.validate_frame(frame(**bad), validate.raw_docs_suite(project_params()))
     assert not result["success"]
-    assert validate.failed_expectations(result) == [expected]
+    assert expectations.failed_expectations(result) == [expected]
 
 
 def test_failing_gate_raises_after_saving_the_report(tmp_path, monkeypatch):
@@ -50,7 +50,7 @@ def test_failing_gate_raises_after_saving_the_report(tmp_path, monkeypatch):
     )
     params = project_params()
     with (
-        pytest.raises(validate.ValidationFailed, match="unique"),
+        pytest.raises(expectations.ValidationFailed, match="unique"),
         stage_run("validate_raw", stage_view("validate_raw", params)) as tracker,
     ):
         validate.run(tracker.params, paths, tracker)

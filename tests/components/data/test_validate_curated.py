@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from components.data.documents import DOCS_FILE
+from components.data.expectations import ValidationFailed
 from components.data.pii import redact
-from components.data.validate import ValidationFailed
 from components.data.validate_curated import Paths, run
 from components.tracking.stage_run import stage_run
 from tests.fixtures.docstrings import DOCSTRINGS

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from components.data import validate_packed as stage
-from components.data.validate import ValidationFailed
+from components.data.expectations import ValidationFailed
 from components.tracking.stage_run import stage_run
 from tests.helpers import project_params, stage_view
 

@@ -16,7 +16,7 @@ from components.config import ModelParams
 from components.constants import ALIAS_CHAMPION, CHECKPOINT_RECORD, MODEL_SFT, REGISTRY_RECORD
 from components.modeling import checkpoint, materialise
 from components.modeling.checkpoint import CheckpointError
-from components.tracking.lineage import dir_md5
+from components.tracking.lineage import dvc_hash
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import stage_run
 from tests.components.modeling.tiny_gguf import write_tiny_gguf
@@ -47,7 +47,7 @@ def test_hf_directory_becomes_plain_safetensors_with_origin_hash_and_shape(tmp_p
     assert (first.kind, first.origin) == ("dir", str(src))
     # The hash covers the files, not the record; the same source writes the same bytes, so
     # re-resolving an unchanged checkpoint leaves the stages after it up to date in DVC.
-    assert first.hash == dir_md5(tmp_path / "b", exclude=frozenset({CHECKPOINT_RECORD}))
+    assert first.hash == dvc_hash(tmp_path / "b", exclude=frozenset({CHECKPOINT_RECORD}))
     assert first.hash == again.hash
     assert json.loads((tmp_path / "a" / CHECKPOINT_RECORD).read_text())["hash"] == first.hash
     shape = checkpoint.model_params(TINY.model_copy(update=FROM_CHECKPOINT), tmp_path / "a")

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from components.config import GateRule, PromoteParams
 from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY, REGISTRY_RECORD
 from components.failures import is_transient
-from components.registry import audit, promote, rollback
+from components.registry import audit, champion, promote, rollback
 from components.tracking.stage_run import stage_run
 from tests.helpers import project_params, stage_view
 
@@ -206,7 +206,7 @@ class FailingRegistry:
 def test_registry_outage_stops_promotion_and_leaves_aliases(registry, monkeypatch):
     before = _champion_v1_challenger_v2(registry)
     monkeypatch.setattr(promote, "MlflowClient", FailingRegistry)
-    with pytest.raises(promote.RegistryUnavailable, match="TEMPORARILY_UNAVAILABLE") as caught:
+    with pytest.raises(champion.RegistryUnavailable, match="TEMPORARILY_UNAVAILABLE") as caught:
         _promote(registry, 2, accuracy=0.9)  # would win the gate against the champion
     assert "promotion stopped with every alias unchanged" in str(caught.value)
     assert is_transient(caught.value)  # so `llmops stage` exits EXIT_TRANSIENT: a retry
@@ -223,7 +223,7 @@ def test_unreachable_registry_stops_promotion_and_leaves_aliases(registry, monke
     monkeypatch.setattr(
         promote, "MlflowClient", lambda: MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
     )
-    with pytest.raises(promote.RegistryUnavailable, match="cannot read the champion alias"):
+    with pytest.raises(champion.RegistryUnavailable, match="cannot read the champion alias"):
         _promote(registry, 2, accuracy=0.9)
     assert _aliases() == before
 
@@ -233,11 +233,11 @@ def test_no_champion_only_when_the_model_or_alias_does_not_exist(registry):
 
     configure()
     client = MlflowClient()
-    assert promote.current_champion(client, MODEL_POLICY) is None  # no such model
+    assert champion.current_champion(client, MODEL_POLICY) is None  # no such model
     _register_version(registry, 1)
-    assert promote.current_champion(client, MODEL_POLICY) is None  # model without the alias
+    assert champion.current_champion(client, MODEL_POLICY) is None  # model without the alias
     client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, "1")
-    assert str(promote.current_champion(client, MODEL_POLICY).version) == "1"
+    assert str(champion.current_champion(client, MODEL_POLICY).version) == "1"
 
 
 def _version_tags(version: str) -> dict:
@@ -315,7 +315,7 @@ def test_rollback_without_a_champion_or_registry_says_so(registry, monkeypatch):
         rollback.rollback()
     before = _champion_v1_challenger_v2(registry)
     monkeypatch.setattr(rollback, "MlflowClient", FailingRegistry)
-    with pytest.raises(promote.RegistryUnavailable, match="TEMPORARILY_UNAVAILABLE"):
+    with pytest.raises(champion.RegistryUnavailable, match="TEMPORARILY_UNAVAILABLE"):
         rollback.rollback()
     assert _aliases() == before
 

@@ -6,24 +6,36 @@ import time
 import pytest
 import yaml
 
-from components.constants import REGISTRY_RECORD
+from components.constants import ENV_PROJECT_DIR, REGISTRY_RECORD, TAG_MODEL_HASH
 from components.tracking import lineage
 
 
-def test_data_hash_reads_the_projects_dvc_lock_whatever_the_cwd(tmp_path, monkeypatch):
+def _dvc_project(root):
+    from dvc.repo import Repo
+
+    Repo.init(str(root), no_scm=True).close()
+    return root
+
+
+def test_data_hash_is_what_dvc_recorded_in_the_projects_lock_whatever_the_cwd(
+    tmp_path, monkeypatch
+):
+    root = _dvc_project(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "dvc.lock").write_text("stages: {}\n")  # not the project's: never read
     monkeypatch.chdir(elsewhere)
+    stage = {"cmd": "x", "outs": ["data/packed"]}
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"pack": stage}}))
     lock = {
         "schema": "2.0",
         "stages": {
             "pack": {"cmd": "x", "outs": [{"path": "data/packed", "md5": "abc.dir", "size": 1}]}
         },
     }
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    assert lineage.data_hash("data/packed", tmp_path) == "abc.dir"
-    assert lineage.data_hash(tmp_path / "data" / "packed", tmp_path) == "abc.dir"
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert lineage.data_hash("data/packed", root) == "abc.dir"
+    assert lineage.data_hash(root / "data" / "packed", root) == "abc.dir"
 
 
 def test_data_hash_of_a_git_tracked_file_is_its_md5(tmp_path):
@@ -66,6 +78,38 @@ def test_parent_model_from_record(tmp_path):
     assert lineage.parent_model(tmp_path) == "llmops-sft/4"
     with pytest.raises(FileNotFoundError, match="dvc repro"):
         lineage.parent_model(tmp_path / "missing")
+
+
+def test_a_record_of_other_weights_than_dvc_recorded_is_not_trusted(tmp_path, monkeypatch):
+    """DVC checked out other weights and kept the old (dvcignored) record: the version is
+    looked up by the hash DVC recorded, and the weights themselves are never hashed."""
+    from dvc.repo import Repo
+
+    root = _dvc_project(tmp_path / "project")
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "params.yaml").write_text("seed: 0\n")
+    (root / ".dvcignore").write_text(f"{REGISTRY_RECORD}\n")
+    monkeypatch.setenv(ENV_PROJECT_DIR, str(root))
+    monkeypatch.chdir(root)
+    model = root / "models" / "sft"
+    model.mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"restored")
+    with Repo(str(root)) as repo:
+        repo.add(str(model))
+    record = {"name": "llmops-sft", "version": "4", "tags": {TAG_MODEL_HASH: "other.dir"}}
+    (model / REGISTRY_RECORD).write_text(json.dumps(record))
+    monkeypatch.setattr(lineage, "dvc_hash", lambda *_, **__: pytest.fail("hashed the weights"))
+    with pytest.raises(FileNotFoundError, match=r"\(DVC hash \w+\.dir\) is not a registered"):
+        lineage.parent_model(model)
+    (model / REGISTRY_RECORD).unlink()
+    with pytest.raises(FileNotFoundError, match="is not a registered model version"):
+        lineage.parent_model(model)
+
+
+def test_an_unrecorded_directory_outside_dvc_is_named(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"w")
+    with pytest.raises(FileNotFoundError, match="has no registered_model.json and DVC does not"):
+        lineage.parent_model(tmp_path)
 
 
 def test_a_git_that_does_not_answer_is_stopped_and_named(tmp_path, caplog):

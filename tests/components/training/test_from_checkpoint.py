@@ -25,8 +25,8 @@ from components.constants import (
     TAG_INIT_ORIGIN,
 )
 from components.data import pack
+from components.data.corpus_layout import MIXTURE_FILE
 from components.data.documents import DOCS_FILE, Doc, write_docs
-from components.data.mix import MIXTURE_FILE
 from components.modeling import materialise
 from components.modeling.llama import build_model
 from components.tokenizer import train as tokenizer_stage

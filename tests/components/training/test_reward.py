@@ -5,6 +5,7 @@ from mlflow import MlflowClient
 from transformers import AutoTokenizer
 
 from components.constants import MODEL_REWARD, REGISTRY_RECORD
+from components.modeling import scoring
 from components.modeling.io import load_for_inference
 from components.tracking.stage_run import stage_run
 from components.training import reward
@@ -68,8 +69,8 @@ def test_scoring_matches_trl_tokenization_and_ignores_padding(base_dir, tasks, t
     assert trainer.train_dataset[0]["chosen_ids"] == ours
 
     convs = [p["prompt"] + p[k] for p in pairs[:6] for k in ("chosen", "rejected")]
-    batched = reward.score(model, tokenizer, convs, max_length=48, batch_size=6)
-    single = reward.score(model, tokenizer, convs, max_length=48, batch_size=1)
+    batched = scoring.score(model, tokenizer, convs, max_length=48, batch_size=6)
+    single = scoring.score(model, tokenizer, convs, max_length=48, batch_size=1)
     assert batched == pytest.approx(single, abs=1e-5)  # right padding does not move the reward
     assert len(set(round(r, 6) for r in single)) > 1
 
