@@ -62,9 +62,6 @@ REUSE_KEYS: Final = (TAG_DATA_HASH, TAG_PARAMS_HASH, TAG_PARENT_MODEL, TAG_STAGE
 # Run tags used to find a stage's MLflow run from the flow.
 RUN_TAG_STAGE: Final = "llmops.stage"
 RUN_TAG_PIPELINE: Final = "llmops.pipeline_run"
-# The run-lock token of the run that opened an MLflow run (flows/run_lock.py): the next run finds
-# a killed run's MLflow runs by it and marks them FAILED.
-RUN_TAG_TOKEN: Final = "llmops.run_token"
 
 # Written into a model directory so downstream stages know which registry version they start
 # from (their parent_model lineage tag). Listed in .dvcignore: it holds registry ids, so it must
@@ -89,9 +86,10 @@ ENV_PROJECT_DIR: Final = "LLMOPS_PROJECT_DIR"
 # failed command's exit code with its own (see flows/stage_report.py).
 ENV_STAGE_REPORT: Final = "LLMOPS_STAGE_REPORT"
 
-# Set by the run that holds the project's run lock, inherited by the stages it starts: a stage
-# carrying the holder's token runs inside that lock (flows/run_lock.py).
-ENV_RUN_TOKEN: Final = "LLMOPS_RUN_TOKEN"
+# Set by an isolated run (flows/workspace.py) for its stages: the DVC experiment the run is saved
+# as. Its MLflow runs and the model versions it registers carry it as tag TAG_EXPERIMENT.
+ENV_EXPERIMENT: Final = "LLMOPS_EXPERIMENT"
+TAG_EXPERIMENT: Final = "experiment"
 
 # Exit code of a stage that failed for a reason worth retrying unchanged (tracking server
 # unreachable or 5xx, SQLite busy): EX_TEMPFAIL from sysexits.h. The Prefect task retries on
