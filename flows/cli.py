@@ -120,6 +120,22 @@ def cmd_params(args: argparse.Namespace) -> None:
         print(f"{key}: {old!r} -> {new!r}")
 
 
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    """Exits 0 when the rebuild matches, 1 on a mismatch, with a message when it cannot run."""
+    from components.config import load_params
+    from components.tracking import mlflow_env
+    from flows.reproduce import reproduce, write_report
+
+    cfg = load_params(args.params).reproduce
+    mlflow_env.configure(args.root)
+    result = reproduce(args.root, args.model_uri, cfg, pull=args.pull)
+    print(result.markdown())
+    json_path, md_path = write_report(args.root, result)
+    print(f"report: {md_path} and {json_path.name}")
+    if not result.ok:
+        sys.exit(1)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from components.config import load_params
     from components.serving.deploy import Reads, serve_forever
@@ -282,6 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="re-run stages even if up to date")
     r.set_defaults(func=cmd_run)
 
+    rp = sub.add_parser(
+        "reproduce",
+        help="rebuild a registered model from its recorded commit and params and compare",
+    )
+    rp.add_argument("model_uri", help="models:/NAME/VERSION or models:/NAME@ALIAS")
+    rp.add_argument(
+        "--pull",
+        action="store_true",
+        help="fetch inputs missing from the DVC cache from the remote",
+    )
+    rp.set_defaults(func=cmd_reproduce)
+
     pa = sub.add_parser("params", help="apply a scale profile or set values in params.yaml")
     pa_sub = pa.add_subparsers(dest="action", required=True)
     ap = pa_sub.add_parser("apply", help="write a profile's values (`profiles:` in params.yaml)")
@@ -428,11 +456,12 @@ def main(argv: list[str] | None = None) -> None:
     from components.config import ParamsError
     from components.failures import TrackingUnavailable
     from components.training.launch import LaunchError
+    from flows.reproduce import ReproduceError
     from flows.workspace import WorkspaceError
 
     try:
         args.func(args)
-    except (ParamsError, LaunchError, TrackingUnavailable, WorkspaceError) as err:
+    except (ParamsError, LaunchError, TrackingUnavailable, WorkspaceError, ReproduceError) as err:
         sys.exit(f"llmops: {err}")
     except KeyboardInterrupt:
         sys.exit(130)
