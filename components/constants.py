@@ -59,6 +59,9 @@ TAG_MODEL_HASH: Final = "model_hash"
 # whichever commit (e.g. a README change) re-ran the stage.
 REUSE_KEYS: Final = (TAG_DATA_HASH, TAG_PARAMS_HASH, TAG_PARENT_MODEL, TAG_STAGE)
 
+# On a version registered by `llmops reproduce --register`: `name/version` of what it rebuilt.
+TAG_REPRODUCTION_OF: Final = "reproduction_of"
+
 # Run tags used to find a stage's MLflow run from the flow.
 RUN_TAG_STAGE: Final = "llmops.stage"
 RUN_TAG_PIPELINE: Final = "llmops.pipeline_run"

@@ -128,7 +128,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
     cfg = load_params(args.params).reproduce
     mlflow_env.configure(args.root)
-    result = reproduce(args.root, args.model_uri, cfg, pull=args.pull)
+    result = reproduce(args.root, args.model_uri, cfg, pull=args.pull, register=args.register)
     print(result.markdown())
     json_path, md_path = write_report(args.root, result)
     print(f"report: {md_path} and {json_path.name}")
@@ -307,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--pull",
         action="store_true",
         help="fetch inputs missing from the DVC cache from the remote",
+    )
+    rp.add_argument(
+        "--register",
+        action="store_true",
+        help="when the rebuild matches, register it as a new version tagged reproduction_of",
     )
     rp.set_defaults(func=cmd_reproduce)
 

@@ -39,8 +39,10 @@ from components.constants import (
     ENV_EXPERIMENT,
     ENV_PARENT_RUN_ID,
     ENV_PROJECT_DIR,
+    REGISTRY_RECORD,
     TAG_GIT_COMMIT,
     TAG_MODEL_HASH,
+    TAG_REPRODUCTION_OF,
     TAG_STAGE,
 )
 from components.project import dvc_paths
@@ -78,6 +80,7 @@ class Reproduction:
     atol: float
     seconds: float = 0.0
     rows: list[Row] = field(default_factory=list)
+    registered: str = ""  # `name/version` of the rebuild, when registered (--register)
 
     @property
     def ok(self) -> bool:
@@ -101,6 +104,8 @@ class Reproduction:
             f"| {r.name} | {_cell(r.recorded)} | {_cell(r.rebuilt)} | {'yes' if r.ok else 'NO'} |"
             for r in self.rows
         ]
+        if self.registered:
+            lines += ["", f"Registered as {self.registered} (tag {TAG_REPRODUCTION_OF})."]
         return "\n".join(lines) + "\n"
 
 
@@ -210,10 +215,39 @@ def compare(
     return rows
 
 
+def _rebuilt_dir(path: Path, name: str) -> Path:
+    """The model directory in the workspace that the rebuild registered as `name`."""
+    for record in path.rglob(REGISTRY_RECORD):
+        if json.loads(record.read_text()).get("name") == name:
+            return record.parent
+    raise ReproduceError(f"the rebuild wrote no model directory registered as {name}")
+
+
+def _register(result: Reproduction, model_dir: Path, tags: dict[str, str]) -> str:
+    """The rebuilt weights as a new version in the user's registry, tagged with what it
+    reproduces; no alias moves."""
+    import mlflow
+
+    from components.tracking.registry import log_and_register
+
+    original = f"{result.name}/{result.version}"
+    with mlflow.start_run(run_name=f"reproduce {original}"):
+        mlflow.log_text(result.markdown(), "reproduction.md")
+        mv = log_and_register(result.name, model_dir, {**tags, TAG_REPRODUCTION_OF: original})
+    return f"{mv.name}/{mv.version}"
+
+
 def reproduce(
-    root: Path, uri: str, cfg: ReproduceParams, pull: bool = False, log=print
+    root: Path,
+    uri: str,
+    cfg: ReproduceParams,
+    pull: bool = False,
+    register: bool = False,
+    log=print,
 ) -> Reproduction:
-    """Rebuild `uri` and compare; the user's workspace, params and registry are not written."""
+    """Rebuild `uri` and compare. The user's workspace and params are not written, nor is the
+    registry unless `register` is set and the rebuild matches: then the rebuilt weights become a
+    new version tagged `reproduction_of`."""
     client = MlflowClient()
     mv = resolve(client, uri)
     commit, stage, model_hash = recorded_lineage(mv)
@@ -238,6 +272,10 @@ def reproduce(
         result.rows = compare(
             model_hash, rebuilt.tags.get(TAG_MODEL_HASH, ""), recorded, metrics, cfg
         )
+        if register and result.ok:
+            result.registered = _register(result, _rebuilt_dir(path, mv.name), dict(rebuilt.tags))
+        elif register:
+            log("the rebuild does not match: not registered")
     result.seconds = time.monotonic() - start
     return result
 

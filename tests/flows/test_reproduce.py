@@ -12,7 +12,13 @@ import yaml
 from mlflow import MlflowClient
 
 from components.config import ReproduceParams
-from components.constants import ENV_PROJECT_DIR, TAG_GIT_COMMIT, TAG_MODEL_HASH, TAG_STAGE
+from components.constants import (
+    ENV_PROJECT_DIR,
+    TAG_GIT_COMMIT,
+    TAG_MODEL_HASH,
+    TAG_REPRODUCTION_OF,
+    TAG_STAGE,
+)
 from flows import workspace
 from flows.dvc_stage import dvc_executable
 from flows.reproduce import LINEAGE_PARAMS, ReproduceError, compare, reproduce
@@ -101,6 +107,13 @@ def test_a_registered_model_rebuilds_bit_identically_and_a_changed_tag_fails(reg
     assert [str(mv.version) for mv in client.search_model_versions("name = 'tiny'")] == ["1"]
     assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
     assert not any((root / workspace.WORKSPACES_DIR).iterdir())
+
+    asked = reproduce(root, "models:/tiny/1", ReproduceParams(), register=True, log=print)
+    assert asked.registered == "tiny/2"
+    copy = client.get_model_version("tiny", "2")
+    assert copy.tags[TAG_REPRODUCTION_OF] == "tiny/1"
+    assert copy.tags[TAG_MODEL_HASH] == rows["model_hash"].recorded
+    assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
 
     client.set_model_version_tag("tiny", "1", TAG_MODEL_HASH, "0" * 32 + ".dir")
     cli = [sys.executable, "-m", "flows.cli", "reproduce", "models:/tiny/1"]
