@@ -65,11 +65,15 @@ $(VENV)/.smollm2: $(BIN)/llmops
 setup: $(BIN)/llmops $(SERVE_VENV)/bin/python $(QUANTIZE_VENV)/bin/python $(VENV)/.smollm2
 
 # The whole lifecycle started from the real SmolLM2-135M-Instruct checkpoint (2 CPU cores).
+# The profile is written into params.yaml first, so the run works in place (`llmops run --profile`
+# would run in an isolated workspace and leave a DVC experiment to apply).
 smollm2: setup
-	$(BIN)/llmops run --profile smollm2
+	$(BIN)/llmops params apply smollm2
+	$(BIN)/llmops run
 
 demo: setup
-	$(BIN)/llmops run --profile demo
+	$(BIN)/llmops params apply demo
+	$(BIN)/llmops run
 	$(BIN)/dvc push --quiet
 	$(BIN)/llmops summary
 
@@ -89,7 +93,7 @@ test-slow: setup
 # tests it names); the fast ones also run in `make test`.
 test-faults: setup
 	$(BIN)/python -m pytest -m "faults or not slow" tests/flows/test_faults.py \
-	  tests/flows/test_run_lock.py tests/components/tracking/test_registry.py \
+	  tests/flows/test_recovery.py tests/components/tracking/test_registry.py \
 	  tests/components/data/test_validate_report.py tests/components/modeling/test_io.py \
 	  tests/components/serving/test_vllm_server.py tests/test_faults_e2e.py \
 	  -k "not vllm_serves and not deploy_stage"

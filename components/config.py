@@ -605,6 +605,29 @@ class ReportParams(_Section):
     contamination_min_words: int = Field(default=8, ge=1)
 
 
+class ReproduceParams(_Section):
+    """How `llmops reproduce` judges a rebuilt model (flows/reproduce.py). The weights must hash
+    the same; each metric of the producing run must match within `rtol`/`atol` (math.isclose).
+    0/0 asks for bit-identical numbers: what the CPU demo gives. On GPUs, kernels that sum in a
+    nondeterministic order (atomics in attention and reduction backward passes, NCCL all-reduce
+    across ranks) change the last bits of every step, so weights differ and losses agree only to
+    about 1e-3 relative: set `rtol` there (README, "Reproducing a model")."""
+
+    rtol: float = Field(default=0.0, ge=0.0)
+    atol: float = Field(default=0.0, ge=0.0)
+    # Metrics that measure the machine, not the model (wall time, throughput, utilisation):
+    # never compared. fnmatch patterns.
+    ignore_metrics: tuple[str, ...] = (
+        "*_s",
+        "*_s_mean",
+        "*per_s*",
+        "*seconds*",
+        "*runtime*",
+        "mfu*",
+        "*_mfu",
+    )
+
+
 class GateRule(_Section):
     """One condition the challenger must meet to take `champion` (components/registry/promote).
 
@@ -742,6 +765,7 @@ class Params(_Section):
     judge: JudgeParams = JudgeParams()
     safety: SafetyParams = SafetyParams()
     report: ReportParams = ReportParams()
+    reproduce: ReproduceParams = ReproduceParams()
     promote: PromoteParams
     deploy: DeployParams
     # Scale overlays (partial Params); validated when applied, see flows/params_overlay.py.

@@ -58,8 +58,9 @@ TAG_MODEL_HASH: Final = "model_hash"
 # commit is left out: the same weights from the same data, params and parent are the same model
 # whichever commit (e.g. a README change) re-ran the stage.
 REUSE_KEYS: Final = (TAG_DATA_HASH, TAG_PARAMS_HASH, TAG_PARENT_MODEL, TAG_STAGE)
-# The DVC experiment a version was trained in ("" for a run in the user's workspace): the run
-# that builds an experiment's workspace sets ENV_EXPERIMENT for the stages it starts.
+# The DVC experiment a version was trained in ("" for a run in the user's workspace): an isolated
+# run (flows/workspace.py) sets ENV_EXPERIMENT for the stages it starts; their MLflow runs and
+# the versions they register carry it as TAG_EXPERIMENT.
 ENV_EXPERIMENT: Final = "LLMOPS_EXPERIMENT"
 TAG_EXPERIMENT: Final = "experiment"
 # Artifacts of the run that registered a version (components/tracking/lineage_record.py): the
@@ -71,15 +72,15 @@ ARTIFACT_SOURCES: Final = "lineage/sources.json"
 # On a policy version the promote stage judged: `eval.<metric>` = its value, as the gates saw it.
 EVAL_TAG_PREFIX: Final = "eval."
 
+# On a version registered by `llmops reproduce --register`: `name/version` of what it rebuilt.
+TAG_REPRODUCTION_OF: Final = "reproduction_of"
+
 # Run tags used to find a stage's MLflow run from the flow.
 RUN_TAG_STAGE: Final = "llmops.stage"
 RUN_TAG_PIPELINE: Final = "llmops.pipeline_run"
 # On the report stage's run: `name/version` of the challenger it reports on (lineage finds the
 # contamination of the eval sets by it).
 RUN_TAG_REPORT_OF: Final = "llmops.report_of"
-# The run-lock token of the run that opened an MLflow run (flows/run_lock.py): the next run finds
-# a killed run's MLflow runs by it and marks them FAILED.
-RUN_TAG_TOKEN: Final = "llmops.run_token"
 
 # Written into a model directory so downstream stages know which registry version they start
 # from (their parent_model lineage tag). Listed in .dvcignore: it holds registry ids, so it must
@@ -103,10 +104,6 @@ ENV_PROJECT_DIR: Final = "LLMOPS_PROJECT_DIR"
 # Set by the flow: where `llmops stage` writes its exit code, because `dvc repro` replaces a
 # failed command's exit code with its own (see flows/stage_report.py).
 ENV_STAGE_REPORT: Final = "LLMOPS_STAGE_REPORT"
-
-# Set by the run that holds the project's run lock, inherited by the stages it starts: a stage
-# carrying the holder's token runs inside that lock (flows/run_lock.py).
-ENV_RUN_TOKEN: Final = "LLMOPS_RUN_TOKEN"
 
 # Exit code of a stage that failed for a reason worth retrying unchanged (tracking server
 # unreachable or 5xx, SQLite busy): EX_TEMPFAIL from sysexits.h. The Prefect task retries on

@@ -46,18 +46,12 @@ def _kv(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_stage(args: argparse.Namespace) -> None:
-    """Run one stage, holding the project's run lock unless the run that started it holds it;
-    under a plain `dvc repro` the first stage takes the lock for the whole repro (run_lock).
+    """Run one stage (what `dvc repro` runs).
 
     Exits EXIT_TRANSIENT (75) when the failure is worth a retry (decided by exception type,
-    components/failures.py) or another run holds the lock, 1 on any other failure; the flow
-    reads the code from the stage report, since `dvc repro` does not pass it on."""
-    from flows import run_lock
-    from flows.recovery import recover
-
-    with run_lock.hold_stage(args.root, run_lock.command_line()) as (_, previous):
-        recover(args.root, previous)
-        _run_stage(args)
+    components/failures.py), 1 on any other failure; the flow reads the code from the stage
+    report, since `dvc repro` does not pass it on."""
+    _run_stage(args)
 
 
 def _run_stage(args: argparse.Namespace) -> None:
@@ -97,41 +91,50 @@ def _run_stage(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    """The lock is taken here, before Prefect starts a flow run, so a refused second run leaves
-    no failed flow run behind; the flow (which takes it itself when a worker runs a deployment)
-    finds it held by its own token."""
-    from flows import run_lock
+    """With --set or --profile the run happens in its own workspace and becomes a DVC
+    experiment (flows/workspace.py); without, it runs here."""
     from flows.dvc_stage import UnknownStages, upstream_closure
     from flows.pipeline import llm_pipeline
-    from flows.recovery import recover
 
     if args.stages:
         try:  # before Prefect starts: a typo is a one-line message, not two tracebacks
             upstream_closure(args.root, args.stages)
         except UnknownStages as err:
             sys.exit(f"llmops: {err}")
-    with run_lock.hold(args.root, run_lock.command_line(), wait=args.wait) as (_, previous):
-        recover(args.root, previous)
-        llm_pipeline(
-            stages=args.stages or None,
-            profile=args.profile,
-            overrides=_kv(args.set) or None,
-            force=args.force,
-            project_dir=str(args.root),
-        )
+    llm_pipeline(
+        stages=args.stages or None,
+        profile=args.profile,
+        overrides=_kv(args.set) or None,
+        force=args.force,
+        project_dir=str(args.root),
+    )
 
 
 def cmd_params(args: argparse.Namespace) -> None:
-    from flows import run_lock
     from flows.params_overlay import apply_profile, set_params
 
-    with run_lock.hold(args.root, run_lock.command_line()):  # never under a running pipeline
-        if args.action == "apply":
-            changed = apply_profile(args.profile, Path(args.params))
-        else:
-            changed = set_params(_kv(args.set), Path(args.params))
+    if args.action == "apply":
+        changed = apply_profile(args.profile, Path(args.params))
+    else:
+        changed = set_params(_kv(args.set), Path(args.params))
     for key, (old, new) in changed.items():
         print(f"{key}: {old!r} -> {new!r}")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    """Exits 0 when the rebuild matches, 1 on a mismatch, with a message when it cannot run."""
+    from components.config import load_params
+    from components.tracking import mlflow_env
+    from flows.reproduce import reproduce, write_report
+
+    cfg = load_params(args.params).reproduce
+    mlflow_env.configure(args.root)
+    result = reproduce(args.root, args.model_uri, cfg, pull=args.pull, register=args.register)
+    print(result.markdown())
+    json_path, md_path = write_report(args.root, result)
+    print(f"report: {md_path} and {json_path.name}")
+    if not result.ok:
+        sys.exit(1)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -313,23 +316,37 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--profile",
         choices=PROFILES,
-        help="apply a scale profile to params.yaml first",
+        help="run with a scale profile, in an isolated workspace saved as a DVC experiment "
+        "(params.yaml is not changed)",
     )
     r.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="key=value",
-        help="override a param (e.g. pretrain.max_steps=100); recorded as a DVC experiment",
+        help="override a param (e.g. pretrain.max_steps=100), in an isolated workspace saved as "
+        "a DVC experiment (params.yaml is not changed)",
     )
     r.add_argument("--stages", nargs="*", help="only these stages (and what they need)")
     r.add_argument("--force", action="store_true", help="re-run stages even if up to date")
-    r.add_argument(
-        "--wait",
-        action="store_true",
-        help="if another run of this project is in progress, wait for it (default: exit 75)",
-    )
     r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser(
+        "reproduce",
+        help="rebuild a registered model from its recorded commit and params and compare",
+    )
+    rp.add_argument("model_uri", help="models:/NAME/VERSION or models:/NAME@ALIAS")
+    rp.add_argument(
+        "--pull",
+        action="store_true",
+        help="fetch inputs missing from the DVC cache from the remote",
+    )
+    rp.add_argument(
+        "--register",
+        action="store_true",
+        help="when the rebuild matches, register it as a new version tagged reproduction_of",
+    )
+    rp.set_defaults(func=cmd_reproduce)
 
     pa = sub.add_parser("params", help="apply a scale profile or set values in params.yaml")
     pa_sub = pa.add_subparsers(dest="action", required=True)
@@ -489,15 +506,13 @@ def main(argv: list[str] | None = None) -> None:
     from components.config import ParamsError
     from components.failures import TrackingUnavailable
     from components.training.launch import LaunchError
-    from flows.run_lock import OrphanedStages, RunLocked
+    from flows.reproduce import ReproduceError
+    from flows.workspace import WorkspaceError
 
     try:
         args.func(args)
-    except (ParamsError, LaunchError, TrackingUnavailable) as err:
+    except (ParamsError, LaunchError, TrackingUnavailable, WorkspaceError, ReproduceError) as err:
         sys.exit(f"llmops: {err}")
-    except (RunLocked, OrphanedStages) as err:
-        print(f"llmops: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 

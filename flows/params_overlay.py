@@ -163,6 +163,12 @@ def preview_params(
     path: Path, profile: str | None = None, overrides: dict[str, str] | None = None
 ) -> Params:
     """The params a profile and overrides would give, validated, without writing the file."""
+    return _edit(path, _preview(path, profile, overrides))[2]
+
+
+def _preview(
+    path: Path, profile: str | None, overrides: dict[str, str] | None
+) -> Callable[[Any], None]:
     changes = {k: yaml.safe_load(v) for k, v in (overrides or {}).items()}
 
     def change(doc: Any) -> None:
@@ -170,7 +176,14 @@ def preview_params(
             _profile(profile, path)(doc)
         _overrides(changes)(doc)
 
-    return _edit(path, change)[2]
+    return change
+
+
+def changes_anything(
+    path: Path, profile: str | None = None, overrides: dict[str, str] | None = None
+) -> bool:
+    """Whether a profile and overrides would change a value the stages read."""
+    return bool((profile or overrides) and _edit(path, _preview(path, profile, overrides))[1])
 
 
 def set_params(overrides: dict[str, str], path: Path) -> dict[str, tuple[Any, Any]]:

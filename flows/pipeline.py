@@ -8,7 +8,6 @@ gets one parent run per flow run with a nested run per stage that ran.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import mlflow
@@ -19,27 +18,25 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from components.constants import (
+    ENV_EXPERIMENT,
     ENV_PARENT_RUN_ID,
-    ENV_RUN_TOKEN,
     EXIT_TRANSIENT,
     RUN_TAG_STAGE,
-    RUN_TAG_TOKEN,
+    TAG_EXPERIMENT,
 )
 from components.failures import TrackingUnavailable, is_transient, outage_message
 from components.project import project_root
 from components.tracking import mlflow_env
-from flows import run_lock
+from flows import workspace
 from flows.dvc_stage import (
     Outcome,
     StageFailed,
-    dvc_executable,
     run_dvc_stage,
     stage_order,
     upstream_closure,
 )
-from flows.params_overlay import apply_profile, set_params
-from flows.recovery import recover
-from flows.run_lock import restore_params
+from flows.params_overlay import apply_profile, changes_anything, set_params
+from flows.recovery import release_dead_dvc_locks
 
 
 def retry_if_transient(task: Task, task_run: TaskRun, state: State) -> bool:
@@ -93,50 +90,29 @@ def link_mlflow_run(stage: str, root: Path, parent_run_id: str) -> None:
     retry_delay_seconds=15,
     retry_condition_fn=retry_if_transient,
 )
-def dvc_stage(stage: str, root: str, parent_run_id: str, force: bool = False) -> State:
-    """One DVC stage; its state's result is the Outcome. Fails with StageFailed."""
+def dvc_stage(
+    stage: str,
+    root: str,
+    parent_run_id: str,
+    force: bool = False,
+    env: dict[str, str] | None = None,
+    store: str | None = None,
+) -> State:
+    """One DVC stage of the workspace at `root`, tracked in `store`'s MLflow (default: root's);
+    its state's result is the Outcome. Fails with StageFailed."""
     logger = get_run_logger()
     outcome = run_dvc_stage(
-        Path(root), stage, logger.info, force=force, env={ENV_PARENT_RUN_ID: parent_run_id}
+        Path(root),
+        stage,
+        logger.info,
+        force=force,
+        env={**(env or {}), ENV_PARENT_RUN_ID: parent_run_id},
     )
     if outcome is Outcome.RAN:
         # A restored stage ran no command, so it has no MLflow run of its own to link.
-        link_mlflow_run(stage, Path(root), parent_run_id)
+        link_mlflow_run(stage, Path(store or root), parent_run_id)
     name, message = _STATES[outcome]
     return Completed(data=outcome, name=name, message=message.format(stage=stage))
-
-
-# `dvc exp save` commits the workspace's small files (params, dvc.lock, metrics) to a git ref:
-# seconds; minutes means git or DVC is stuck, and the pipeline's result does not depend on it.
-EXP_SAVE_TIMEOUT_S = 300
-
-
-def record_experiment(root: Path, name: str, logger, timeout_s: float = EXP_SAVE_TIMEOUT_S) -> None:
-    """Save the workspace (params overrides, dvc.lock, metrics) as a DVC experiment."""
-    try:
-        proc = subprocess.run(
-            [dvc_executable(), "exp", "save", "--force", "-n", name],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-    except subprocess.TimeoutExpired:
-        logger.warning(
-            "could not record a DVC experiment: `dvc exp save -n %s` did not finish in %g s and "
-            "was stopped; run it by hand from %s to record this run",
-            name,
-            timeout_s,
-            root,
-        )
-        return
-    if proc.returncode == 0:
-        logger.info("recorded as DVC experiment %s (see `dvc exp show`)", name)
-    else:
-        logger.warning(
-            "could not record a DVC experiment (needs a git repository with a commit): %s",
-            proc.stderr.strip()[-500:],
-        )
 
 
 @flow(name="llm-pipeline", log_prints=True)
@@ -146,92 +122,86 @@ def llm_pipeline(
     overrides: dict[str, str] | None = None,
     force: bool = False,
     project_dir: str | None = None,
-    wait_for_lock: bool = False,
 ) -> list[str]:
     """Run the pipeline's DVC stages in DAG order.
 
     stages: only these stages and their upstream (default: all).
-    profile: scale profile to apply to params.yaml first (smoke | demo | cluster).
-    overrides: params to set first, e.g. {"pretrain.max_steps": "100"}; the run is then
-        recorded as a DVC experiment so it can be reproduced.
+    profile, overrides: a scale profile (smoke | demo | cluster) and params to set, e.g.
+        {"pretrain.max_steps": "100"}. When they change a value, the run happens in an
+        isolated workspace (flows/workspace.py) saved as a DVC experiment named after the
+        flow run; the user's params.yaml and outputs are never written.
     force: re-run stages even when DVC finds them up to date.
     project_dir: the project root (default: $LLMOPS_PROJECT_DIR, else found from the working
         directory); every path resolves from it, the working directory is left alone.
-    wait_for_lock: when another run of the project holds the run lock, wait for it instead of
-        failing at once (flows/run_lock.py). The lock is taken before params.yaml is touched;
-        profile and overrides are undone if the run fails.
     Returns the stages whose command ran.
+
+    Concurrency: isolated runs share nothing they could clobber (DVC's cache is content
+    addressed). A plain run works in the user's workspace, where DVC's repository lock, taken by
+    every `dvc status`/`dvc repro`, refuses a second one with DVC's own message. Deployments can
+    be limited further with a Prefect concurrency limit (`concurrency_limit` in prefect.yaml).
     """
     logger = get_run_logger()
     root = project_root(project_dir)
-    with run_lock.hold(
-        root,
-        f"llm-pipeline flow run {flow_run.get_name()}",
-        wait=wait_for_lock,
-        flow_run_id=str(flow_run.get_id() or ""),
-    ) as (_, previous):
-        recover(root, previous)
-        backup = _backup_params(root, bool(profile or overrides))
-        try:
-            ran = _run(root, stages, profile, overrides, force, logger)
-        except BaseException:
-            if backup:
-                restore_params(root, root / "params.yaml", backup, "this failed run changed it")
-            raise
-        if backup:
-            backup.unlink(missing_ok=True)
-            run_lock.update(root, params_backup="")
-        return ran
+    run_name = flow_run.get_name() or "llm-pipeline"
+    if not changes_anything(root / "params.yaml", profile, overrides):
+        for line in release_dead_dvc_locks(root):
+            logger.warning("recovered: %s", line)
+        return _run(root, root, stages, force, logger, run_name)
+    with workspace.isolated(root, run_name) as path:
+        params_file = path / "params.yaml"
+        changed = apply_profile(profile, params_file) if profile else {}
+        changed |= set_params(overrides, params_file) if overrides else {}
+        for key, (old, new) in changed.items():
+            logger.info("params: %s %r -> %r", key, old, new)
+        ran = _run(path, root, stages, force, logger, run_name, profile, overrides)
+        workspace.save_experiment(path, run_name)
+    logger.info(
+        "saved as DVC experiment %s: `dvc exp show` lists it, `dvc exp apply %s` brings it "
+        "into this workspace, `dvc exp branch %s BRANCH` makes a branch of it",
+        run_name,
+        run_name,
+        run_name,
+    )
+    return ran
 
 
-def _backup_params(root: Path, changes: bool) -> Path | None:
-    return run_lock.backup_params(root, root / "params.yaml") if changes else None
-
-
-def _start_parent_run(run_name: str, root: Path):
+def _start_parent_run(run_name: str, store: Path, tags: dict[str, str]):
     """The pipeline's MLflow parent run; an unreachable tracking server stops the run here,
     before any stage has had its outputs deleted by DVC."""
     try:
-        return mlflow.start_run(
-            run_name=run_name,
-            tags={"prefect.flow_run_id": str(flow_run.get_id()), RUN_TAG_TOKEN: _token()},
-        )
+        return mlflow.start_run(run_name=run_name, tags=tags)
     except Exception as err:
         if is_transient(err):
-            raise TrackingUnavailable(outage_message(mlflow_env.tracking_uri(root), err)) from err
+            raise TrackingUnavailable(outage_message(mlflow_env.tracking_uri(store), err)) from err
         raise
 
 
-def _token() -> str:
-    return os.environ.get(ENV_RUN_TOKEN, "")
-
-
 def _run(
-    root: Path,
+    workdir: Path,
+    store: Path,
     stages: list[str] | None,
-    profile: str | None,
-    overrides: dict[str, str] | None,
     force: bool,
     logger,
+    run_name: str,
+    profile: str | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> list[str]:
-    params_file = root / "params.yaml"
-    changed = {}
-    if profile:
-        changed.update(apply_profile(profile, params_file))
-    if overrides:
-        changed.update(set_params(overrides, params_file))
-    for key, (old, new) in changed.items():
-        logger.info("params: %s %r -> %r", key, old, new)
-
-    order = stage_order(root)
+    """The stages of `workdir` (the user's workspace, or an isolated one named `run_name`),
+    tracked in the MLflow store of the user's project at `store`."""
+    order = stage_order(workdir)
     if stages:
-        wanted = upstream_closure(root, stages)
+        wanted = upstream_closure(workdir, stages)
         order = [s for s in order if s in wanted]
-    mlflow_env.configure(root)
-    run_name = flow_run.get_name() or "llm-pipeline"
+    mlflow_env.configure(store)
+    experiment = "" if workdir == store else run_name
+    env = {
+        # configure() exported it too; said here so no stage in a workspace finds its own store.
+        "MLFLOW_TRACKING_URI": mlflow_env.tracking_uri(store),
+        ENV_EXPERIMENT: experiment,
+    }
     outcomes: dict[str, Outcome] = {}
-    with _start_parent_run(run_name, root) as parent:
-        run_lock.update(root, mlflow_run_id=parent.info.run_id)
+    tags = {"prefect.flow_run_id": str(flow_run.get_id()), TAG_EXPERIMENT: experiment}
+    with _start_parent_run(run_name, store, tags) as parent:
         mlflow.log_params(
             {
                 "profile": profile or "",
@@ -240,7 +210,15 @@ def _run(
             }
         )
         for stage in order:
-            state = dvc_stage(stage, str(root), parent.info.run_id, force=force, return_state=True)
+            state = dvc_stage(
+                stage,
+                str(workdir),
+                parent.info.run_id,
+                force=force,
+                env=env,
+                store=str(store),
+                return_state=True,
+            )
             # result() raises the task's failure, so a failed stage fails the flow.
             outcomes[stage] = Outcome(state.result())
         ran = [s for s, o in outcomes.items() if o == Outcome.RAN]
@@ -250,8 +228,6 @@ def _run(
     create_markdown_artifact(
         key="pipeline-summary", markdown=f"| stage | status |\n|---|---|\n{summary}\n"
     )
-    if changed:
-        record_experiment(root, run_name, logger)
     return ran
 
 

@@ -79,7 +79,11 @@ def project(tmp_path_factory):
     os.environ["TQDM_DISABLE"] = "1"
     try:
         with prefect_test_harness(server_startup_timeout=120):
+            # The profile changes params: an isolated run, saved as a DVC experiment; applied,
+            # it is the workspace's state, and a plain run in place finds everything up to date.
             first = llm_pipeline(profile="smoke", project_dir=str(root))
+            (name,) = _dvc(root, "exp", "list", "--name-only").split()
+            _dvc(root, "exp", "apply", name)
             second = llm_pipeline(project_dir=str(root))
             runs = asyncio.run(_flow_runs())
         yield {"root": root, "first": first, "second": second, "flow_runs": runs}
@@ -197,19 +201,17 @@ def test_every_stage_has_a_nested_mlflow_run(project, monkeypatch):
     assert sorted(r.info.run_name for r in children) == sorted(STAGE_NAMES)
 
 
-def test_profile_override_was_recorded_as_a_dvc_experiment(project):
-    def dvc(*args: str) -> str:
-        return subprocess.run(
-            [dvc_executable(), *args],
-            cwd=project["root"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+def _dvc(root: Path, *args: str) -> str:
+    return subprocess.run(
+        [dvc_executable(), *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
 
-    names = dvc("exp", "list", "--name-only").split()
+
+def test_profile_override_was_recorded_as_a_dvc_experiment(project):
+    names = _dvc(project["root"], "exp", "list", "--name-only").split()
     assert len(names) == 1  # only the first run changed params
-    diff = json.loads(dvc("params", "diff", "--json", "HEAD", names[0]))["params.yaml"]
+    diff = json.loads(_dvc(project["root"], "params", "diff", "--json", "HEAD", names[0]))
+    diff = diff["params.yaml"]
     assert diff["profile"] == {"old": "demo", "new": "smoke"}
     assert diff["pretrain.max_steps"]["new"] == 30
 

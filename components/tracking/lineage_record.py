@@ -66,6 +66,11 @@ def _name(version: ModelVersion) -> str:
 
 def recorded_params(client: MlflowClient, version: ModelVersion) -> dict[str, Any]:
     """The params file the version's stage ran with, as recorded when it was registered."""
+    return yaml.safe_load(recorded_params_text(client, version)) or {}
+
+
+def recorded_params_text(client: MlflowClient, version: ModelVersion) -> str:
+    """The recorded params file, byte for byte (what a rebuild writes back)."""
     text = _artifact(client, version, ARTIFACT_PARAMS)
     if text is None:
         raise LineageNotRecorded(
@@ -74,7 +79,7 @@ def recorded_params(client: MlflowClient, version: ModelVersion) -> dict[str, An
             "by hand in the MLflow UI, or before params were recorded); re-run the stage that "
             "produces it with `dvc repro --force STAGE` to register a traceable version"
         )
-    return yaml.safe_load(text) or {}
+    return text
 
 
 def recorded_sources(client: MlflowClient, version: ModelVersion) -> Mapping[str, int]:

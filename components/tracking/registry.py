@@ -101,7 +101,7 @@ def register_model_dir(
         )
         tracker.set_tags({"registered_model.reused": f"{name}/{mv.version}"})
     else:
-        mv = _register(name, model_dir, tags)
+        mv = log_and_register(name, model_dir, tags)
         log.info("registered %s version %s (%s)", name, mv.version, tags)
     tracker.set_tags({"registered_model": f"{name}/{mv.version}"})
     record.write_text(
@@ -120,7 +120,9 @@ def _same_version(name: str, tags: dict[str, str]) -> ModelVersion | None:
     return None
 
 
-def _register(name: str, model_dir: Path, tags: dict[str, str]) -> ModelVersion:
+def log_and_register(name: str, model_dir: Path, tags: dict[str, str]) -> ModelVersion:
+    """Log `model_dir` as a pyfunc model in the active run and register it, as it is: a new
+    version with `tags` (no reuse check, no registry record)."""
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(_PYFUNC_CODE),

@@ -14,11 +14,11 @@ import mlflow
 
 from components.config import StageParams, flatten
 from components.constants import (
+    ENV_EXPERIMENT,
     ENV_PARENT_RUN_ID,
-    ENV_RUN_TOKEN,
     RUN_TAG_PIPELINE,
     RUN_TAG_STAGE,
-    RUN_TAG_TOKEN,
+    TAG_EXPERIMENT,
 )
 from components.project import project_root
 from components.tracking import mlflow_env
@@ -79,9 +79,8 @@ def stage_run(
     tags = {RUN_TAG_STAGE: stage, "profile": profile}
     if parent:
         tags[RUN_TAG_PIPELINE] = parent
-    if os.environ.get(ENV_RUN_TOKEN):
-        # Lets the next run find this one if its process is killed (flows/recovery.py).
-        tags[RUN_TAG_TOKEN] = os.environ[ENV_RUN_TOKEN]
+    if os.environ.get(ENV_EXPERIMENT):
+        tags[TAG_EXPERIMENT] = os.environ[ENV_EXPERIMENT]
     with mlflow.start_run(run_name=stage, parent_run_id=parent or None, tags=tags) as run:
         logged = {"profile": profile, **flatten(params.model_dump(mode="json"))}
         mlflow.log_params({k: str(v)[:500] for k, v in logged.items()})

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from flows.dvc_stage import dvc_executable
+from tests.helpers import ROOT
 
 # `python stage.py CODE FAILING`: the first FAILING attempts exit CODE (after reporting it, as
 # `llmops stage` does); later attempts succeed. Attempts are counted in a file DVC does not track.
@@ -46,3 +47,55 @@ def make_project(root: Path, first_exit_code: int = 0, failing_attempts: int = 1
 def attempts(root: Path) -> int:
     counter = root / "attempts"
     return int(counter.read_text()) if counter.exists() else 0
+
+
+def git_project(root: Path) -> Path:
+    """The one-stage project in a git repository with one commit; its stage reads `seed`."""
+    root.mkdir(parents=True)
+    (root / "stage.py").write_text(
+        "from pathlib import Path\nimport yaml\n"
+        "seed = yaml.safe_load(Path('params.yaml').read_text())['seed']\n"
+        "Path('out.txt').write_text(Path('in.txt').read_text().upper() + str(seed))\n"
+        "Path('m').mkdir(exist_ok=True)\n"
+        "Path('m/make.json').write_text(str(seed))\n"
+    )
+    (root / ".gitignore").write_text("/m\n")  # as the project ignores its metrics folder
+    (root / "in.txt").write_text("a\n")
+    # The project's params (flows validate overrides against them); the stage reads `seed`.
+    (root / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    stage = {"cmd": "python stage.py", "deps": ["stage.py", "in.txt"], "params": ["seed"]}
+    (root / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "make": {
+                        **stage,
+                        "outs": ["out.txt"],
+                        "metrics": [{"m/make.json": {"cache": False}}],
+                    }
+                }
+            }
+        )
+    )
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([dvc_executable(), "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], cwd=root, check=True)
+    return root
+
+
+def experiments(root: Path) -> dict[str, dict]:
+    """{experiment name: its params.yaml values} of the workspace's baseline commit."""
+    import json
+
+    proc = subprocess.run(
+        [dvc_executable(), "exp", "show", "--json"], cwd=root, capture_output=True, check=True
+    )
+    out = {}
+    for baseline in json.loads(proc.stdout):
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                params = rev["data"]["params"]["params.yaml"]["data"]
+                out[rev["name"]] = params
+    return out

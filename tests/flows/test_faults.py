@@ -1,6 +1,7 @@
 """Fault injection: a stage that fails keeps its previous outputs; a tracking server that is down
 fails fast, named, within the stated budget. Slow ones are marked `faults` (`make test-faults`).
-The concurrency and kill -9 faults are in test_run_lock.py, the rerun ones in
+The isolated-run faults are here too (flows/workspace.py); the kill -9 one of DVC's locks is in
+test_recovery.py, the rerun ones in
 tests/components/tracking/test_registry.py and tests/components/data/test_validate_report.py."""
 
 from __future__ import annotations
@@ -80,101 +81,57 @@ def prefect_api():
 
 
 @pytest.mark.faults
-def test_the_flow_holds_the_lock_and_a_rerun_runs_nothing(tmp_path, prefect_api, monkeypatch):
-    from components.constants import ENV_PROJECT_DIR, ENV_RUN_TOKEN
-    from flows import run_lock
+def test_a_plain_run_works_in_place_and_a_rerun_runs_nothing(tmp_path, prefect_api, monkeypatch):
+    from components.constants import ENV_PROJECT_DIR
     from flows.pipeline import llm_pipeline
     from tests.flows.dvc_project import make_project
 
-    root = make_project(tmp_path / "p")
+    root = make_project(tmp_path / "p")  # no git: a plain run needs none
     monkeypatch.setenv(ENV_PROJECT_DIR, str(root))
-    monkeypatch.delenv(ENV_RUN_TOKEN, raising=False)
     assert llm_pipeline(project_dir=str(root)) == ["make"]
-    holder = run_lock.read_holder(root)
-    assert holder.finished and holder.flow_run_id and holder.mlflow_run_id
+    assert (root / "out.txt").read_text() == "A\n"
     assert llm_pipeline(project_dir=str(root)) == []  # back to back: nothing runs
-    # While another run holds the lock, the flow (as a worker would run it) is refused.
-    with run_lock.hold(root, "llmops run (first)"):
-        monkeypatch.delenv(ENV_RUN_TOKEN)  # a deployment run does not carry the holder's token
-        with pytest.raises(run_lock.RunLocked, match="llmops run \\(first\\)"):
-            llm_pipeline(project_dir=str(root))
 
-
-# A stage that hangs while the file `hang` exists, so the run can be killed inside it.
-HANGING_STAGE = """\
-import time
-from pathlib import Path
-
-from flows import stage_report
-from flows.stage_report import StageReport
-
-Path("started").touch()
-while Path("hang").exists():
-    time.sleep(0.1)
-Path("out.txt").write_text(Path("in.txt").read_text().upper())
-stage_report.write(StageReport("make", 0))
-"""
 
 RUN_FLOW = (
-    "import sys; from flows.pipeline import llm_pipeline; llm_pipeline(project_dir=sys.argv[1])"
+    "import sys; from flows.pipeline import llm_pipeline; "
+    "llm_pipeline(project_dir=sys.argv[1], overrides={'seed': sys.argv[2]})"
 )
 
 
-def _read_flow_run(flow_run_id: str):
-    from uuid import UUID
-
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        run_id = UUID(flow_run_id)
-        tasks = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
-        )
-        return client.read_flow_run(run_id), tasks
-
-
 @pytest.mark.faults
-def test_a_killed_flow_run_is_marked_crashed_by_the_next_run(tmp_path, prefect_api, monkeypatch):
-    """kill -9 of the whole process group of a flow run, inside a stage: Prefect's server keeps
-    the flow run and its task run Running (nothing reports the death); the next run marks them
-    Crashed and the killed run's MLflow run FAILED, then runs the stage again."""
+def test_runs_with_overrides_leave_params_alone_and_do_not_clobber_each_other(
+    tmp_path, prefect_api, monkeypatch
+):
+    """Two isolated runs at once, each with its own seed: two DVC experiments with their own
+    params and outputs; the user's params.yaml stays byte for byte what it was."""
     import os
-    import signal
     import sys
 
     from prefect.settings import PREFECT_API_URL
 
-    from components.constants import ENV_PROJECT_DIR, ENV_RUN_TOKEN
-    from flows import run_lock
-    from flows.pipeline import llm_pipeline
-    from tests.flows.dvc_project import make_project
+    from components.constants import ENV_PROJECT_DIR, TAG_EXPERIMENT
+    from tests.flows.dvc_project import experiments, git_project
     from tests.helpers import ROOT
 
-    root = make_project(tmp_path / "p")
-    (root / "stage.py").write_text(HANGING_STAGE)
-    (root / "hang").touch()
+    root = git_project(tmp_path / "p")
     monkeypatch.setenv(ENV_PROJECT_DIR, str(root))
-    monkeypatch.delenv(ENV_RUN_TOKEN, raising=False)
+    before = (root / "params.yaml").read_bytes()
+    # The store exists before two runs open it at once: MLflow creates a new SQLite store's
+    # tables on first open, and two first opens at once collide.
+    mlflow_env.configure(root)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value()}
-    killed = subprocess.Popen(
-        [sys.executable, "-c", RUN_FLOW, str(root)], env=env, start_new_session=True
-    )
-    deadline = time.monotonic() + 120
-    while not (root / "started").exists():
-        assert killed.poll() is None and time.monotonic() < deadline, "the stage never started"
-        time.sleep(0.1)
-    dead = run_lock.read_holder(root)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
-    before, tasks = _read_flow_run(dead.flow_run_id)
-    assert before.state.is_running() and [t.state.is_running() for t in tasks] == [True]
-
-    (root / "hang").unlink()
-    assert llm_pipeline(project_dir=str(root)) == ["make"]  # recovers, then runs the stage
-    after, tasks = _read_flow_run(dead.flow_run_id)
-    assert after.state.is_crashed() and "died without finishing" in after.state.message
-    assert [t.state.is_crashed() for t in tasks] == [True]
-    parent = mlflow.get_run(dead.mlflow_run_id)
-    assert parent.info.status == "FAILED"
-    assert f"pid {killed.pid}" in parent.data.tags["llmops.ended_by"]
+    runs = [
+        subprocess.Popen([sys.executable, "-c", RUN_FLOW, str(root), seed], env=env)
+        for seed in ("2", "3")
+    ]
+    assert [run.wait(timeout=300) for run in runs] == [0, 0]
+    assert (root / "params.yaml").read_bytes() == before
+    assert not (root / "out.txt").exists()  # nothing ran in the user's workspace
+    seeds = sorted(params["seed"] for params in experiments(root).values())
+    assert seeds == [2, 3]
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    # Both pipeline runs tracked in the user's store, each tagged with its experiment.
+    tagged = sorted(r.data.tags.get(TAG_EXPERIMENT, "") for r in runs)
+    assert tagged == sorted(experiments(root))
+    assert not any((root / ".dvc" / "tmp" / "workspaces").iterdir())
