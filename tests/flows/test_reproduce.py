@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 
 from components.config import ReproduceParams
 from components.constants import (
+    ARTIFACT_PARAMS,
     ENV_PROJECT_DIR,
     TAG_GIT_COMMIT,
     TAG_MODEL_HASH,
@@ -21,7 +22,7 @@ from components.constants import (
 )
 from flows import workspace
 from flows.dvc_stage import dvc_executable
-from flows.reproduce import LINEAGE_PARAMS, ReproduceError, compare, reproduce
+from flows.reproduce import ReproduceError, compare, reproduce
 from tests.helpers import ROOT
 
 # A deterministic "training" stage that registers its output the way pipeline stages do, and
@@ -140,8 +141,9 @@ def _by_hand(tags: dict[str, str]) -> str:
     """A version registered without a pipeline stage, with the given tags; its version."""
     import mlflow
 
+    mlflow.set_experiment("by-hand")  # this test's store, not an experiment id cached before
     with mlflow.start_run() as run:
-        mlflow.log_text("seed: 1\n", LINEAGE_PARAMS)
+        mlflow.log_text("seed: 1\n", ARTIFACT_PARAMS)
     client = MlflowClient()
     if not client.search_registered_models("name = 'hand'"):
         client.create_registered_model("hand")
