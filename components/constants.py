@@ -94,6 +94,8 @@ CHECKPOINT_RECORD: Final = "checkpoint.json"
 # Environment: set by the flow so every stage's run nests under the pipeline's parent run.
 ENV_PARENT_RUN_ID: Final = "LLMOPS_PARENT_RUN_ID"
 ENV_SERVE_PYTHON: Final = "LLMOPS_SERVE_PYTHON"
+# The interpreter of the LiteLLM gateway (.venv-gateway: its pins clash with the project's).
+ENV_GATEWAY_PYTHON: Final = "LLMOPS_GATEWAY_PYTHON"
 # The production API key of `llmops serve` (deploy.api_key_env names it; this is the default).
 ENV_API_KEY: Final = "LLMOPS_API_KEY"
 # The interpreter of the llm-compressor environment (.venv-quantize): the quantize stage runs its

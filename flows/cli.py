@@ -146,7 +146,46 @@ def cmd_serve(args: argparse.Namespace) -> None:
         params = params.model_copy(
             update={"deploy": params.deploy.model_copy(update={"variant": args.variant})}
         )
+    if args.canary:
+        _serve_canary(params.deploy, args.canary_prompts, hold=True)
+        return
     sys.exit(serve_forever(params, args.model_uri))
+
+
+def _serve_canary(cfg, prompts: str | None, *, hold: bool) -> None:
+    import tempfile
+
+    from components.project import dvc_paths, project_root
+    from components.serving.canary import serve_canary
+
+    root = project_root()
+    paths = dvc_paths(root)
+    eval_set = root / paths["tasks"] / "eval.jsonl"  # the tasks stage's (lm-eval per version)
+    with tempfile.TemporaryDirectory(prefix="llmops-canary-") as tmp:
+        entry = serve_canary(
+            cfg,
+            root / (prompts or paths["canary_prompts"]),
+            eval_set if eval_set.exists() else None,
+            Path(tmp),
+            hold=hold,
+        )
+    print(f"canary {entry['verdict']}: {entry['reason']}")
+
+
+def cmd_route(args: argparse.Namespace) -> None:
+    import yaml
+
+    from components.config import load_params
+    from components.serving import httproute
+
+    cfg = load_params(args.params).deploy
+    route = httproute.render(cfg, args.champion, args.challenger, namespace=args.namespace)
+    text = yaml.safe_dump(route, sort_keys=False)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out} (HTTPRoute, schema-checked)")
+    else:
+        print(text, end="")
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
@@ -367,7 +406,32 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("fp", "int8", "int4"),
         help="the champion's registered form to serve (default: deploy.variant)",
     )
+    sv.add_argument(
+        "--canary",
+        action="store_true",
+        help="serve champion and challenger behind the LiteLLM gateway (deploy.canary.weights), "
+        "replay the canary window, decide (promote or roll back, audited), then serve on with "
+        "the decided weights",
+    )
+    sv.add_argument(
+        "--canary-prompts",
+        default=None,
+        help="the prompt set the canary window replays (default: dvc.yaml's canary_prompts)",
+    )
     sv.set_defaults(func=cmd_serve)
+
+    rt = sub.add_parser(
+        "route",
+        help="render the cluster canary: a Gateway API HTTPRoute with weighted backendRefs",
+        description="The champion's and the challenger's Services weighted by "
+        "deploy.canary.weights, checked against infra/k8s/httproute.schema.json. Example: "
+        "llmops route --champion 3 --challenger 4 --out route.yaml && kubectl apply -f route.yaml",
+    )
+    rt.add_argument("--champion", required=True, metavar="VERSION")
+    rt.add_argument("--challenger", required=True, metavar="VERSION")
+    rt.add_argument("--namespace", default=None)
+    rt.add_argument("--out", default=None, help="file to write (default: stdout)")
+    rt.set_defaults(func=cmd_route)
 
     rb = sub.add_parser(
         "rollback",

@@ -47,10 +47,9 @@ def model_args(server_url: str, served_name: str, api_key: str | None) -> dict[s
     }
 
 
-def evaluate_endpoint(server: Any, cfg: DeployParams, eval_set: Path) -> dict[str, dict]:
-    """{task: {metric: value, metric_stderr: value}} for deploy.eval_tasks; {} when none."""
+def _evaluate(server: Any, cfg: DeployParams, eval_set: Path) -> harness.HarnessResult | None:
     if not cfg.eval_tasks:
-        return {}
+        return None
     from lm_eval.models.openai_completions import LocalChatCompletion
 
     tasks, n_examples = task_names(cfg.eval_tasks, eval_set)
@@ -58,8 +57,20 @@ def evaluate_endpoint(server: Any, cfg: DeployParams, eval_set: Path) -> dict[st
     tm = harness.task_manager(eval_set, n_examples, extra)
     lm = LocalChatCompletion(**model_args(server.base_url, server.served_name, server.api_key))
     result = harness.evaluate_tasks(lm, tm, tasks, cfg.eval_limit)
-    log.info("live endpoint lm-eval: %s", result.scores)
-    return result.scores
+    log.info("live endpoint lm-eval (%s): %s", server.served_name, result.scores)
+    return result
+
+
+def evaluate_endpoint(server: Any, cfg: DeployParams, eval_set: Path) -> dict[str, dict]:
+    """{task: {metric: value, metric_stderr: value}} for deploy.eval_tasks; {} when none."""
+    result = _evaluate(server, cfg, eval_set)
+    return result.scores if result else {}
+
+
+def pooled_accuracy(server: Any, cfg: DeployParams, eval_set: Path) -> float | None:
+    """The bundled tasks' accuracy over every sample on this endpoint; None without tasks."""
+    result = _evaluate(server, cfg, eval_set)
+    return harness.overall(result)[0] if result else None
 
 
 def flat(scores: dict[str, dict[str, float]]) -> dict[str, float]:

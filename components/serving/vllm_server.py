@@ -224,7 +224,8 @@ def port_in_use(port: int, host: str = HOST) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
+    """GET `url` answers 200 within 2 s."""
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return resp.status == 200
@@ -242,7 +243,7 @@ def wait_ready(proc: subprocess.Popen, cfg: DeployParams, log_path: Path) -> flo
                 f"vLLM server exited with code {proc.returncode} before it was ready; "
                 f"last lines of {log_path}:\n{log_tail(log_path)}"
             )
-        if _healthy(url):
+        if healthy(url):
             return time.monotonic() - start
         if time.monotonic() - start > cfg.startup_timeout_s:
             raise ServerError(
