@@ -724,7 +724,7 @@ class CanaryParams(_Section):
     bounded window; its live numbers decide with the promotion gates' rules
     (`gates()`: no worse than the champion beyond each margin)."""
 
-    enabled: bool = False
+    enabled: bool = False  # `llmops serve` serves as a canary (as with --canary)
     weights: CanaryWeights = CanaryWeights()
     # The window ends at whichever comes first.
     window_requests: int = Field(default=200, ge=1)

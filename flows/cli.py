@@ -146,7 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         params = params.model_copy(
             update={"deploy": params.deploy.model_copy(update={"variant": args.variant})}
         )
-    if args.canary:
+    if args.canary or params.deploy.canary.enabled:
         _serve_canary(params.deploy, args.canary_prompts, hold=True)
         return
     sys.exit(serve_forever(params, args.model_uri))

@@ -5,6 +5,7 @@ with an audit record; the decision itself on hand-made tables."""
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 
@@ -64,11 +65,11 @@ def started(tmp_path):
 
     yield start
     for item in reversed(stack):
-        if hasattr(item, "__exit__"):
-            item.__exit__(None, None, None)
-        else:
+        if isinstance(item, subprocess.Popen):  # its own __exit__ would wait, not kill
             item.kill()
             item.wait()
+        else:
+            item.__exit__(None, None, None)
 
 
 def _cfg(**kw) -> CanaryParams:
@@ -210,7 +211,7 @@ def test_a_garbage_challenger_is_rolled_back_with_an_audit_record(started, regis
     with mlflow.start_run() as run:
         entry = canary.record(decision, rows, ups, cfg, run.info.run_id)
         canary.apply(registry, entry)
-    assert registry.get_model_version_by_alias(MODEL_POLICY, ALIAS_CHAMPION).version == CHAMP
+    assert str(registry.get_model_version_by_alias(MODEL_POLICY, ALIAS_CHAMPION).version) == CHAMP
     tags = registry.get_model_version(MODEL_POLICY, CHALL).tags
     assert tags[audit.TAG_PREFIX + "verdict"] == "rolled_back"
     assert audit.TAG_ROLLED_BACK in tags and tags[audit.TAG_PREFIX + "run_id"] == run.info.run_id
