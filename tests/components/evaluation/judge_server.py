@@ -17,6 +17,24 @@ Reply = Callable[[str, str, str], str | int | float]  # (prompt, answer A, answe
 _ASKED = re.compile(r"Prompt:\n(.*)\n\nAnswer A:\n(.*)\n\nAnswer B:\n(.*)\n\nBetter answer:", re.S)
 
 
+def chat_completion(model: str, content: str, **extra) -> dict:
+    """An OpenAI chat.completion answer with one choice (`extra`: e.g. `usage`)."""
+    return {
+        "id": "cmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        **extra,
+    }
+
+
 def _handler(reply: Reply, seen: list[dict] | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # keep pytest output clean
@@ -36,21 +54,7 @@ def _handler(reply: Reply, seen: list[dict] | None) -> type[BaseHTTPRequestHandl
                 self.end_headers()
                 self.wfile.write(b'{"error": {"message": "judge overloaded"}}')
                 return
-            data = json.dumps(
-                {
-                    "id": "cmpl-1",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": answer},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                }
-            ).encode()
+            data = json.dumps(chat_completion(body["model"], answer)).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

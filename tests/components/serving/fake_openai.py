@@ -15,6 +15,8 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.components.evaluation.judge_server import chat_completion
+
 
 def _handler(reply: str, garbage: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -36,20 +38,8 @@ def _handler(reply: str, garbage: bool) -> type[BaseHTTPRequestHandler]:
             if garbage:
                 self._send(200, b"\x00garbage, not a completion")
                 return
-            answer = {
-                "id": "cmpl-1",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": reply},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-            }
+            usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+            answer = chat_completion(body["model"], reply, usage=usage)
             self._send(200, json.dumps(answer).encode())
 
     return Handler
