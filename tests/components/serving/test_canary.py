@@ -21,6 +21,7 @@ from components.registry import audit
 from components.serving import canary, gateway
 from components.serving.client import RequestResult
 from tests.components.serving import fake_openai
+from tests.helpers import project_params
 
 KEY = "sk-canary-test"
 CHAMP, CHALL = "3", "4"
@@ -216,3 +217,10 @@ def test_a_garbage_challenger_is_rolled_back_with_an_audit_record(started, regis
     assert tags[audit.TAG_PREFIX + "verdict"] == "rolled_back"
     assert audit.TAG_ROLLED_BACK in tags and tags[audit.TAG_PREFIX + "run_id"] == run.info.run_id
     assert '"challenger":100' not in tags[audit.TAG_PREFIX + "weights_after"]
+
+
+def test_weights_must_add_up_and_the_three_ports_differ():
+    with pytest.raises(ValueError, match="add up to 95"):
+        CanaryWeights(champion=90, challenger=5)
+    with pytest.raises(ValueError, match="must differ"):
+        project_params(deploy={"port": 8770})  # the default gateway_port
