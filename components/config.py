@@ -563,7 +563,7 @@ class JudgeParams(_Section):
     # `deploy:`, this port and context) and asks it through the endpoint path: an instruct model
     # that shares no training signal with the challenger. null: `endpoint`, else the reward model.
     serve: Literal["init"] | None = None
-    serve_port: int = Field(default=8766, ge=1024, le=65535)
+    serve_port: int = Field(default=8767, ge=1024, le=65535)
     serve_max_model_len: int = Field(default=2048, ge=256)  # the prompt and both answers
     # Ask a vLLM endpoint for exactly one of A / B / tie (structured outputs, a choice
     # constraint), so that a small model's reply is always a verdict; what it is worth is still

@@ -152,6 +152,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     sys.exit(serve_forever(params, args.model_uri))
 
 
+def cmd_canary(args: argparse.Namespace) -> None:
+    from components.config import load_params
+    from components.serving.deploy import Reads
+
+    _serve_canary(Reads.narrow(load_params(args.params)).deploy, args.canary_prompts, hold=False)
+
+
 def _serve_canary(cfg, prompts: str | None, *, hold: bool) -> None:
     import tempfile
 
@@ -419,6 +426,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="the prompt set the canary window replays (default: dvc.yaml's canary_prompts)",
     )
     sv.set_defaults(func=cmd_serve)
+
+    cn = sub.add_parser(
+        "canary",
+        help="one bounded canary: champion and challenger behind the gateway for the window, "
+        "then promote or roll back (audited) and stop",
+        description="What `llmops serve --canary` does before it serves on: both versions served "
+        "by vLLM behind the LiteLLM gateway at deploy.canary.weights, the window "
+        "(deploy.canary.window_requests / window_minutes) replayed to 127.0.0.1, the "
+        "per-version table, the decision applied to the registry with an audit record. "
+        "Exits when decided.",
+    )
+    cn.add_argument(
+        "--canary-prompts",
+        default=None,
+        help="the prompt set the window replays (default: dvc.yaml's canary_prompts)",
+    )
+    cn.set_defaults(func=cmd_canary)
 
     rt = sub.add_parser(
         "route",
