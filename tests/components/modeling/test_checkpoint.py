@@ -138,10 +138,11 @@ def test_scratch_needs_a_shape_and_zero_steps_needs_a_checkpoint():
 
 def test_only_the_stages_that_read_the_checkpoint_depend_on_it():
     """A changed checkpoint (a new models/init hash) makes tokenizer and pretrain stale, and
-    through their outputs what follows; nothing else reads models/init."""
+    through their outputs what follows, and the judge (which serves it with judge.serve: init);
+    nothing else reads models/init."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     readers = {name for name, s in stages.items() if "${p.init}" in (s.get("deps") or [])}
-    assert readers == {"tokenizer", "pretrain"}
+    assert readers == {"tokenizer", "pretrain", "judge"}
     assert stages["checkpoint"]["outs"] == ["${p.init}"]
     assert stages["checkpoint"]["params"] == ["model"]
     assert not stages["checkpoint"].get("always_changed")  # a second repro runs nothing
