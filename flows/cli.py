@@ -217,6 +217,8 @@ def cmd_lineage(args: argparse.Namespace) -> None:
 
     if bool(args.uri) == bool(args.doc):
         sys.exit("llmops lineage: give a model URI (models:/NAME/VERSION or @ALIAS) or --doc ID")
+    # Each recorded artifact is a few bytes: MLflow's download bars would bury the answer.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow_env.configure()
     client = MlflowClient()
     console = Console() if sys.stdout.isatty() else Console(width=140)
