@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatch
@@ -164,15 +165,22 @@ def _rebuild(path: Path, stage: str, pull: bool) -> str:
     env |= {"MLFLOW_TRACKING_URI": store, ENV_PROJECT_DIR: str(path)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [dvc_executable(), "repro", "--force", "--no-run-cache", *(["--pull"] if pull else [])]
-    proc = subprocess.run(
-        [*cmd, stage], cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    tail: deque[str] = deque(maxlen=30)
+    with subprocess.Popen(
+        [*cmd, stage], cwd=path, env=env, text=True, errors="replace",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:  # a rebuild takes minutes: say which stage it is at
+            tail.append(line.rstrip("\n"))
+            if line.startswith("Running stage"):
+                print(f"  {line.strip()}", file=sys.stderr, flush=True)
     if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.decode(errors="replace").splitlines()[-30:])
+        said = "\n".join(tail)
         raise ReproduceError(
             f"rebuilding stage {stage} failed (`{' '.join(cmd)} {stage}` exited "
             f"{proc.returncode}). If an input is missing from the DVC cache, push it from a "
-            f"machine that has it (`dvc push`) and rerun with --pull. DVC said:\n{tail}"
+            f"machine that has it (`dvc push`) and rerun with --pull. DVC said:\n{said}"
         )
     return store
 
