@@ -1,3 +1,5 @@
+import os
+
 import mlflow
 import pytest
 
@@ -17,7 +19,11 @@ def isolated_mlflow(monkeypatch, tmp_path):
     """Each test gets its own SQLite tracking store; nothing leaks through mlflow's globals.
 
     mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, so reset it before setting ours.
+    mlflow.set_experiment() caches the experiment's id and exports MLFLOW_EXPERIMENT_ID: an id
+    of an earlier test's store, where a later `mlflow.start_run()` fails ("No Experiment with
+    id=1 exists") depending on the order the tests ran in.
     """
+    _forget_experiment()
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
@@ -25,8 +31,14 @@ def isolated_mlflow(monkeypatch, tmp_path):
     yield
     while mlflow.active_run():
         mlflow.end_run()
+    _forget_experiment()
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
+
+
+def _forget_experiment() -> None:
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    mlflow.tracking.fluent._active_experiment_id = None  # no public reset
 
 
 @pytest.fixture(scope="session")
