@@ -40,7 +40,7 @@ def test_a_stage_cannot_read_a_section_it_did_not_declare():
 def test_params_hash_covers_only_the_declared_sections():
     base = project_params()
     sft = stage_reads("sft")
-    same = project_params(deploy={"port": base.deploy.port + 1})
+    same = project_params(deploy={"max_tokens": base.deploy.max_tokens + 1})
     other = project_params(sft={"lr": base.sft.lr * 2})
     assert params_hash(sft.narrow(same)) == params_hash(sft.narrow(base))
     assert params_hash(sft.narrow(other)) != params_hash(sft.narrow(base))
