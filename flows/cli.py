@@ -152,6 +152,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     sys.exit(serve_forever(params, args.model_uri))
 
 
+CANARY_PROMPTS_HELP = (
+    "the prompt set the canary window replays (default: dvc.yaml's canary_prompts)"
+)
+
+
 def cmd_canary(args: argparse.Namespace) -> None:
     from components.config import load_params
     from components.serving.deploy import Reads
@@ -422,11 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         "replay the canary window, decide (promote or roll back, audited), then serve on with "
         "the decided weights",
     )
-    sv.add_argument(
-        "--canary-prompts",
-        default=None,
-        help="the prompt set the canary window replays (default: dvc.yaml's canary_prompts)",
-    )
+    sv.add_argument("--canary-prompts", default=None, help=CANARY_PROMPTS_HELP)
     sv.set_defaults(func=cmd_serve)
 
     cn = sub.add_parser(
@@ -439,11 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         "per-version table, the decision applied to the registry with an audit record. "
         "Exits when decided.",
     )
-    cn.add_argument(
-        "--canary-prompts",
-        default=None,
-        help="the prompt set the window replays (default: dvc.yaml's canary_prompts)",
-    )
+    cn.add_argument("--canary-prompts", default=None, help=CANARY_PROMPTS_HELP)
     cn.set_defaults(func=cmd_canary)
 
     rt = sub.add_parser(
