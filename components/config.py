@@ -744,7 +744,7 @@ class CanaryParams(_Section):
     k8s_gateway: str = Field(default="llmops-gateway", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
     def gates(self) -> dict[str, GateRule]:
-        """The canary's gates in the promotion gates' schema (components/registry/promote
+        """The canary's gates in the promotion gates' schema (components/registry/gates.py
         `check_gate`); a negative threshold against the champion is a tolerated regression."""
         return {
             "error_rate": GateRule(

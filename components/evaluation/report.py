@@ -257,10 +257,17 @@ def safety_section(safety: Mapping[str, Any], overlap: Overlap | None) -> str:
     )
 
 
+def verdict_words(promotion: Mapping[str, Any]) -> str:
+    """The promote stage's decision in words (metrics/promote.json)."""
+    if promotion.get("verdict") == "canary":
+        return "sent to the canary (the deploy stage's live window decides)"
+    return "promoted" if promotion.get("promoted") else "kept the champion"
+
+
 def decision_section(promotion: Mapping[str, Any]) -> str:
     gates = sorted(k.removeprefix("gate.") for k in promotion if k.startswith("gate."))
     rows = [[g, promotion[f"gate.{g}"], _num(promotion.get(f"challenger.{g}"))] for g in gates]
-    verdict = "promoted" if promotion.get("promoted") else "kept the champion"
+    verdict = verdict_words(promotion)
     return "\n\n".join(
         [
             f"## Promotion\n\nChallenger version {promotion.get('challenger_version')}: "

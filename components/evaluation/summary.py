@@ -16,7 +16,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from components.evaluation.report import families
+from components.evaluation.report import families, verdict_words
 
 
 def _acc(row: Mapping[str, Any], family: str | None) -> str:
@@ -48,7 +48,7 @@ def decision_lines(promotion: Mapping[str, Any] | None, judge: Mapping[str, Any]
         text.append("promotion: did not run\n", style="yellow")
     else:
         promoted = bool(promotion.get("promoted"))
-        verdict = "promoted" if promoted else "kept the champion"
+        verdict = verdict_words(promotion)
         text.append("promotion: ", style="bold")
         text.append(
             f"challenger v{promotion.get('challenger_version')} {verdict} "

@@ -21,7 +21,10 @@ something better comes:
 - a metric that is missing (challenger or champion) never passes: its gate fails or, with
   `if_missing: skip`, is left out of the decision and reported as skipped;
 - a version that was rolled back (`llmops rollback`) is not made champion again;
-- an unreadable registry stops the stage before anything is written (RegistryUnavailable).
+- an unreadable registry stops the stage before anything is written (RegistryUnavailable);
+- with `deploy.canary.enabled` and a champion in place, passing every gate sends the challenger
+  to the canary instead (verdict `canary`): `champion` stays, and the deploy stage's live
+  window decides (components/serving/canary.py).
 
 Every decision is an audit record: this stage's MLflow run (tags + promotion/decision.json) and
 `promotion.*` tags on the challenger's model version (components/registry/audit.py).
@@ -34,18 +37,17 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from components.config import GateRule, PromoteParams, StageParams
+from components.config import DeployParams, PromoteParams, StageParams
 from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, EVAL_TAG_PREFIX, MODEL_POLICY
 from components.evaluation.significance import (
     Direction,
-    PairedTest,
     TooFewItems,
     disagreement,
     interval_direction,
@@ -54,19 +56,20 @@ from components.evaluation.significance import (
 )
 from components.registry import audit
 from components.registry.champion import current_champion
+from components.registry.gates import GateResult, PairedEvidence, check_gate, independent_only
 from components.stage import StageResult
 from components.tracking import lineage
 from components.tracking.stage_run import Tracker
 
 log = logging.getLogger(__name__)
 
-Status = Literal["pass", "fail", "skip"]
+TO_CANARY = "deploy.canary.enabled: the champion stays until the deploy stage's live canary decides"
 ITEMS_ARTIFACT = "promotion/items.json"  # {metric: {item id: correct}} of the challenger
-PairedEvidence = PairedTest | str  # the test, or why there is none
 
 
 class Reads(StageParams):
     promote: PromoteParams
+    deploy: DeployParams  # deploy.canary.enabled: the live canary decides instead
 
 
 @dataclass(frozen=True)
@@ -77,19 +80,6 @@ class Paths:
     judge: Path  # metrics/judge.json (pairwise judge vs the champion)
     safety: Path  # metrics/safety.json (toxicity and regurgitation rates)
     metrics: Path
-
-
-@dataclass(frozen=True)
-class GateResult:
-    gate: str
-    metric: str
-    against: str
-    status: Status
-    value: float | None  # the challenger's
-    bound: float | None  # what it was compared with (threshold, or champion ± margin)
-    champion: float | None
-    reason: str
-    paired: dict[str, Any] | None = None  # the paired test's record (test: mcnemar)
 
 
 @dataclass(frozen=True)
@@ -111,115 +101,6 @@ class Decision:
     reason: str
     gates: tuple[GateResult, ...] = ()
     signals: Signals = Signals()
-
-
-def _missing(name: str, metric: str, rule: GateRule, what: str, **kw: Any) -> GateResult:
-    status: Status = "skip" if rule.if_missing == "skip" else "fail"
-    return GateResult(
-        name, metric, rule.against, status, reason=f"{what} (if_missing={status})", **kw
-    )
-
-
-def independent_only(
-    result: GateResult, rule: GateRule, challenger: dict[str, float]
-) -> GateResult:
-    """A pass on evidence that shares training signal with the challenger (`independence`
-    not 1) is not evidence on its own: reported skipped. A fail stands."""
-    if result.status != "pass" or rule.independence is None:
-        return result
-    if challenger.get(rule.independence) == 1:
-        return result
-    return dataclasses.replace(
-        result,
-        status="skip",
-        reason=f"{result.reason}, but not independent of the challenger's training "
-        f"({rule.independence}={challenger.get(rule.independence)}): not evidence on its own",
-    )
-
-
-def check_gate(
-    name: str,
-    metric: str,
-    rule: GateRule,
-    min_delta: float,
-    challenger: dict[str, float],
-    champion: dict[str, float] | None,
-    paired: PairedEvidence | None = None,
-) -> GateResult:
-    """One gate on the challenger's value, against its threshold or the champion's value
-    (and, with `test: mcnemar`, the paired test on the same items)."""
-    key = rule.bound or metric
-    value = challenger.get(key)
-    if value is None:
-        return _missing(
-            name, metric, rule, f"challenger has no {key}", value=None, bound=None, champion=None
-        )
-    higher = rule.better == "higher"
-    if rule.against == "absolute":
-        bound, old = float(rule.threshold), None  # validated: absolute gates have one
-        ok = value >= bound if higher else value <= bound
-        op = (">=" if higher else "<=") if ok else ("<" if higher else ">")
-        reason = f"{key}={value:.4g} {op} {bound:.4g}"
-    else:
-        if champion is None:
-            return GateResult(
-                name, metric, rule.against, "skip", value, None, None, "no champion to compare"
-            )
-        old = champion.get(metric)
-        if old is None:
-            return _missing(
-                name,
-                metric,
-                rule,
-                f"champion has no recorded {metric} (tag {EVAL_TAG_PREFIX}{metric})",
-                value=value,
-                bound=None,
-                champion=None,
-            )
-        margin = min_delta if rule.threshold is None else rule.threshold
-        bound = old + margin if higher else old - margin
-        ok = value > bound if higher else value < bound  # strict: a tie keeps the champion
-        op = (">" if higher else "<") if ok else ("<=" if higher else ">=")
-        reason = f"{metric}={value:.4g} {op} champion {old:.4g} {'+' if higher else '-'} {margin:g}"
-        if rule.test == "mcnemar":
-            return _paired_gate(name, metric, rule, value, bound, old, ok, reason, paired)
-    return GateResult(
-        name, metric, rule.against, "pass" if ok else "fail", value, bound, old, reason
-    )
-
-
-def _paired_gate(
-    name: str,
-    metric: str,
-    rule: GateRule,
-    value: float,
-    bound: float,
-    old: float,
-    beyond_margin: bool,
-    reason: str,
-    paired: PairedEvidence | None,
-) -> GateResult:
-    """The margin on the recorded values and a significant paired gain on the same items."""
-    if not isinstance(paired, PairedTest):
-        why = paired or f"no per-item results of {metric}"
-        return _missing(
-            name, metric, rule, f"{why}: no paired test", value=value, bound=bound, champion=old
-        )
-    wanted = "better" if rule.better == "higher" else "worse"
-    significant = paired.direction == wanted
-    ok = beyond_margin and significant
-    verdict = "significant" if significant else "not significant"
-    return GateResult(
-        name,
-        metric,
-        rule.against,
-        "pass" if ok else "fail",
-        value,
-        bound,
-        old,
-        f"{reason}; {paired.describe()}: {verdict}",
-        paired.record(),
-    )
 
 
 def signals(
@@ -421,10 +302,13 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
 
     decision, verdict = _decide_for(cfg, candidate, challenger, champ, paired)
     before = str(champ.version) if champ else ""
+    if verdict == "promoted" and champ is not None and params.deploy.canary.enabled:
+        verdict = "canary"
+        decision = dataclasses.replace(decision, reason=f"{decision.reason}; {TO_CANARY}")
     if verdict == "promoted":
         client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, version)
         client.set_model_version_tag(MODEL_POLICY, version, audit.TAG_PREVIOUS_CHAMPION, before)
-    after = version if decision.promote else before
+    after = version if verdict in ("promoted", "already_champion") else before
     (log.info if decision.promote else log.warning)("promotion: %s", decision.reason)
 
     entry = {
@@ -453,7 +337,8 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     audit.tag_version(client, MODEL_POLICY, version, entry)
 
     metrics: dict[str, Any] = {
-        "promoted": int(verdict != "kept"),
+        "promoted": int(verdict in ("promoted", "already_champion")),
+        "verdict": verdict,
         "challenger_version": int(version),
         "champion_version": int(after) if after else -1,
         "reason": decision.reason,

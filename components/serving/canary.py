@@ -40,9 +40,10 @@ from openai import OpenAI, OpenAIError
 from components.config import CanaryParams, CanaryWeights, DeployParams
 from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY, RUN_TAG_STAGE
 from components.registry import audit
-from components.registry.promote import GateResult, check_gate
+from components.registry.gates import GateResult, check_gate
 from components.serving import client as load_client
-from components.serving import deploy, live_eval, vllm_server
+from components.serving import live_eval, vllm_server
+from components.serving.access import api_key, champion_version
 from components.serving.gateway import (
     FALLBACKS_HEADER,
     MODEL_ID_HEADER,
@@ -296,7 +297,7 @@ def reachable(base_url: str) -> bool:
 
 def _models(client: MlflowClient, workdir: Path) -> dict[Role, tuple[ModelVersion, Path]]:
     """Both versions the registry names, downloaded."""
-    champ = deploy.champion_version(client)
+    champ = champion_version(client)
     try:
         chall = client.get_model_version_by_alias(MODEL_POLICY, ALIAS_CHALLENGER)
     except MlflowException as err:
@@ -311,14 +312,21 @@ def _models(client: MlflowClient, workdir: Path) -> dict[Role, tuple[ModelVersio
 
 
 def serve_canary(
-    cfg: DeployParams, prompts: Path, eval_set: Path | None, workdir: Path, *, hold: bool = False
+    cfg: DeployParams,
+    prompts: Path,
+    eval_set: Path | None,
+    workdir: Path,
+    *,
+    hold: bool = False,
+    in_active_run: bool = False,
 ) -> dict[str, Any]:
     """Champion and challenger served by vLLM behind the gateway, the window replayed, the
-    decision applied with its audit record (an MLflow run `canary`). With `hold` (`llmops
-    serve --canary`) the gateway then serves on with the decided weights until Ctrl-C."""
+    decision applied with its audit record: in an MLflow run `canary` of its own, or with
+    `in_active_run` in the run already active (the deploy stage's). With `hold` (`llmops serve
+    --canary`) the gateway then serves on with the decided weights until Ctrl-C."""
     mlflow_env.configure()
     client = MlflowClient()
-    key = deploy.api_key(cfg, one_time_ok=not hold)
+    key = api_key(cfg, one_time_ok=not hold)
     models = _models(client, workdir)
     ports = {"champion": cfg.port, "challenger": cfg.canary.challenger_port}
     with ExitStack() as stack:
@@ -345,7 +353,12 @@ def serve_canary(
             acc = accuracies(gw, cfg, eval_set) if not failure else None
         rows = table(hits, ups, acc)
         decision = decide(cfg.canary, rows, failure)
-        with mlflow.start_run(run_name=RUN_NAME, tags={RUN_TAG_STAGE: RUN_NAME}) as run:
+        run_cm = (
+            contextlib.nullcontext(mlflow.active_run())
+            if in_active_run
+            else mlflow.start_run(run_name=RUN_NAME, tags={RUN_TAG_STAGE: RUN_NAME})
+        )
+        with run_cm as run:
             entry = record(decision, rows, ups, cfg.canary, run.info.run_id)
             mlflow.log_dict(entry, "promotion/canary.json")
             mlflow.set_tags(audit.as_tags({k: v for k, v in entry.items() if k != "canary"}))

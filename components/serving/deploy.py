@@ -1,9 +1,14 @@
 """deploy stage: serve the registry's champion with vLLM, check it answers, evaluate it as served,
 send a smoke load, record the numbers.
 
-setup (resolve `llmops-policy@champion`, then the registered form `deploy.variant` names: the fp
-policy, or the llmops-policy-int8 / -int4 version quantized from it; download it and any LoRA
-adapters) -> serve (vLLM subprocess, API key required) -> check (one completion) -> evaluate
+canary (only when the promote stage's verdict is `canary`, i.e. `deploy.canary.enabled` and the
+challenger passed the offline gates while a champion holds the alias: the challenger beside the
+champion behind the LiteLLM gateway for the bounded window, components/serving/canary.py; its
+decision moves `champion` or rolls the challenger back, with an audit record in this stage's
+run; a canary that cannot decide fails the stage with the champion untouched) -> setup (resolve
+`llmops-policy@champion`, then the registered form `deploy.variant` names: the fp policy, or
+the llmops-policy-int8 / -int4 version quantized from it; download it and any LoRA adapters)
+-> serve (vLLM subprocess, API key required) -> check (one completion) -> evaluate
 (lm-evaluation-harness `local-chat-completions` on the bundled tasks, `deploy.eval_tasks`) ->
 load (chat + completion requests through the openai client) -> cleanup (server stopped).
 
@@ -22,8 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import secrets
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,7 +46,13 @@ from components.constants import (
     MODEL_POLICY_INT8,
     TAG_PARENT_MODEL,
 )
-from components.serving import client, live_eval, vllm_server
+from components.serving import canary, client, live_eval, vllm_server
+from components.serving.access import (
+    NoChampionError,
+    api_key,
+    champion_version,
+    one_time,
+)
 from components.stage import StageResult
 from components.tracking import mlflow_env
 from components.tracking.model_download import download_model
@@ -62,34 +71,21 @@ class Reads(StageParams):
 class Paths:
     promotion: Path  # metrics/promote.json (the promote stage's decision; a DVC dependency)
     eval_set: Path  # data/tasks/eval.jsonl: the bundled tasks' data, evaluated on the endpoint
+    canary_prompts: Path  # data/canary/prompts.jsonl: the traffic a canary window replays
     out: Path  # JSON report: model, server command, per-request numbers
     metrics: Path
 
 
-class NoChampionError(LookupError):
-    """No registered version holds the champion alias."""
+class CanaryFailedError(RuntimeError):
+    """The canary could not judge the challenger (a server died, too few requests)."""
 
 
 class VariantNotFoundError(LookupError):
     """No quantized version of the champion is registered for `deploy.variant`."""
 
 
-class ApiKeyError(RuntimeError):
-    """A production server would start without an API key, or the key file is unusable."""
-
-
 # The registered model holding each quantized form of the policy (the quantize stage's).
 VARIANT_MODELS: Mapping[str, str] = {"int8": MODEL_POLICY_INT8, "int4": MODEL_POLICY_INT4}
-
-
-def champion_version(mlflow_client: MlflowClient, name: str = MODEL_POLICY) -> ModelVersion:
-    try:
-        return mlflow_client.get_model_version_by_alias(name, ALIAS_CHAMPION)
-    except MlflowException as err:
-        raise NoChampionError(
-            f"no model holds the {ALIAS_CHAMPION} alias of {name!r}; run the promote stage "
-            f"(`dvc repro promote`) or set the alias in the MLflow registry ({err.message})"
-        ) from err
 
 
 def registered_variants(mlflow_client: MlflowClient) -> dict[str, list[str]]:
@@ -124,34 +120,6 @@ def variant_version(
             "quantize stage on the champion (`dvc repro quantize`) or set deploy.variant: fp"
         )
     return name, max(matches, key=lambda v: int(v.version))
-
-
-def api_key(cfg: DeployParams, *, one_time_ok: bool) -> str | None:
-    """The key the server requires: deploy.api_key_file, else $<deploy.api_key_env>; else a
-    random one-time key when `one_time_ok` (the deploy stage's private server), else an error
-    unless deploy.require_api_key is false."""
-    if cfg.api_key_file:
-        path = Path(cfg.api_key_file)
-        key = path.read_text().strip() if path.is_file() else ""
-        if not key:
-            raise ApiKeyError(
-                f"deploy.api_key_file is {path} but it is missing or empty: write the key "
-                "there (one line) or unset deploy.api_key_file to read it from "
-                f"${cfg.api_key_env}"
-            )
-        return key
-    if cfg.api_key_env and (key := os.environ.get(cfg.api_key_env, "").strip()):
-        return key
-    if one_time_ok:
-        return secrets.token_urlsafe(24)
-    if cfg.require_api_key:
-        raise ApiKeyError(
-            f"no API key for the server: set ${cfg.api_key_env} (deploy.api_key_env) or "
-            "deploy.api_key_file; for a local development server without one set "
-            "deploy.require_api_key: false"
-        )
-    log.warning("serving WITHOUT an API key (deploy.require_api_key: false)")
-    return None
 
 
 def download_adapters(adapters: Mapping[str, str], dst: Path) -> dict[str, Path]:
@@ -189,12 +157,45 @@ def _check(load: dict[str, dict[str, Any]]) -> None:
         )
 
 
+def run_canary(cfg: DeployParams, paths: Paths, tracker: Tracker) -> dict[str, Any]:
+    """The live canary the promote stage asked for; its decision is applied before the
+    champion (old or new) is deployed. Server and gateway logs go to this stage's run."""
+    with tempfile.TemporaryDirectory(prefix="llmops-canary-") as tmp:
+        try:
+            entry = canary.serve_canary(
+                cfg, paths.canary_prompts, paths.eval_set, Path(tmp), in_active_run=True
+            )
+        finally:
+            for log_file in sorted(Path(tmp).rglob("*.log")):
+                tracker.log_artifact(log_file, "serving/canary")
+    print(f"{canary.format_table(entry['canary'])}\ncanary {entry['verdict']}: {entry['reason']}")
+    if entry["verdict"] == "failed":
+        raise CanaryFailedError(
+            f"the canary of {MODEL_POLICY} version {entry['challenger_version']} failed, version "
+            f"{entry['champion_before']} stays champion: {entry['reason']}. Re-run the stage to "
+            "try again (`dvc repro deploy`), or `llmops canary`"
+        )
+    return entry
+
+
+def canary_metrics(entry: Mapping[str, Any]) -> dict[str, float | str]:
+    """The canary's verdict and each role's live numbers, flat for metrics/deploy.json."""
+    keys = ("requests", "errors", "error_rate", "latency_p50_s", "latency_p95_s", "accuracy")
+    out: dict[str, float | str] = {"canary.verdict": entry["verdict"]}
+    for role, row in entry["canary"].items():
+        out.update({f"canary.{role}.{k}": row[k] for k in keys if row.get(k) is not None})
+    return out
+
+
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.deploy
     promotion = json.loads(paths.promotion.read_text())
+    canary_entry = run_canary(cfg, paths, tracker) if promotion.get("verdict") == "canary" else None
     mlflow_client = MlflowClient()
     champion = champion_version(mlflow_client)
-    if str(promotion.get("champion_version")) != str(champion.version):
+    if canary_entry is not None:
+        log.info("after the canary, %s version %s is champion", MODEL_POLICY, champion.version)
+    elif str(promotion.get("champion_version")) != str(champion.version):
         log.warning(
             "registry champion is version %s but %s says %s: serving the registry's",
             champion.version,
@@ -243,11 +244,12 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             "base_url": server.base_url,
             "served_model_name": server.served_name,
             "adapters": sorted(adapters),
-            "api_key": "configured" if key and not _one_time(cfg) else "one-time",
+            "api_key": "configured" if key and not one_time(cfg) else "one-time",
             "check_reply": server.check_reply,
         },
         "params": cfg.model_dump(mode="json"),
         "lm_eval": scores,
+        "canary": canary_entry,
         **load,
     }
     paths.out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,16 +260,13 @@ def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
             **_metrics(version, server.startup_s, load),  # model_version: the served one
             "champion_version": int(champion.version),
             **live_eval.flat(scores),
+            **(canary_metrics(canary_entry) if canary_entry else {}),
         },
         notes={
             "sample_chat_reply": load["chat"]["sample_reply"],
             "sample_completion": load["completion"]["sample_reply"],
         },
     )
-
-
-def _one_time(cfg: DeployParams) -> bool:
-    return not cfg.api_key_file and not (cfg.api_key_env and os.environ.get(cfg.api_key_env))
 
 
 def resolve_served(model_uri: str | None, variant: str) -> str:

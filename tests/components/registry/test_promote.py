@@ -126,12 +126,19 @@ def _predictions(path, correct: list[bool]) -> None:
 
 
 def _promote(
-    tmp_path, n: int, accuracy: float, correct: list[bool] | None = None, gates=None
+    tmp_path,
+    n: int,
+    accuracy: float,
+    correct: list[bool] | None = None,
+    gates=None,
+    canary: bool = False,
 ) -> dict:
     """The promote stage on a challenger whose per-item results are `correct` (default: the
-    first accuracy * ITEMS items right), with CFG's point-estimate gates unless `gates`."""
+    first accuracy * ITEMS items right), with CFG's point-estimate gates unless `gates`;
+    `canary`: deploy.canary.enabled."""
     correct = correct or [i < round(accuracy * ITEMS) for i in range(ITEMS)]
-    params = project_params(promote={"gates": gates or CFG.gates})
+    canary_cfg = {**project_params().deploy.canary.model_dump(), "enabled": canary}
+    params = project_params(promote={"gates": gates or CFG.gates}, deploy={"canary": canary_cfg})
     evaluation = tmp_path / f"eval{n}.json"
     evaluation.write_text(
         json.dumps({"eval_accuracy": accuracy, "perplexity": 20.0, "base.eval_accuracy": 0.0})
@@ -171,6 +178,26 @@ def test_run_moves_champion_only_when_gate_passes(registry):
     # Re-running promote on the champion itself keeps it (no self-comparison).
     m3 = _promote(registry, 1, accuracy=0.5)
     assert m3["promoted"] == 1 and "already holds champion" in m3["reason"]
+
+
+def test_with_the_canary_on_a_passing_challenger_waits_for_the_live_window(registry):
+    from components.tracking.mlflow_env import configure
+
+    configure()
+    v1 = _register_version(registry, 1)
+    first = _promote(registry, 1, accuracy=0.5, canary=True)
+    assert first["verdict"] == "promoted" and first["champion_version"] == int(v1)  # none to canary
+
+    v2 = _register_version(registry, 2)
+    m = _promote(registry, 2, accuracy=0.9, canary=True)
+    assert (m["verdict"], m["promoted"], m["champion_version"]) == ("canary", 0, int(v1))
+    assert "live canary" in m["reason"]
+    assert _aliases() == {ALIAS_CHAMPION: int(v1), ALIAS_CHALLENGER: int(v2)}
+    assert _version_tags(v2)["promotion.verdict"] == "canary"
+
+    _register_version(registry, 3)  # failing the offline gates never reaches the canary
+    worse = _promote(registry, 3, accuracy=0.1, canary=True)
+    assert worse["verdict"] == "kept" and _aliases()[ALIAS_CHAMPION] == int(v1)
 
 
 def _aliases() -> dict:

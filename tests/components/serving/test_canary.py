@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import mlflow
@@ -18,7 +19,7 @@ from mlflow import MlflowClient
 from components.config import CanaryParams, CanaryWeights
 from components.constants import ALIAS_CHAMPION, MODEL_POLICY
 from components.registry import audit
-from components.serving import canary, gateway
+from components.serving import canary, deploy, gateway
 from components.serving.client import RequestResult
 from tests.components.serving import fake_openai
 from tests.helpers import project_params
@@ -134,6 +135,48 @@ def test_too_few_challenger_requests_or_a_failure_decide_nothing():
     assert canary.decide(_cfg(), canary.table(hits, UPS)).verdict == "failed"
     decision = canary.decide(_cfg(), canary.table(hits, UPS), "server stopped")
     assert (decision.verdict, decision.reason) == ("failed", "server stopped")
+
+
+class _Logs:
+    """The stage's tracker as far as the canary uses it: the servers' logs."""
+
+    def __init__(self) -> None:
+        self.logged: list[str] = []
+
+    def log_artifact(self, path, artifact_path=None) -> None:
+        self.logged.append(f"{artifact_path}/{Path(path).name}")
+
+
+def _deploy_paths(tmp_path) -> deploy.Paths:
+    return deploy.Paths(*(tmp_path / n for n in ("p.json", "eval.jsonl", "c.jsonl", "o", "m")))
+
+
+def test_in_the_deploy_stage_a_canary_that_cannot_decide_fails_the_stage(tmp_path, monkeypatch):
+    hits = [_hit(CHAMP)] * 95 + [_hit(CHALL)] * 5
+    rows = canary.table(hits, UPS)
+    entry = canary.record(canary.decide(_cfg(), rows), rows, UPS, _cfg(), "run-1")
+
+    def window(cfg, prompts, eval_set, workdir, *, in_active_run):
+        assert in_active_run  # the record belongs to the deploy stage's run
+        (workdir / "gateway").mkdir()
+        (workdir / "gateway" / "gateway.log").write_text("proxy log")
+        return entry
+
+    monkeypatch.setattr(canary, "serve_canary", window)
+    logs = _Logs()
+    cfg = project_params().deploy
+    with pytest.raises(deploy.CanaryFailedError, match=f"version {CHAMP} stays champion"):
+        deploy.run_canary(cfg, _deploy_paths(tmp_path), logs)
+    assert logs.logged == ["serving/canary/gateway.log"]  # logged even when it fails
+
+
+def test_the_canary_s_live_numbers_reach_the_deploy_metrics():
+    hits = [_hit(CHAMP, latency=0.2)] * 80 + [_hit(CHALL, latency=0.3)] * 20
+    rows = canary.table(hits, UPS, {"champion": 0.5, "challenger": 0.48})
+    entry = canary.record(canary.decide(_cfg(), rows), rows, UPS, _cfg(), "run-1")
+    m = deploy.canary_metrics(entry)
+    assert m["canary.verdict"] == "promoted" and m["canary.challenger.requests"] == 20
+    assert m["canary.champion.accuracy"] == 0.5 and m["canary.challenger.latency_p95_s"] == 0.3
 
 
 # --- the real gateway -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from components.constants import (
     MODEL_POLICY_INT8,
     TAG_PARENT_MODEL,
 )
-from components.serving import deploy, live_eval, vllm_server
+from components.serving import access, deploy, live_eval, vllm_server
 from tests.components.serving.test_vllm_server import (
     _free_port,
     _group_gone,
@@ -85,22 +85,22 @@ def test_the_key_goes_to_the_environment_not_the_command_line():
 
 def test_api_key_from_env_then_file_and_refused_when_missing(tmp_path, monkeypatch):
     monkeypatch.delenv("LLMOPS_API_KEY", raising=False)
-    with pytest.raises(deploy.ApiKeyError, match=r"set \$LLMOPS_API_KEY"):
-        deploy.api_key(DEPLOY, one_time_ok=False)
-    one_time = deploy.api_key(DEPLOY, one_time_ok=True)
-    assert one_time and len(one_time) >= 24 and one_time != deploy.api_key(DEPLOY, one_time_ok=True)
+    with pytest.raises(access.ApiKeyError, match=r"set \$LLMOPS_API_KEY"):
+        access.api_key(DEPLOY, one_time_ok=False)
+    one_time = access.api_key(DEPLOY, one_time_ok=True)
+    assert one_time and len(one_time) >= 24 and one_time != access.api_key(DEPLOY, one_time_ok=True)
     monkeypatch.setenv("LLMOPS_API_KEY", " from-env\n")
-    assert deploy.api_key(DEPLOY, one_time_ok=False) == "from-env"
+    assert access.api_key(DEPLOY, one_time_ok=False) == "from-env"
     secret = tmp_path / "key"
     secret.write_text("from-file\n")
     cfg = DEPLOY.model_copy(update={"api_key_file": str(secret)})
-    assert deploy.api_key(cfg, one_time_ok=False) == "from-file"
+    assert access.api_key(cfg, one_time_ok=False) == "from-file"
     secret.write_text("")
-    with pytest.raises(deploy.ApiKeyError, match="missing or empty"):
-        deploy.api_key(cfg, one_time_ok=True)
+    with pytest.raises(access.ApiKeyError, match="missing or empty"):
+        access.api_key(cfg, one_time_ok=True)
     monkeypatch.delenv("LLMOPS_API_KEY")
     dev = DEPLOY.model_copy(update={"require_api_key": False})
-    assert deploy.api_key(dev, one_time_ok=False) is None
+    assert access.api_key(dev, one_time_ok=False) is None
 
 
 # --- LoRA flags --------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_variant_is_the_version_quantized_from_the_champion_else_an_error_listin
     mine = _version(registry, MODEL_POLICY_INT8, f"{MODEL_POLICY}/{champion.version}")
     _version(registry, MODEL_POLICY_INT8, f"{MODEL_POLICY}/{old.version}")
     _version(registry, MODEL_POLICY_INT4, f"{MODEL_POLICY}/{old.version}")
-    champ = deploy.champion_version(registry)
+    champ = access.champion_version(registry)
     assert deploy.variant_version(registry, champ, "fp")[1].version == champion.version
     name, v = deploy.variant_version(registry, champ, "int8")
     assert (name, v.version) == (MODEL_POLICY_INT8, mine.version)

@@ -14,7 +14,7 @@ import pytest
 
 from components.config import ModelParams
 from components.constants import ALIAS_CHAMPION, ENV_SERVE_PYTHON, MODEL_POLICY
-from components.serving import client, deploy, vllm_server
+from components.serving import access, client, deploy, vllm_server
 from components.tracking.model_download import hf_model_dir
 from components.tracking.registry import register_model_dir
 from tests.helpers import project_params, stage_view
@@ -144,10 +144,10 @@ def test_no_champion_fails_with_what_to_do(tmp_path, monkeypatch):
     mlflow_client = MlflowClient()
     mlflow_client.create_registered_model(MODEL_POLICY)
     with pytest.raises(
-        deploy.NoChampionError,
+        access.NoChampionError,
         match=f"no model holds the {ALIAS_CHAMPION} alias.*run the promote stage",
     ):
-        deploy.champion_version(mlflow_client)
+        access.champion_version(mlflow_client)
 
 
 # --- the real server -------------------------------------------------------------------------
