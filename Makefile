@@ -121,10 +121,12 @@ bench-curation: setup
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python -m bench.curation
 
-# vLLM (fp32, int8, int4) vs `transformers serve` under 1-64 concurrent clients on a 29M Llama;
+# vLLM (fp32, int8, int4) vs `transformers serve` under 1-64 concurrent clients, direct and
+# through the canary's LiteLLM gateway: a 29M Llama, then the real SmolLM2-135M (fp, int8);
 # the int8/int4 models come from llm-compressor in .venv-quantize (LLMOPS_QUANTIZE_PYTHON).
 bench-serving: setup
-	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.serving --gateway
+	$(BIN)/python -m bench.serving --model smollm2 --variants fp,int8 --clients 1,4,16 --gateway
 
 lint: setup
 	$(BIN)/ruff check .

@@ -304,10 +304,10 @@ def transformers_serve(model_dir: Path, log: Path) -> Iterator[str]:
             vllm_server.stop(proc)
 
 
-# Requests per point and repeat (clients: requests): every client busy for four requests, so a
-# point is not one straggler's latency; the baseline has no 64-client point (its queue alone
-# would take the budget).
-REQUESTS = {1: 8, 4: 16, 16: 64, 64: 128}
+# Requests per point and repeat (clients: requests): every client busy for at least four
+# requests, so a point is not one straggler's latency (one client: 16, as single-stream numbers
+# swing most); the baseline has no 64-client point (its queue alone would take the budget).
+REQUESTS = {1: 16, 4: 16, 16: 64, 64: 128}
 BASELINE_CLIENTS = (1, 4, 16)
 QUICK_REQUESTS = {1: 3, 16: 16}
 
@@ -389,7 +389,8 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             f"Goals: {goals}.",
             "",
-            f"Model: {result['model']['name']}. Machine: {m['cpus']} CPUs ({m['cpu']}), "
+            f"Model: {result['model']['name']}. Machine: {m['cpus']} CPUs "
+            f"({m.get('cpu_model') or m['cpu']}{', AMX' if m.get('amx') else ''}), "
             f"load average at the start {m['load_avg_at_start']}, at the end "
             f"{m['load_avg_at_end']}; {m['note']}.",
             "",
@@ -446,7 +447,7 @@ def main() -> None:
     ap.add_argument("--model", choices=("bench", "smollm2"), default="bench")
     ap.add_argument("--quick", action="store_true", help="1 and 16 clients, fewer requests")
     ap.add_argument("--clients", default=None, help="comma-separated points (default 1,4,16,64)")
-    ap.add_argument("--repeats", type=int, default=2, help="runs of each point (default 2)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each point (default 3)")
     ap.add_argument("--gateway", action="store_true", help="also each vLLM variant via LiteLLM")
     ap.add_argument("--work", type=Path, default=None, help="model cache (default: a temp dir)")
     ap.add_argument("--variants", default="fp,int8,int4")
