@@ -98,7 +98,9 @@ def check_gate(
         bound = old + margin if higher else old - margin
         ok = value > bound if higher else value < bound  # strict: a tie keeps the champion
         op = (">" if higher else "<") if ok else ("<=" if higher else ">=")
-        reason = f"{metric}={value:.4g} {op} champion {old:.4g} {'+' if higher else '-'} {margin:g}"
+        shift = bound - old  # a tolerated regression reads "champion 0.2 + 0.5", not "- -0.5"
+        reason = f"{metric}={value:.4g} {op} champion {old:.4g} {'-' if shift < 0 else '+'} "
+        reason += f"{abs(shift):g}"
         if rule.test == "mcnemar":
             return _paired_gate(name, metric, rule, value, bound, old, ok, reason, paired)
     return GateResult(

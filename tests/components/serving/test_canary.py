@@ -123,6 +123,7 @@ def test_a_challenger_within_every_margin_is_promoted_and_a_slow_one_is_not():
     hits = [_hit(CHAMP, latency=0.2)] * 80 + [_hit(CHALL, latency=0.3)] * 20
     decision = canary.decide(_cfg(), canary.table(hits, UPS, {"champion": 0.5, "challenger": 0.48}))
     assert decision.verdict == "promoted", decision.reason
+    assert "latency_p95_s=0.3 < champion 0.2 + 0.5" in decision.reason  # the tolerance, signed
     assert decision.weights_after == CanaryWeights(champion=0, challenger=100)
     slow = [_hit(CHAMP, latency=0.2)] * 80 + [_hit(CHALL, latency=0.9)] * 20
     assert canary.decide(_cfg(), canary.table(slow, UPS)).verdict == "rolled_back"

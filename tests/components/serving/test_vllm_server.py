@@ -261,6 +261,7 @@ def test_deploy_stage_serves_the_registry_champion(
     paths = deploy.Paths(
         promotion=tmp_path / "promote.json",
         eval_set=tasks_dir / "eval.jsonl",
+        canary_prompts=tmp_path / "unused.jsonl",  # no canary: promote.json has no such verdict
         out=tmp_path / "deploy.json",
         metrics=tmp_path / "metrics.json",
     )
