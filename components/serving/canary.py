@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 Verdict = Literal["promoted", "rolled_back", "failed"]
 UNATTRIBUTED = "unattributed"  # failed at the gateway, no version named
 RUN_NAME = "canary"
+REQUESTS_ARTIFACT = "promotion/canary_requests.jsonl"  # who answered each request of the window
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,27 @@ def table(
             "first_error": s["first_error"],
         }
     return rows
+
+
+def request_log(hits: Sequence[Hit], upstreams: Mapping[Role, Upstream]) -> str:
+    """One JSON line per replayed request: which version it was routed to, which answered it
+    (the champion, after a fallback), whether the client got an answer, and how fast."""
+    lines = (
+        json.dumps(
+            {
+                "i": i,
+                "routed_to": routed_to(h, upstreams),
+                "answered_by": h.answered_by,
+                "fell_back": h.fell_back,
+                "ok": h.result.ok,
+                "latency_s": round(h.result.latency_s, 4),
+                "completion_tokens": h.result.completion_tokens,
+                "error": h.result.error,
+            }
+        )
+        for i, h in enumerate(hits)
+    )
+    return "".join(line + "\n" for line in lines)
 
 
 def gate_values(row: Mapping[str, Any]) -> dict[str, float]:
@@ -361,6 +383,7 @@ def serve_canary(
         with run_cm as run:
             entry = record(decision, rows, ups, cfg.canary, run.info.run_id)
             mlflow.log_dict(entry, "promotion/canary.json")
+            mlflow.log_text(request_log(hits, ups), REQUESTS_ARTIFACT)
             mlflow.set_tags(audit.as_tags({k: v for k, v in entry.items() if k != "canary"}))
             apply(client, entry)
         log.info("canary %s: %s\n%s", decision.verdict, decision.reason, format_table(rows))

@@ -5,6 +5,7 @@ with an audit record; the decision itself on hand-made tables."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -129,6 +130,18 @@ def test_a_challenger_within_every_margin_is_promoted_and_a_slow_one_is_not():
     assert canary.decide(_cfg(), canary.table(slow, UPS)).verdict == "rolled_back"
     worse = canary.table(hits, UPS, {"champion": 0.5, "challenger": 0.40})
     assert "accuracy" in canary.decide(_cfg(), worse).reason.split(":")[0]
+
+
+def test_the_request_log_names_who_each_request_was_routed_to_and_who_answered():
+    hits = [_hit(CHAMP), _hit(CHALL), _hit(CHAMP, fell_back=True), _hit("", ok=False)]
+    rows = [json.loads(line) for line in canary.request_log(hits, UPS).splitlines()]
+    assert [(r["routed_to"], r["answered_by"], r["ok"]) for r in rows] == [
+        (CHAMP, CHAMP, True),
+        (CHALL, CHALL, True),
+        (CHALL, CHAMP, True),  # the challenger failed; the client got the champion's answer
+        (canary.UNATTRIBUTED, "", False),
+    ]
+    assert [r["i"] for r in rows] == [0, 1, 2, 3] and rows[3]["error"] == "boom"
 
 
 def test_too_few_challenger_requests_or_a_failure_decide_nothing():

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from components.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, MODEL_POLICY
 from components.registry import audit
-from components.serving import deploy, gateway
+from components.serving import canary, deploy, gateway
 from components.tracking.registry import register_model_dir
 from components.tracking.stage_run import stage_run
 from tests.components.serving.fake_openai import free_port
@@ -35,7 +35,7 @@ def test_the_deploy_stage_canaries_the_challenger_then_serves_the_decided_champi
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     (tmp_path / "data.txt").write_text("training data")
-    canary = {
+    canary_cfg = {
         **project_params().deploy.canary.model_dump(),
         "enabled": True,
         "weights": {"champion": 50, "challenger": 50},
@@ -51,7 +51,7 @@ def test_the_deploy_stage_canaries_the_challenger_then_serves_the_decided_champi
     params = project_params(
         deploy={
             "port": free_port(), "n_requests": 2, "max_tokens": 8, "eval_limit": 2,
-            "canary": canary,
+            "canary": canary_cfg,
         }
     )  # fmt: skip
     versions = []
@@ -103,5 +103,10 @@ def test_the_deploy_stage_canaries_the_challenger_then_serves_the_decided_champi
         f"{client.get_run(run_id).info.artifact_uri}/promotion/canary.json"
     )
     assert recorded["weights_after"] == {"champion": 0, "challenger": 100}
+    answered = mlflow.artifacts.load_text(
+        f"{client.get_run(run_id).info.artifact_uri}/{canary.REQUESTS_ARTIFACT}"
+    )
+    routed = [json.loads(line)["routed_to"] for line in answered.splitlines()]
+    assert routed.count(chall) == rows["challenger"]["requests"] and len(routed) == 40
     logged = {a.path for a in client.list_artifacts(run_id, "serving/canary")}
     assert any("gateway" in p for p in logged) and any("vllm-challenger" in p for p in logged)
