@@ -1,5 +1,6 @@
 """Progressive delivery: the registry's `challenger` takes a share of live traffic beside the
-`champion`, and its live numbers decide.
+`champion`, and its live numbers decide. Run by the deploy stage when the promote stage's
+verdict is `canary` (`deploy.canary.enabled`), and by `llmops canary` / `llmops serve --canary`.
 
 setup (both versions from the registry, a vLLM server each) -> gateway (LiteLLM, weights from
 `deploy.canary.weights`, the API key enforced) -> window (the bundled prompt set replayed to the
