@@ -304,9 +304,9 @@ def transformers_serve(model_dir: Path, log: Path) -> Iterator[str]:
             vllm_server.stop(proc)
 
 
-# Requests per point and repeat (clients: requests): every client busy for at least four
-# requests, so a point is not one straggler's latency (one client: 16, as single-stream numbers
-# swing most); the baseline has no 64-client point (its queue alone would take the budget).
+# Requests per point and repeat (clients: requests): four per client up to 16 clients and two at
+# 64, so a point is not one straggler's latency (one client: 16, as single-stream numbers swing
+# most); the baseline has no 64-client point (its queue alone would take the budget).
 REQUESTS = {1: 16, 4: 16, 16: 64, 64: 128}
 BASELINE_CLIENTS = (1, 4, 16)
 QUICK_REQUESTS = {1: 3, 16: 16}
@@ -444,7 +444,12 @@ def log_to_mlflow(result: dict, paths: list[Path]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", choices=("bench", "smollm2"), default="bench")
+    ap.add_argument(
+        "--model",
+        choices=("bench", "smollm2"),
+        default="bench",
+        help="bench: the 29M random Llama; smollm2: the real SmolLM2-135M-Instruct",
+    )
     ap.add_argument("--quick", action="store_true", help="1 and 16 clients, fewer requests")
     ap.add_argument("--clients", default=None, help="comma-separated points (default 1,4,16,64)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each point (default 3)")
