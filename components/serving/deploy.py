@@ -46,6 +46,7 @@ from components.constants import (
     MODEL_POLICY_INT8,
     TAG_PARENT_MODEL,
 )
+from components.registry import audit
 from components.serving import canary, client, live_eval, vllm_server
 from components.serving.access import (
     NoChampionError,
@@ -157,6 +158,20 @@ def _check(load: dict[str, dict[str, Any]]) -> None:
         )
 
 
+def canary_pending(mlflow_client: MlflowClient, promotion: Mapping[str, Any]) -> bool:
+    """The promote stage sent a challenger to the canary and no canary has decided on it since
+    (a re-run of this stage after a decision deploys the champion; after a failure it retries)."""
+    if promotion.get("verdict") != "canary":
+        return False
+    version = str(promotion["challenger_version"])
+    tags = mlflow_client.get_model_version(MODEL_POLICY, version).tags
+    verdict = tags.get(audit.TAG_PREFIX + "verdict", "")
+    if verdict not in ("canary", "failed"):
+        log.info("the canary already decided on version %s (%s): no new canary", version, verdict)
+        return False
+    return True
+
+
 def run_canary(cfg: DeployParams, paths: Paths, tracker: Tracker) -> dict[str, Any]:
     """The live canary the promote stage asked for; its decision is applied before the
     champion (old or new) is deployed. Server and gateway logs go to this stage's run."""
@@ -190,8 +205,9 @@ def canary_metrics(entry: Mapping[str, Any]) -> dict[str, float | str]:
 def run(params: Reads, paths: Paths, tracker: Tracker) -> StageResult:
     cfg = params.deploy
     promotion = json.loads(paths.promotion.read_text())
-    canary_entry = run_canary(cfg, paths, tracker) if promotion.get("verdict") == "canary" else None
     mlflow_client = MlflowClient()
+    pending = canary_pending(mlflow_client, promotion)
+    canary_entry = run_canary(cfg, paths, tracker) if pending else None
     champion = champion_version(mlflow_client)
     if canary_entry is not None:
         log.info("after the canary, %s version %s is champion", MODEL_POLICY, champion.version)

@@ -280,6 +280,16 @@ def test_a_garbage_challenger_is_rolled_back_with_an_audit_record(started, regis
     assert '"challenger":100' not in tags[audit.TAG_PREFIX + "weights_after"]
 
 
+def test_the_deploy_stage_canaries_a_challenger_once_and_retries_only_a_failed_canary(registry):
+    promotion = {"verdict": "canary", "challenger_version": int(CHALL)}
+    audit.tag_version(registry, MODEL_POLICY, CHALL, {"verdict": "canary"})  # as promote leaves it
+    assert deploy.canary_pending(registry, promotion)
+    for verdict, pending in (("failed", True), ("promoted", False), ("rolled_back", False)):
+        audit.tag_version(registry, MODEL_POLICY, CHALL, {"verdict": verdict})
+        assert deploy.canary_pending(registry, promotion) is pending, verdict
+    assert not deploy.canary_pending(registry, {**promotion, "verdict": "promoted"})
+
+
 def test_weights_must_add_up_and_the_three_ports_differ():
     with pytest.raises(ValueError, match="add up to 95"):
         CanaryWeights(champion=90, challenger=5)

@@ -67,7 +67,11 @@ def test_the_deploy_stage_canaries_the_challenger_then_serves_the_decided_champi
     client = MlflowClient()
     client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHAMPION, champ)
     client.set_registered_model_alias(MODEL_POLICY, ALIAS_CHALLENGER, chall)
-    promotion = {"verdict": "canary", "promoted": 0, "champion_version": int(champ)}
+    audit.tag_version(client, MODEL_POLICY, chall, {"verdict": "canary"})  # as promote leaves it
+    promotion = {
+        "verdict": "canary", "promoted": 0, "champion_version": int(champ),
+        "challenger_version": int(chall),
+    }  # fmt: skip
     (tmp_path / "promote.json").write_text(json.dumps(promotion))
     paths = deploy.Paths(
         promotion=tmp_path / "promote.json",
@@ -110,3 +114,5 @@ def test_the_deploy_stage_canaries_the_challenger_then_serves_the_decided_champi
     assert routed.count(chall) == rows["challenger"]["requests"] and len(routed) == 40
     logged = {a.path for a in client.list_artifacts(run_id, "serving/canary")}
     assert any("gateway" in p for p in logged) and any("vllm-challenger" in p for p in logged)
+    # A re-run of the stage deploys the new champion without another canary.
+    assert not deploy.canary_pending(client, promotion)
