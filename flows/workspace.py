@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from flows.dvc_stage import dvc_executable
 
 log = logging.getLogger(__name__)
@@ -171,15 +173,18 @@ def save_experiment(path: Path, name: str, timeout_s: float = EXP_SAVE_TIMEOUT_S
     """Save the workspace (params, dvc.lock, metrics and reports; cached outputs into the shared
     cache) as DVC experiment `name`, based on the workspace's commit."""
     include = [arg for out in uncached_outs(path) for arg in ("--include-untracked", out)]
+    # Workspaces share one git repository: two `dvc exp save` at once race on its refs (DVC
+    # failed with "'NoneType' object is not subscriptable"), so they take turns.
     try:
-        proc = subprocess.run(
-            [dvc_executable(), "exp", "save", "--force", "-n", name, *include],
-            cwd=path,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-    except subprocess.TimeoutExpired as err:
+        with FileLock(path.parent.parent / "exp-save.lock", timeout=timeout_s):  # .dvc/tmp
+            proc = subprocess.run(
+                [dvc_executable(), "exp", "save", "--force", "-n", name, *include],
+                cwd=path,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+    except (subprocess.TimeoutExpired, Timeout) as err:
         raise WorkspaceError(
             f"`dvc exp save -n {name}` did not finish in {timeout_s:g} s and was stopped"
         ) from err
