@@ -183,7 +183,6 @@ def run_canary(cfg: DeployParams, paths: Paths, tracker: Tracker) -> dict[str, A
         finally:
             for log_file in sorted(Path(tmp).rglob("*.log")):
                 tracker.log_artifact(log_file, "serving/canary")
-    print(f"{canary.format_table(entry['canary'])}\ncanary {entry['verdict']}: {entry['reason']}")
     if entry["verdict"] == "failed":
         raise CanaryFailedError(
             f"the canary of {MODEL_POLICY} version {entry['challenger_version']} failed, version "
